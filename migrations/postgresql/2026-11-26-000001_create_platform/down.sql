@@ -1,0 +1,14 @@
+DROP TABLE idempotency_keys;
+DROP TABLE effects;
+DROP TABLE payment_events;
+DROP TABLE user_course_chapters;
+DROP TABLE user_courses;
+DROP TABLE points_ledger;
+DROP TABLE order_items;
+ALTER TABLE orders DROP CONSTRAINT orders_user_coupon_id_fkey;
+DROP TABLE user_coupons;
+DROP TABLE orders;
+DROP TABLE coupons;
+DROP TABLE chapters;
+DROP TABLE courses;
+DROP TABLE users;

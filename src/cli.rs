@@ -1,0 +1,95 @@
+//! The command line: `serve` (default), `migrate`, `seed-demo`, `token`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::app::Application;
+use crate::auth::JwtKeys;
+use crate::config::Settings;
+use crate::db;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "order-engine",
+    version,
+    about = "Order lifecycle engine: one actor per pending order"
+)]
+pub struct Cli {
+    /// Settings file (default: ./config.toml when present, else built-in defaults).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the engine (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Create a small demo catalog: users with points and coupons, courses with chapters.
+    SeedDemo,
+    /// Print a client JWT for a user.
+    Token {
+        /// The user's id.
+        #[arg(long)]
+        user: i64,
+        /// Seconds until the token expires.
+        #[arg(long, default_value_t = 86_400)]
+        ttl_secs: u64,
+    },
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("{err}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(settings),
+        Command::Migrate => db::connect(&settings.database)
+            .map(|_| log::info!("migrations are up to date"))
+            .map_err(|e| e.to_string()),
+        Command::SeedDemo => crate::seed::seed_demo(&settings),
+        Command::Token { user, ttl_secs } => token(&settings, user, ttl_secs),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(settings: Settings) -> Result<(), String> {
+    actix_web::rt::System::new().block_on(async move {
+        let app = Application::build(settings).map_err(|e| e.to_string())?;
+        app.run_until_stopped().await.map_err(|e| e.to_string())?;
+        log::info!("stopped");
+        Ok(())
+    })
+}
+
+fn token(settings: &Settings, user_id: i64, ttl_secs: u64) -> Result<(), String> {
+    let pool = db::connect(&settings.database).map_err(|e| e.to_string())?;
+    let mut conn = pool.get().map_err(|e| e.to_string())?;
+    match db::catalog::find_user(&mut conn, user_id) {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(format!("user {user_id} does not exist")),
+        Err(e) => return Err(e.to_string()),
+    }
+    let token = JwtKeys::new(&settings.auth.jwt_secret)
+        .issue(user_id, ttl_secs)
+        .map_err(|e| e.to_string())?;
+    println!("{token}");
+    Ok(())
+}

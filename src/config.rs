@@ -1,0 +1,483 @@
+//! Settings, loaded in layers: built-in defaults, then a TOML file, then environment variables
+//! `ORDER_ENGINE__SECTION__KEY`. Every key is listed once, in [`Settings::load_from`], with its
+//! default and its validation; `config.toml` at the repository root documents each one.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Prefix of the environment variables that override single keys.
+pub const ENV_PREFIX: &str = "ORDER_ENGINE__";
+
+/// A setting that could not be loaded: start-up stops with `config error: <key>: <reason>`.
+#[derive(Debug, thiserror::Error)]
+#[error("config error: {key}: {reason}")]
+pub struct ConfigError {
+    /// `section.key`, or the file that could not be read.
+    pub key: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub cluster: ClusterSettings,
+    pub orders: OrderSettings,
+    pub pricing: PricingSettings,
+    pub payment: PaymentSettings,
+    pub auth: AuthSettings,
+    pub admin: AdminSettings,
+    pub effects: EffectSettings,
+    pub limits: LimitSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// `host:port` the HTTP API listens on.
+    pub bind: String,
+    /// HTTP worker threads; 0 = one per CPU core.
+    pub workers: usize,
+    /// Bodies larger than this get 413 `payload_too_large`.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// A SQLite file; its folder is created if missing.
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection URL, passed to libpq as it is.
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(
+                    "sqlite:// needs a file path, e.g. sqlite://data/order-engine.db".into(),
+                );
+            }
+            Ok(Self::Sqlite(PathBuf::from(path)))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(url.to_string()))
+        } else {
+            Err("must start with sqlite:// or postgres://".into())
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub url: DatabaseUrl,
+    /// Connections kept in the pool.
+    pub pool_size: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `None` turns every Redis feature off.
+    pub url: Option<String>,
+    pub events_stream: String,
+    pub events_maxlen: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// This process's id; random when the file leaves it empty.
+    pub node_id: String,
+    pub heartbeat_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct OrderSettings {
+    /// Seconds between placement and `expires_at`.
+    pub payment_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct PricingSettings {
+    /// Cents one loyalty point is worth (>= 1).
+    pub cents_per_point: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct PaymentSettings {
+    /// HMAC-SHA256 key of callback signatures.
+    pub secret: String,
+    /// Largest accepted `|now - t|` of a signature, in seconds.
+    pub tolerance_secs: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// HS256 key of client JWTs.
+    pub jwt_secret: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// Bearer token of the admin API.
+    pub token: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct EffectSettings {
+    /// Attempts before an effect is dead-lettered.
+    pub max_attempts: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    pub orders_per_user_per_minute: u32,
+}
+
+/// The values of one layered load: the file's table and the environment's overrides. Each key
+/// read is removed, so what is left afterwards is unknown.
+struct Layers {
+    file: BTreeMap<String, toml::Table>,
+    env: BTreeMap<(String, String), String>,
+}
+
+enum Raw {
+    File(toml::Value),
+    Env(String),
+}
+
+impl Layers {
+    fn take(&mut self, section: &str, key: &str) -> Option<Raw> {
+        if let Some(value) = self.env.remove(&(section.to_string(), key.to_string())) {
+            if let Some(table) = self.file.get_mut(section) {
+                table.remove(key);
+            }
+            return Some(Raw::Env(value));
+        }
+        self.file
+            .get_mut(section)
+            .and_then(|table| table.remove(key))
+            .map(Raw::File)
+    }
+
+    fn string(&mut self, section: &str, key: &str, default: &str) -> Result<String, ConfigError> {
+        match self.take(section, key) {
+            None => Ok(default.to_string()),
+            Some(Raw::Env(value)) => Ok(value),
+            Some(Raw::File(toml::Value::String(value))) => Ok(value),
+            Some(Raw::File(other)) => Err(ConfigError::new(
+                format!("{section}.{key}"),
+                format!("expected a string, found {}", other.type_str()),
+            )),
+        }
+    }
+
+    fn integer(
+        &mut self,
+        section: &str,
+        key: &str,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Result<u64, ConfigError> {
+        let name = format!("{section}.{key}");
+        let value = match self.take(section, key) {
+            None => default,
+            Some(Raw::Env(text)) => text.trim().parse::<u64>().map_err(|_| {
+                ConfigError::new(&name, format!("expected a whole number, found {text:?}"))
+            })?,
+            Some(Raw::File(toml::Value::Integer(n))) => u64::try_from(n).map_err(|_| {
+                ConfigError::new(&name, format!("must be at least {min}, found {n}"))
+            })?,
+            Some(Raw::File(other)) => {
+                return Err(ConfigError::new(
+                    &name,
+                    format!("expected a whole number, found {}", other.type_str()),
+                ))
+            }
+        };
+        if value < min || value > max {
+            return Err(ConfigError::new(
+                &name,
+                format!("must be between {min} and {max}, found {value}"),
+            ));
+        }
+        Ok(value)
+    }
+
+    /// The first key nobody asked for, if any.
+    fn first_unknown(&self) -> Option<ConfigError> {
+        if let Some((section, key)) = self.env.keys().next() {
+            return Some(ConfigError::new(
+                format!("{section}.{key}"),
+                format!(
+                    "unknown key (from environment variable {ENV_PREFIX}{}__{})",
+                    section.to_uppercase(),
+                    key.to_uppercase()
+                ),
+            ));
+        }
+        self.file.iter().find_map(|(section, table)| {
+            table
+                .keys()
+                .next()
+                .map(|key| ConfigError::new(format!("{section}.{key}"), "unknown key"))
+        })
+    }
+}
+
+const SECTIONS: [&str; 11] = [
+    "server", "database", "redis", "cluster", "orders", "pricing", "payment", "auth", "admin",
+    "effects", "limits",
+];
+
+impl Settings {
+    /// Loads `path` (or `config.toml` in the working directory, when present) and the
+    /// process environment.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let text = match path {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::new(path.display().to_string(), format!("cannot read: {e}"))
+            })?),
+            None => std::fs::read_to_string("config.toml").ok(),
+        };
+        let name = path.map_or_else(|| "config.toml".to_string(), |p| p.display().to_string());
+        Self::load_from(
+            text.as_deref().map(|t| (name.as_str(), t)),
+            std::env::vars(),
+        )
+    }
+
+    /// Built-in defaults only: what a missing `config.toml` gives.
+    pub fn defaults() -> Self {
+        Self::load_from(None, std::iter::empty()).expect("the built-in defaults are valid")
+    }
+
+    /// Loads from a file's text (with its name for messages) and environment variables.
+    pub fn load_from(
+        file: Option<(&str, &str)>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut layers = Layers {
+            file: BTreeMap::new(),
+            env: BTreeMap::new(),
+        };
+        if let Some((name, text)) = file {
+            let table: toml::Table = text
+                .parse()
+                .map_err(|e: toml::de::Error| ConfigError::new(name, e.message().to_string()))?;
+            for (section, value) in table {
+                match value {
+                    toml::Value::Table(inner) if SECTIONS.contains(&section.as_str()) => {
+                        layers.file.insert(section, inner);
+                    }
+                    toml::Value::Table(_) => {
+                        return Err(ConfigError::new(section, "unknown section"));
+                    }
+                    _ => return Err(ConfigError::new(section, "expected a [section] table")),
+                }
+            }
+        }
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            match rest.split_once("__") {
+                Some((section, key)) if !section.is_empty() && !key.is_empty() => {
+                    layers
+                        .env
+                        .insert((section.to_lowercase(), key.to_lowercase()), value);
+                }
+                _ => {
+                    return Err(ConfigError::new(
+                        name,
+                        "expected ORDER_ENGINE__SECTION__KEY",
+                    ))
+                }
+            }
+        }
+
+        let l = &mut layers;
+        let url_text = l.string("database", "url", "sqlite://data/order-engine.db")?;
+        let settings = Settings {
+            server: ServerSettings {
+                bind: non_empty("server.bind", l.string("server", "bind", "127.0.0.1:8080")?)?,
+                workers: l.integer("server", "workers", 0, 0, 1024)? as usize,
+                max_body_bytes: l.integer("server", "max_body_bytes", 65536, 1, 1 << 30)? as usize,
+            },
+            database: DatabaseSettings {
+                url: DatabaseUrl::parse(&url_text)
+                    .map_err(|reason| ConfigError::new("database.url", reason))?,
+                pool_size: l.integer("database", "pool_size", 8, 1, 1000)? as u32,
+            },
+            redis: RedisSettings {
+                url: {
+                    let url = l.string("redis", "url", "")?;
+                    if url.is_empty() {
+                        None
+                    } else if url.starts_with("redis://") || url.starts_with("rediss://") {
+                        Some(url)
+                    } else {
+                        return Err(ConfigError::new(
+                            "redis.url",
+                            "must be empty or start with redis://",
+                        ));
+                    }
+                },
+                events_stream: non_empty(
+                    "redis.events_stream",
+                    l.string("redis", "events_stream", "order-events")?,
+                )?,
+                events_maxlen: l.integer("redis", "events_maxlen", 1_000_000, 1, u64::MAX)?,
+            },
+            cluster: ClusterSettings {
+                node_id: {
+                    let id = l.string("cluster", "node_id", "")?;
+                    if id.is_empty() {
+                        uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+                    } else if id.len() > 64 {
+                        return Err(ConfigError::new(
+                            "cluster.node_id",
+                            "must be at most 64 characters",
+                        ));
+                    } else {
+                        id
+                    }
+                },
+                heartbeat_ttl_secs: l.integer("cluster", "heartbeat_ttl_secs", 5, 1, 3600)?,
+            },
+            orders: OrderSettings {
+                payment_timeout_secs: l.integer(
+                    "orders",
+                    "payment_timeout_secs",
+                    1800,
+                    1,
+                    366 * 24 * 3600,
+                )?,
+            },
+            pricing: PricingSettings {
+                cents_per_point: l.integer("pricing", "cents_per_point", 1, 1, i64::MAX as u64)?
+                    as i64,
+            },
+            payment: PaymentSettings {
+                secret: non_empty(
+                    "payment.secret",
+                    l.string("payment", "secret", "dev-payment-secret-change-me")?,
+                )?,
+                tolerance_secs: l.integer("payment", "tolerance_secs", 300, 0, 86_400)?,
+            },
+            auth: AuthSettings {
+                jwt_secret: non_empty(
+                    "auth.jwt_secret",
+                    l.string("auth", "jwt_secret", "dev-jwt-secret-change-me")?,
+                )?,
+            },
+            admin: AdminSettings {
+                token: non_empty(
+                    "admin.token",
+                    l.string("admin", "token", "dev-admin-token-change-me")?,
+                )?,
+            },
+            effects: EffectSettings {
+                max_attempts: l.integer("effects", "max_attempts", 8, 1, 1000)? as u32,
+                backoff_base_ms: l.integer("effects", "backoff_base_ms", 200, 1, 3_600_000)?,
+                backoff_max_ms: l.integer("effects", "backoff_max_ms", 60_000, 1, 86_400_000)?,
+            },
+            limits: LimitSettings {
+                orders_per_user_per_minute: l.integer(
+                    "limits",
+                    "orders_per_user_per_minute",
+                    60,
+                    1,
+                    1_000_000,
+                )? as u32,
+            },
+        };
+        if let Some(err) = layers.first_unknown() {
+            return Err(err);
+        }
+        if settings.effects.backoff_max_ms < settings.effects.backoff_base_ms {
+            return Err(ConfigError::new(
+                "effects.backoff_max_ms",
+                "must not be below effects.backoff_base_ms",
+            ));
+        }
+        Ok(settings)
+    }
+}
+
+fn non_empty(key: &str, value: String) -> Result<String, ConfigError> {
+    if value.trim().is_empty() {
+        Err(ConfigError::new(key, "must not be empty"))
+    } else {
+        Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_repository_config_file_holds_the_defaults() {
+        let text = include_str!("../config.toml");
+        let from_file = Settings::load_from(Some(("config.toml", text)), env(&[])).unwrap();
+        let defaults = Settings::defaults();
+        assert_eq!(from_file.server.bind, defaults.server.bind);
+        assert_eq!(from_file.database.url, defaults.database.url);
+        assert_eq!(from_file.orders.payment_timeout_secs, 1800);
+        assert_eq!(from_file.server.max_body_bytes, 65536);
+        assert_eq!(from_file.limits.orders_per_user_per_minute, 60);
+    }
+
+    #[test]
+    fn environment_overrides_one_key() {
+        let s = Settings::load_from(
+            Some(("c.toml", "[orders]\npayment_timeout_secs = 60\n")),
+            env(&[("ORDER_ENGINE__ORDERS__PAYMENT_TIMEOUT_SECS", "5")]),
+        )
+        .unwrap();
+        assert_eq!(s.orders.payment_timeout_secs, 5);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (
+                "[orders]\npayment_timeout_secs = \"x\"\n",
+                "orders.payment_timeout_secs",
+            ),
+            (
+                "[pricing]\ncents_per_point = 0\n",
+                "pricing.cents_per_point",
+            ),
+            ("[server]\nbogus = 1\n", "server.bogus"),
+            ("[database]\nurl = \"mysql://x\"\n", "database.url"),
+        ];
+        for (text, key) in cases {
+            let err = Settings::load_from(Some(("c.toml", text)), env(&[])).unwrap_err();
+            assert_eq!(err.key, key, "{text}");
+            assert!(err
+                .to_string()
+                .starts_with(&format!("config error: {key}: ")));
+        }
+        let err = Settings::load_from(None, env(&[("ORDER_ENGINE__AUTH__NOPE", "1")])).unwrap_err();
+        assert_eq!(err.key, "auth.nope");
+    }
+}

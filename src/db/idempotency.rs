@@ -1,0 +1,128 @@
+//! `Idempotency-Key` records for `POST /api/orders`, scoped to the user, kept 24 hours.
+//!
+//! A key is claimed (a row without a response) before placement runs; the placement
+//! transaction completes it with the 201 it returns, so the order and its stored response
+//! commit together. A 404/409/422 is stored afterwards; anything else releases the claim so the
+//! client may retry. A claim left by a process that died mid-request is taken over after
+//! [`ABANDONED_AFTER_SECS`].
+
+use chrono::{NaiveDateTime, TimeDelta};
+use diesel::prelude::*;
+
+use super::schema::idempotency_keys as keys;
+use super::{write_transaction, DbConnection};
+use crate::error::ApiError;
+use crate::per_backend;
+
+/// How long a stored response is replayed.
+pub const RETENTION_SECS: i64 = 24 * 3600;
+/// A claim older than this with no response belongs to a request that died.
+pub const ABANDONED_AFTER_SECS: i64 = 60;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key is ours: run the request.
+    Fresh,
+    /// The first response, to send again.
+    Replay { status: u16, body: String },
+    /// The first request with this key is still running.
+    InUse,
+    /// The key was used with a different body.
+    Reused,
+}
+
+pub fn claim(
+    conn: &mut DbConnection,
+    user_id: i64,
+    key: &str,
+    request_hash: &str,
+    now: NaiveDateTime,
+) -> Result<Claim, ApiError> {
+    write_transaction(conn, |conn| {
+        let existing: Option<(String, Option<i32>, Option<String>, NaiveDateTime)> = keys::table
+            .find((user_id, key))
+            .select((
+                keys::request_hash,
+                keys::response_status,
+                keys::response_body,
+                keys::created_at,
+            ))
+            .first(conn)
+            .optional()?;
+        let row = (
+            keys::user_id.eq(user_id),
+            keys::idempotency_key.eq(key),
+            keys::request_hash.eq(request_hash),
+            keys::created_at.eq(now),
+        );
+        match existing {
+            None => {
+                let inserted = per_backend!(conn, |c| diesel::insert_into(keys::table)
+                    .values(row)
+                    .on_conflict_do_nothing()
+                    .execute(c))?;
+                // Zero rows: a concurrent request claimed it first and is still running.
+                Ok(if inserted == 1 {
+                    Claim::Fresh
+                } else {
+                    Claim::InUse
+                })
+            }
+            Some((_, _, _, created_at)) if created_at + secs(RETENTION_SECS) <= now => {
+                diesel::update(keys::table.find((user_id, key)))
+                    .set((
+                        keys::request_hash.eq(request_hash),
+                        keys::response_status.eq(None::<i32>),
+                        keys::response_body.eq(None::<String>),
+                        keys::created_at.eq(now),
+                    ))
+                    .execute(conn)?;
+                Ok(Claim::Fresh)
+            }
+            Some((hash, _, _, _)) if hash != request_hash => Ok(Claim::Reused),
+            Some((_, Some(status), Some(body), _)) => Ok(Claim::Replay {
+                status: u16::try_from(status).unwrap_or(500),
+                body,
+            }),
+            Some((_, _, _, created_at)) if created_at + secs(ABANDONED_AFTER_SECS) <= now => {
+                diesel::update(keys::table.find((user_id, key)))
+                    .set(keys::created_at.eq(now))
+                    .execute(conn)?;
+                Ok(Claim::Fresh)
+            }
+            Some(_) => Ok(Claim::InUse),
+        }
+    })
+}
+
+/// Stores the first response for replays.
+pub fn complete(
+    conn: &mut DbConnection,
+    user_id: i64,
+    key: &str,
+    status: u16,
+    body: &str,
+) -> QueryResult<()> {
+    diesel::update(keys::table.find((user_id, key)))
+        .set((
+            keys::response_status.eq(i32::from(status)),
+            keys::response_body.eq(body),
+        ))
+        .execute(conn)
+        .map(|_| ())
+}
+
+/// Gives a claim back after a response that must not be replayed (500, 503).
+pub fn release(conn: &mut DbConnection, user_id: i64, key: &str) -> QueryResult<()> {
+    diesel::delete(
+        keys::table
+            .find((user_id, key))
+            .filter(keys::response_status.is_null()),
+    )
+    .execute(conn)
+    .map(|_| ())
+}
+
+fn secs(n: i64) -> TimeDelta {
+    TimeDelta::seconds(n)
+}

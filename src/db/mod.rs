@@ -1,0 +1,194 @@
+//! The database layer: one connection type for SQLite and PostgreSQL (Diesel's
+//! `MultiConnection`), the pool, the embedded migrations and the one transaction helper.
+//!
+//! Queries are written once against [`DbConnection`]; where the SQL must differ per backend
+//! (`RETURNING`, `ON CONFLICT`), [`per_backend!`] runs the same Diesel code on each concrete
+//! connection type.
+
+pub mod catalog;
+pub mod idempotency;
+pub mod models;
+pub mod orders;
+pub mod schema;
+
+use std::time::Duration;
+
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::r2d2::{Pool, PooledConnection, R2D2Connection};
+use diesel::{Connection, PgConnection, SqliteConnection};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use crate::config::{DatabaseSettings, DatabaseUrl};
+
+pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgresql");
+
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    Postgresql(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+/// Runs the same Diesel code on the concrete connection inside a [`DbConnection`], for SQL that
+/// the shared backend cannot express (`RETURNING`, `ON CONFLICT`).
+#[macro_export]
+macro_rules! per_backend {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::db::DbConnection::Postgresql($c) => $body,
+            $crate::db::DbConnection::Sqlite($c) => $body,
+        }
+    };
+}
+
+pub type DbPool = Pool<ConnectionManager>;
+pub type PooledConn = PooledConnection<ConnectionManager>;
+
+/// Every SQLite connection: enforce foreign keys, wait for the write lock instead of failing,
+/// WAL so readers never block the writer, and FULL sync so a committed transaction survives
+/// a power cut (a 2xx means durable).
+const SQLITE_PRAGMAS: &str = "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000; \
+     PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;";
+
+/// Opens connections for the pool from a [`DatabaseUrl`].
+#[derive(Debug, Clone)]
+pub struct ConnectionManager {
+    url: DatabaseUrl,
+}
+
+impl ConnectionManager {
+    pub fn new(url: DatabaseUrl) -> Self {
+        Self { url }
+    }
+
+    pub fn establish(&self) -> Result<DbConnection, diesel::r2d2::Error> {
+        match &self.url {
+            DatabaseUrl::Postgres(url) => {
+                Ok(DbConnection::Postgresql(PgConnection::establish(url)?))
+            }
+            DatabaseUrl::Sqlite(path) => {
+                let path = path.to_str().ok_or_else(|| {
+                    diesel::r2d2::Error::ConnectionError(
+                        diesel::ConnectionError::InvalidConnectionUrl(
+                            "the SQLite path is not valid UTF-8".into(),
+                        ),
+                    )
+                })?;
+                let mut conn = SqliteConnection::establish(path)?;
+                conn.batch_execute(SQLITE_PRAGMAS)
+                    .map_err(diesel::r2d2::Error::QueryError)?;
+                Ok(DbConnection::Sqlite(conn))
+            }
+        }
+    }
+}
+
+impl diesel::r2d2::ManageConnection for ConnectionManager {
+    type Connection = DbConnection;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<Self::Connection, Self::Error> {
+        self.establish()
+    }
+
+    fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {
+        conn.ping().map_err(diesel::r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, conn: &mut Self::Connection) -> bool {
+        conn.is_broken()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbSetupError {
+    #[error("cannot create the folder of the SQLite file {path}: {source}")]
+    CreateDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[from] diesel::r2d2::Error),
+    #[error("cannot build the connection pool: {0}")]
+    Pool(#[from] r2d2::Error),
+    #[error("migrations failed: {0}")]
+    Migrate(String),
+}
+
+/// Creates the SQLite folder if needed, runs pending migrations and builds the pool.
+pub fn connect(settings: &DatabaseSettings) -> Result<DbPool, DbSetupError> {
+    if let DatabaseUrl::Sqlite(path) = &settings.url {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| DbSetupError::CreateDir {
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
+    }
+    let manager = ConnectionManager::new(settings.url.clone());
+    migrate(&mut manager.establish()?)?;
+    let pool = Pool::builder()
+        .max_size(settings.pool_size)
+        .connection_timeout(Duration::from_secs(5))
+        .build(manager)?;
+    Ok(pool)
+}
+
+/// Runs every pending migration of the connection's backend. On PostgreSQL an advisory lock
+/// keeps several engine processes starting at once from racing each other.
+pub fn migrate(conn: &mut DbConnection) -> Result<(), DbSetupError> {
+    let err = |e: Box<dyn std::error::Error + Send + Sync>| DbSetupError::Migrate(e.to_string());
+    match conn {
+        DbConnection::Postgresql(pg) => {
+            const LOCK: &str = "SELECT pg_advisory_lock(7412004)";
+            pg.batch_execute(LOCK).map_err(|e| err(e.into()))?;
+            let result = pg.run_pending_migrations(POSTGRES_MIGRATIONS).map(|_| ());
+            pg.batch_execute("SELECT pg_advisory_unlock(7412004)")
+                .map_err(|e| err(e.into()))?;
+            result.map_err(err)
+        }
+        DbConnection::Sqlite(sqlite) => sqlite
+            .run_pending_migrations(SQLITE_MIGRATIONS)
+            .map(|_| ())
+            .map_err(err),
+    }
+}
+
+/// Runs `f` in one write transaction. On SQLite it begins with `BEGIN IMMEDIATE`, taking the
+/// write lock up front, so concurrent writers queue on `busy_timeout` instead of failing when a
+/// read lock cannot be upgraded; on PostgreSQL it is a plain transaction.
+pub fn write_transaction<T, E, F>(conn: &mut DbConnection, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConnection) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
+    if let DbConnection::Postgresql(_) = conn {
+        return conn.transaction(f);
+    }
+    on_sqlite(conn, |c| {
+        AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")
+    })?;
+    match f(conn) {
+        Ok(value) => match on_sqlite(conn, AnsiTransactionManager::commit_transaction) {
+            Ok(()) => Ok(value),
+            Err(commit_error) => {
+                let _ = on_sqlite(conn, AnsiTransactionManager::rollback_transaction);
+                Err(commit_error.into())
+            }
+        },
+        Err(error) => {
+            on_sqlite(conn, AnsiTransactionManager::rollback_transaction)?;
+            Err(error)
+        }
+    }
+}
+
+fn on_sqlite(
+    conn: &mut DbConnection,
+    op: impl FnOnce(&mut SqliteConnection) -> diesel::QueryResult<()>,
+) -> diesel::QueryResult<()> {
+    match conn {
+        DbConnection::Sqlite(sqlite) => op(sqlite),
+        DbConnection::Postgresql(_) => Ok(()),
+    }
+}

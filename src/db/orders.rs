@@ -1,0 +1,248 @@
+//! Orders: placement (one transaction, every rule of SPEC §Business rules) and reads.
+
+use std::collections::BTreeSet;
+
+use chrono::{NaiveDateTime, TimeDelta};
+use diesel::prelude::*;
+
+use super::catalog::{find_user_coupon, load_courses, owned_course_ids};
+use super::models::*;
+use super::schema::*;
+use super::{write_transaction, DbConnection};
+use crate::domain::order::{coupon_status, effect, ledger_kind, new_order_no, OrderStatus};
+use crate::domain::placement::{quote, total, CouponTerms};
+use crate::error::ApiError;
+
+/// A placement that passed the shape checks.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub user_id: i64,
+    pub course_ids: Vec<i64>,
+    pub user_coupon_id: Option<i64>,
+    pub points: i64,
+    pub cents_per_point: i64,
+    pub payment_timeout_secs: u64,
+    /// The engine process that will own the order's actor.
+    pub node_id: String,
+    pub now: NaiveDateTime,
+}
+
+/// Places an order in one transaction: points deducted with a `spend` ledger row, the coupon
+/// locked (or used, when nothing is left to pay), the order and its items written, and for a
+/// zero-payable order its grant queued. `before_commit` runs inside the same transaction with
+/// the created order (the idempotency record is completed there, so it commits with it).
+pub fn place_order(
+    conn: &mut DbConnection,
+    p: &Placement,
+    before_commit: impl FnOnce(&mut DbConnection, &Order) -> Result<(), ApiError>,
+) -> Result<Order, ApiError> {
+    write_transaction(conn, |conn| {
+        // Lock the user's row first: concurrent placements by one user queue here, so the
+        // checks below see every order committed before, and points cannot be overspent.
+        let locked = diesel::update(users::table.find(p.user_id))
+            .set(users::points.eq(users::points))
+            .execute(conn)?;
+        if locked == 0 {
+            return Err(ApiError::Unauthenticated("the token's user does not exist"));
+        }
+        let available_points: i64 = users::table
+            .find(p.user_id)
+            .select(users::points)
+            .first(conn)?;
+
+        let courses = load_courses(conn, &p.course_ids)?;
+        let total_cents = total(&courses.values().map(|c| c.price_cents).collect::<Vec<_>>())?;
+        let mut items = Vec::with_capacity(p.course_ids.len());
+        for id in &p.course_ids {
+            let course = courses.get(id).ok_or(ApiError::CourseNotFound(*id))?;
+            items.push(course);
+        }
+        let coupon = match p.user_coupon_id {
+            None => None,
+            Some(id) => Some(
+                find_user_coupon(conn, id)?
+                    .filter(|c| c.user_id == p.user_id)
+                    .ok_or(ApiError::CouponNotFound(id))?,
+            ),
+        };
+
+        let owned = owned_course_ids(conn, p.user_id)?;
+        let pending = courses_in_open_orders(conn, p.user_id, &p.course_ids, p.now)?;
+        for course in &items {
+            if !course.on_sale {
+                return Err(ApiError::CourseNotOnSale(course.id));
+            }
+            if owned.contains(&course.id) {
+                return Err(ApiError::CourseAlreadyOwned(course.id));
+            }
+            if pending.contains(&course.id) {
+                return Err(ApiError::CourseInPendingOrder(course.id));
+            }
+        }
+        if let Some(c) = &coupon {
+            if c.status != coupon_status::UNUSED {
+                return Err(ApiError::CouponNotUsable(c.user_coupon_id));
+            }
+        }
+
+        let terms = coupon.as_ref().map(|c| CouponTerms {
+            discount_cents: c.discount_cents,
+            min_spend_cents: c.min_spend_cents,
+            valid_until: c.valid_until,
+        });
+        let q = quote(
+            total_cents,
+            terms.as_ref(),
+            p.points,
+            available_points,
+            p.cents_per_point,
+            p.now,
+        )?;
+
+        let paid_now = q.payable_cents == 0;
+        let timeout = i64::try_from(p.payment_timeout_secs)
+            .ok()
+            .and_then(TimeDelta::try_seconds)
+            .ok_or_else(|| ApiError::Internal("payment timeout out of range".into()))?;
+        let row = OrderRow {
+            order_no: new_order_no(&p.now),
+            user_id: p.user_id,
+            status: if paid_now {
+                OrderStatus::Paid
+            } else {
+                OrderStatus::Pending
+            }
+            .as_str()
+            .to_string(),
+            total_cents: q.total_cents,
+            discount_cents: q.discount_cents,
+            points_used: q.points_used,
+            payable_cents: q.payable_cents,
+            user_coupon_id: p.user_coupon_id,
+            created_at: p.now,
+            expires_at: p.now + timeout,
+            paid_at: paid_now.then_some(p.now),
+            closed_at: None,
+            close_reason: None,
+            trade_no: None,
+            owner_node: (!paid_now).then(|| p.node_id.clone()),
+        };
+        diesel::insert_into(orders::table)
+            .values(&row)
+            .execute(conn)?;
+        let item_rows: Vec<OrderItemRow> = items
+            .iter()
+            .enumerate()
+            .map(|(i, c)| OrderItemRow {
+                order_no: row.order_no.clone(),
+                position: i as i32,
+                course_id: c.id,
+                price_cents: c.price_cents,
+            })
+            .collect();
+        for item in &item_rows {
+            diesel::insert_into(order_items::table)
+                .values(item)
+                .execute(conn)?;
+        }
+
+        if q.points_used > 0 {
+            diesel::update(users::table.find(p.user_id))
+                .set(users::points.eq(users::points - q.points_used))
+                .execute(conn)?;
+            diesel::insert_into(points_ledger::table)
+                .values((
+                    points_ledger::user_id.eq(p.user_id),
+                    points_ledger::order_no.eq(&row.order_no),
+                    points_ledger::kind.eq(ledger_kind::SPEND),
+                    points_ledger::delta.eq(-q.points_used),
+                    points_ledger::created_at.eq(p.now),
+                ))
+                .execute(conn)?;
+        }
+        if let Some(c) = &coupon {
+            let new_status = if paid_now {
+                coupon_status::USED
+            } else {
+                coupon_status::LOCKED
+            };
+            let taken = diesel::update(
+                user_coupons::table
+                    .find(c.user_coupon_id)
+                    .filter(user_coupons::status.eq(coupon_status::UNUSED)),
+            )
+            .set((
+                user_coupons::status.eq(new_status),
+                user_coupons::order_no.eq(&row.order_no),
+            ))
+            .execute(conn)?;
+            if taken != 1 {
+                return Err(ApiError::CouponNotUsable(c.user_coupon_id));
+            }
+        }
+        if paid_now {
+            insert_effect(conn, &row.order_no, effect::GRANT, p.now)?;
+        }
+
+        let order = Order::new(row, item_rows);
+        before_commit(conn, &order)?;
+        Ok(order)
+    })
+}
+
+/// Courses among `course_ids` that sit in one of the user's pending orders that can still be
+/// paid (one past its deadline can never be paid and is about to be closed).
+fn courses_in_open_orders(
+    conn: &mut DbConnection,
+    user_id: i64,
+    course_ids: &[i64],
+    now: NaiveDateTime,
+) -> QueryResult<BTreeSet<i64>> {
+    let ids: Vec<i64> = order_items::table
+        .inner_join(orders::table)
+        .filter(orders::user_id.eq(user_id))
+        .filter(orders::status.eq(OrderStatus::Pending.as_str()))
+        .filter(orders::expires_at.gt(now))
+        .filter(order_items::course_id.eq_any(course_ids))
+        .select(order_items::course_id)
+        .load(conn)?;
+    Ok(ids.into_iter().collect())
+}
+
+/// Queues an effect in the outbox, due at once.
+pub fn insert_effect(
+    conn: &mut DbConnection,
+    order_no: &str,
+    kind: &str,
+    now: NaiveDateTime,
+) -> QueryResult<()> {
+    diesel::insert_into(effects::table)
+        .values((
+            effects::order_no.eq(order_no),
+            effects::kind.eq(kind),
+            effects::status.eq(effect::PENDING),
+            effects::attempts.eq(0),
+            effects::next_attempt_at.eq(now),
+            effects::created_at.eq(now),
+            effects::updated_at.eq(now),
+        ))
+        .execute(conn)
+        .map(|_| ())
+}
+
+pub fn find_order(conn: &mut DbConnection, order_no: &str) -> QueryResult<Option<Order>> {
+    let Some(row) = orders::table
+        .find(order_no)
+        .select(OrderRow::as_select())
+        .first(conn)
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let items = order_items::table
+        .filter(order_items::order_no.eq(order_no))
+        .order(order_items::position)
+        .select(OrderItemRow::as_select())
+        .load(conn)?;
+    Ok(Some(Order::new(row, items)))
+}

@@ -1,0 +1,195 @@
+//! Routes for web clients (students), authenticated with an HS256 JWT.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::{authenticate_client, parse_json, read_body, run_db, AppState};
+use crate::db::catalog;
+use crate::db::idempotency::{self, Claim};
+use crate::db::orders::{self, Placement};
+use crate::domain::placement::check_shape;
+use crate::domain::time;
+use crate::error::ApiError;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlaceOrderBody {
+    course_ids: Vec<i64>,
+    #[serde(default)]
+    user_coupon_id: Option<i64>,
+    #[serde(default)]
+    points: i64,
+}
+
+impl PlaceOrderBody {
+    /// SHA-256 of the canonical request (defaults filled in), for `Idempotency-Key` checks.
+    fn canonical_hash(&self) -> String {
+        let canonical = serde_json::json!({
+            "course_ids": self.course_ids,
+            "user_coupon_id": self.user_coupon_id,
+            "points": self.points,
+        });
+        hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+    }
+}
+
+const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let mut values = req.headers().get_all(IDEMPOTENCY_KEY);
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::InvalidRequest(
+            "Idempotency-Key must be one header of 1-255 visible characters".into(),
+        )
+    };
+    if values.next().is_some() {
+        return Err(bad());
+    }
+    let key = value.to_str().map_err(|_| bad())?;
+    if key.is_empty() || key.len() > 255 {
+        return Err(bad());
+    }
+    Ok(Some(key.to_string()))
+}
+
+/// `POST /api/orders`
+pub async fn place_order(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(&req, payload, state.settings.server.max_body_bytes).await?;
+    let user_id = authenticate_client(&state, &req).await?;
+    let key = idempotency_key(&req)?;
+    let input: PlaceOrderBody = parse_json(&body)?;
+    check_shape(
+        &input.course_ids,
+        input.points,
+        state.settings.pricing.cents_per_point,
+    )?;
+
+    let placement = Placement {
+        user_id,
+        course_ids: input.course_ids.clone(),
+        user_coupon_id: input.user_coupon_id,
+        points: input.points,
+        cents_per_point: state.settings.pricing.cents_per_point,
+        payment_timeout_secs: state.settings.orders.payment_timeout_secs,
+        node_id: state.settings.cluster.node_id.clone(),
+        now: time::now(),
+    };
+
+    let Some(key) = key else {
+        let order = run_db(&state, move |conn| {
+            orders::place_order(conn, &placement, |_, _| Ok(()))
+        })
+        .await?;
+        log::info!(
+            "order {} placed by user {user_id}: {}",
+            order.order_no,
+            order.status
+        );
+        return Ok(HttpResponse::Created().json(order));
+    };
+
+    let hash = input.canonical_hash();
+    let claim_key = key.clone();
+    let claim = run_db(&state, move |conn| {
+        idempotency::claim(conn, user_id, &claim_key, &hash, time::now())
+    })
+    .await?;
+    match claim {
+        Claim::Fresh => {}
+        Claim::InUse => return Err(ApiError::IdempotencyKeyInUse),
+        Claim::Reused => return Err(ApiError::IdempotencyKeyReused),
+        Claim::Replay { status, body } => {
+            let status = actix_web::http::StatusCode::from_u16(status)
+                .map_err(|e| ApiError::Internal(format!("stored status: {e}")))?;
+            return Ok(HttpResponse::build(status)
+                .insert_header(("Idempotent-Replayed", "true"))
+                .content_type("application/json")
+                .body(body));
+        }
+    }
+
+    let place_key = key.clone();
+    let placed = run_db(&state, move |conn| {
+        orders::place_order(conn, &placement, |conn, order| {
+            let body = serde_json::to_string(order)
+                .map_err(|e| ApiError::Internal(format!("serialising order: {e}")))?;
+            Ok(idempotency::complete(
+                conn, user_id, &place_key, 201, &body,
+            )?)
+        })
+    })
+    .await;
+    match placed {
+        Ok(order) => {
+            log::info!(
+                "order {} placed by user {user_id}: {}",
+                order.order_no,
+                order.status
+            );
+            Ok(HttpResponse::Created().json(order))
+        }
+        Err(err) => {
+            let status = actix_web::ResponseError::status_code(&err).as_u16();
+            let stored = matches!(status, 404 | 409 | 422);
+            let envelope = err.envelope().to_string();
+            let outcome = run_db(&state, move |conn| {
+                if stored {
+                    Ok(idempotency::complete(
+                        conn, user_id, &key, status, &envelope,
+                    )?)
+                } else {
+                    Ok(idempotency::release(conn, user_id, &key)?)
+                }
+            })
+            .await;
+            if let Err(store_err) = outcome {
+                log::warn!(
+                    "could not record the idempotent response for user {user_id}: {store_err}"
+                );
+            }
+            Err(err)
+        }
+    }
+}
+
+/// `GET /api/orders/{order_no}`: another user's order is 404 as well.
+pub async fn get_order(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let user_id = authenticate_client(&state, &req).await?;
+    let order_no = path.into_inner();
+    let lookup = order_no.clone();
+    let order = run_db(&state, move |conn| Ok(orders::find_order(conn, &lookup)?)).await?;
+    match order {
+        Some(order) if order.user_id == user_id => Ok(HttpResponse::Ok().json(order)),
+        _ => Err(ApiError::OrderNotFound(order_no)),
+    }
+}
+
+/// `GET /api/me`
+pub async fn me(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let user_id = authenticate_client(&state, &req).await?;
+    let me = run_db(&state, move |conn| catalog::me(conn, user_id)).await?;
+    Ok(HttpResponse::Ok().json(me))
+}
+
+/// `GET /api/courses`: the catalog a student buys from.
+pub async fn list_courses(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    authenticate_client(&state, &req).await?;
+    let courses = run_db(&state, |conn| Ok(catalog::list_courses(conn)?)).await?;
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({"data": courses, "has_more": false, "next_after": null})))
+}

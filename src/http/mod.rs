@@ -1,0 +1,131 @@
+//! The HTTP API, by user: web clients (`client`), admins (`admin`), operations (`ops`).
+//! Bodies are read raw (so the 413 and 401 checks come before JSON parsing, as the SPEC's
+//! precedence demands) and parsed as JSON whatever their `Content-Type`.
+
+pub mod admin;
+pub mod client;
+pub mod ops;
+
+use std::sync::Arc;
+
+use actix_web::web::{self, Bytes, BytesMut};
+use actix_web::{HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+
+use crate::auth::{bearer_token, token_matches, JwtKeys};
+use crate::config::Settings;
+use crate::db::{catalog, DbConnection, DbPool};
+use crate::error::ApiError;
+
+/// What every handler shares.
+pub struct AppState {
+    pub pool: DbPool,
+    pub settings: Arc<Settings>,
+    pub jwt: JwtKeys,
+    pub redis: Option<redis::Client>,
+}
+
+/// Runs blocking Diesel work on the blocking thread pool, never on an async worker.
+pub async fn run_db<T, F>(state: &AppState, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut DbConnection) -> Result<T, ApiError> + Send + 'static,
+{
+    let pool = state.pool.clone();
+    web::block(move || {
+        let mut conn = pool.get()?;
+        f(&mut conn)
+    })
+    .await?
+}
+
+/// Reads the whole body, refusing one over `limit` bytes before reading it when the
+/// `Content-Length` says so.
+pub async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::InvalidRequest(format!("could not read the body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::InvalidRequest(format!("invalid body: {e}")))
+}
+
+/// The user a valid client JWT names; 401 unless that user exists.
+pub async fn authenticate_client(state: &AppState, req: &HttpRequest) -> Result<i64, ApiError> {
+    let token = bearer_token(req).ok_or(ApiError::Unauthenticated("missing bearer token"))?;
+    let user_id = state.jwt.verify(token)?;
+    let exists = run_db(state, move |conn| {
+        Ok(catalog::find_user(conn, user_id)?.is_some())
+    })
+    .await?;
+    if exists {
+        Ok(user_id)
+    } else {
+        Err(ApiError::Unauthenticated("the token's user does not exist"))
+    }
+}
+
+pub fn require_admin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+    match bearer_token(req) {
+        Some(token) if token_matches(token, &state.settings.admin.token) => Ok(()),
+        _ => Err(ApiError::Unauthenticated("admin token required")),
+    }
+}
+
+/// A path segment that must be an id.
+pub fn parse_id(text: &str, what: &str) -> Result<i64, ApiError> {
+    text.parse::<i64>()
+        .map_err(|_| ApiError::InvalidRequest(format!("{what} must be an integer, got {text:?}")))
+}
+
+/// A resource whose other methods get 405 with the error envelope.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(|| async {
+        Err::<HttpResponse, _>(ApiError::MethodNotAllowed)
+    }))
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/healthz").route(web::get().to(ops::healthz)))
+        .service(resource("/readyz").route(web::get().to(ops::readyz)))
+        .service(resource("/api/orders").route(web::post().to(client::place_order)))
+        .service(resource("/api/orders/{order_no}").route(web::get().to(client::get_order)))
+        .service(resource("/api/me").route(web::get().to(client::me)))
+        .service(resource("/api/courses").route(web::get().to(client::list_courses)))
+        .service(resource("/admin/users").route(web::post().to(admin::create_user)))
+        .service(resource("/admin/users/{id}").route(web::get().to(admin::get_user)))
+        .service(resource("/admin/users/{id}/coupons").route(web::post().to(admin::give_coupon)))
+        .service(
+            resource("/admin/courses")
+                .route(web::post().to(admin::create_course))
+                .route(web::get().to(admin::list_courses)),
+        )
+        .service(resource("/admin/courses/{id}").route(web::patch().to(admin::patch_course)))
+        .service(resource("/admin/coupons").route(web::post().to(admin::create_coupon)));
+}
+
+/// Any path no route matches.
+pub async fn route_not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::RouteNotFound)
+}
