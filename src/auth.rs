@@ -29,7 +29,7 @@ impl JwtKeys {
         validation.leeway = 0;
         validation.validate_exp = true;
         validation.validate_aud = false;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.set_required_spec_claims(&["exp"]);
         Self {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
             decoding: DecodingKey::from_secret(secret.as_bytes()),
