@@ -6,6 +6,7 @@ use std::sync::Arc;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 
+use crate::actors::Engine;
 use crate::auth::JwtKeys;
 use crate::config::{DatabaseUrl, Settings};
 use crate::db::{self, DbSetupError};
@@ -20,6 +21,8 @@ pub enum StartupError {
         bind: String,
         source: std::io::Error,
     },
+    #[error("cannot recover pending orders: {0}")]
+    Recover(crate::error::ApiError),
     #[error("invalid redis.url: {0}")]
     Redis(#[from] redis::RedisError),
 }
@@ -58,11 +61,15 @@ impl Application {
             describe(&settings.database.url),
         );
 
+        let settings = Arc::new(settings);
+        let engine =
+            Engine::start(pool.clone(), settings.clone()).map_err(StartupError::Recover)?;
         let state = web::Data::new(AppState {
             pool,
             jwt: JwtKeys::new(&settings.auth.jwt_secret),
-            settings: Arc::new(settings),
+            settings,
             redis,
+            engine,
         });
         let server = HttpServer::new(move || {
             App::new()

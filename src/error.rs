@@ -33,6 +33,8 @@ pub enum ApiError {
     CouponNotFound(i64),
     #[error("user {0} not found")]
     UserNotFound(i64),
+    #[error("effect {0} not found or not dead-lettered")]
+    EffectNotDeadLettered(i64),
     #[error("course {0} is not on sale")]
     CourseNotOnSale(i64),
     #[error("course {0} is already owned")]
@@ -76,6 +78,7 @@ impl ApiError {
             Self::CourseNotFound(_) => "course_not_found",
             Self::CouponNotFound(_) => "coupon_not_found",
             Self::UserNotFound(_) => "user_not_found",
+            Self::EffectNotDeadLettered(_) => "effect_not_found",
             Self::CourseNotOnSale(_) => "course_not_on_sale",
             Self::CourseAlreadyOwned(_) => "course_already_owned",
             Self::CourseInPendingOrder(_) => "course_in_pending_order",
@@ -183,7 +186,8 @@ impl ResponseError for ApiError {
             | Self::OrderNotFound(_)
             | Self::CourseNotFound(_)
             | Self::CouponNotFound(_)
-            | Self::UserNotFound(_) => StatusCode::NOT_FOUND,
+            | Self::UserNotFound(_)
+            | Self::EffectNotDeadLettered(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::CourseNotOnSale(_)
             | Self::CourseAlreadyOwned(_)

@@ -4,6 +4,7 @@
 //! [`http`] (routes by user), [`auth`], [`error`] (the one API error type), [`app`] (start-up)
 //! and [`cli`] (the command line).
 
+pub mod actors;
 pub mod app;
 pub mod auth;
 pub mod cli;

@@ -6,10 +6,12 @@
 //! connection type.
 
 pub mod catalog;
+pub mod effects;
 pub mod idempotency;
 pub mod models;
 pub mod orders;
 pub mod schema;
+pub mod transitions;
 
 use std::time::Duration;
 

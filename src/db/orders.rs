@@ -246,3 +246,67 @@ pub fn find_order(conn: &mut DbConnection, order_no: &str) -> QueryResult<Option
         .load(conn)?;
     Ok(Some(Order::new(row, items)))
 }
+
+/// Claims every pending order for `node_id` and returns them with their deadlines (at start:
+/// this process re-creates their actors).
+pub fn adopt_pending(
+    conn: &mut DbConnection,
+    node_id: &str,
+) -> QueryResult<Vec<(String, NaiveDateTime)>> {
+    diesel::update(orders::table.filter(orders::status.eq(OrderStatus::Pending.as_str())))
+        .set(orders::owner_node.eq(node_id))
+        .execute(conn)?;
+    orders::table
+        .filter(orders::status.eq(OrderStatus::Pending.as_str()))
+        .filter(orders::owner_node.eq(node_id))
+        .select((orders::order_no, orders::expires_at))
+        .load(conn)
+}
+
+/// A page of orders, newest first (order numbers sort by creation time), optionally filtered.
+pub fn page(
+    conn: &mut DbConnection,
+    status: Option<OrderStatus>,
+    user_id: Option<i64>,
+    after: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<Order>> {
+    let mut query = orders::table.select(OrderRow::as_select()).into_boxed();
+    if let Some(status) = status {
+        query = query.filter(orders::status.eq(status.as_str()));
+    }
+    if let Some(user_id) = user_id {
+        query = query.filter(orders::user_id.eq(user_id));
+    }
+    if let Some(after) = after {
+        query = query.filter(orders::order_no.lt(after.to_string()));
+    }
+    let rows: Vec<OrderRow> = query
+        .order(orders::order_no.desc())
+        .limit(limit)
+        .load(conn)?;
+    let numbers: Vec<&str> = rows.iter().map(|r| r.order_no.as_str()).collect();
+    let mut items: Vec<OrderItemRow> = order_items::table
+        .filter(order_items::order_no.eq_any(&numbers))
+        .order((order_items::order_no, order_items::position))
+        .select(OrderItemRow::as_select())
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let mine: Vec<OrderItemRow> = items
+                .extract_if(.., |i| i.order_no == row.order_no)
+                .collect();
+            Order::new(row, mine)
+        })
+        .collect())
+}
+
+/// How many orders are in each state.
+pub fn count_by_status(conn: &mut DbConnection) -> QueryResult<Vec<(String, i64)>> {
+    use diesel::dsl::count_star;
+    orders::table
+        .group_by(orders::status)
+        .select((orders::status, count_star()))
+        .load(conn)
+}

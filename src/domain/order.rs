@@ -105,3 +105,176 @@ mod tests {
         assert_eq!(OrderStatus::parse("nope"), None);
     }
 }
+
+/// What reaches an order: its timer, a payment callback, or a cancel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Timeout,
+    /// Callback code 100000, with the amount received.
+    Success {
+        amount_cents: i64,
+    },
+    /// Any other callback code.
+    Failure,
+    Cancel(CloseReason),
+}
+
+/// Why an event is refused (the order is unchanged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    OrderNotPending,
+    AmountMismatch,
+}
+
+/// What an event does to an order in a given state (after the expiry step of [`plan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The one transition out of `pending`.
+    Transition {
+        to: OrderStatus,
+        reason: Option<CloseReason>,
+    },
+    /// A success for a closed order: kept for admins (refund required), acknowledged.
+    RecordLatePayment,
+    /// A success with a new trade_no for a paid order: kept for admins, acknowledged.
+    RecordDoublePayment,
+    /// A failure code for an order that is no longer pending: stored, acknowledged.
+    RecordIgnored,
+    /// Nothing to do (a timer of an order that is no longer pending).
+    NoChange,
+    /// A timer that fired before the deadline: arm it again.
+    NotDue,
+    Reject(Rejection),
+}
+
+/// The whole plan for one event: first, if the order is pending and its deadline has passed,
+/// close it (`cancelled`, `timeout`); then apply `then` to the resulting state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    pub close_for_timeout: bool,
+    pub then: Decision,
+}
+
+/// The order state machine (SPEC §Business rules), pure. `expired` is `now >= expires_at`.
+pub fn plan(status: OrderStatus, expired: bool, payable_cents: i64, event: Event) -> Plan {
+    if status == OrderStatus::Pending && expired {
+        return Plan {
+            close_for_timeout: true,
+            then: decide(OrderStatus::Cancelled, payable_cents, event),
+        };
+    }
+    Plan {
+        close_for_timeout: false,
+        then: decide(status, payable_cents, event),
+    }
+}
+
+fn decide(status: OrderStatus, payable_cents: i64, event: Event) -> Decision {
+    use OrderStatus::*;
+    match (status, event) {
+        (Pending, Event::Timeout) => Decision::NotDue,
+        (Pending, Event::Success { amount_cents }) if amount_cents == payable_cents => {
+            Decision::Transition {
+                to: Paid,
+                reason: None,
+            }
+        }
+        (Pending, Event::Success { .. }) => Decision::Reject(Rejection::AmountMismatch),
+        (Pending, Event::Failure) => Decision::Transition {
+            to: Failed,
+            reason: Some(CloseReason::PaymentFailed),
+        },
+        (Pending, Event::Cancel(reason)) => Decision::Transition {
+            to: Cancelled,
+            reason: Some(reason),
+        },
+        (Paid, Event::Success { .. }) => Decision::RecordDoublePayment,
+        (Failed | Cancelled, Event::Success { .. }) => Decision::RecordLatePayment,
+        (_, Event::Failure) => Decision::RecordIgnored,
+        (_, Event::Cancel(_)) => Decision::Reject(Rejection::OrderNotPending),
+        (_, Event::Timeout) => Decision::NoChange,
+    }
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+
+    const PAY: Event = Event::Success { amount_cents: 100 };
+
+    #[test]
+    fn pending_orders_take_exactly_one_transition() {
+        let p = plan(OrderStatus::Pending, false, 100, PAY);
+        assert_eq!(
+            p.then,
+            Decision::Transition {
+                to: OrderStatus::Paid,
+                reason: None
+            }
+        );
+        assert!(!p.close_for_timeout);
+        assert_eq!(
+            plan(
+                OrderStatus::Pending,
+                false,
+                100,
+                Event::Success { amount_cents: 99 }
+            )
+            .then,
+            Decision::Reject(Rejection::AmountMismatch)
+        );
+        assert_eq!(
+            plan(OrderStatus::Pending, false, 100, Event::Timeout).then,
+            Decision::NotDue
+        );
+    }
+
+    #[test]
+    fn an_expired_order_is_closed_first() {
+        let late = plan(OrderStatus::Pending, true, 100, PAY);
+        assert_eq!(
+            late,
+            Plan {
+                close_for_timeout: true,
+                then: Decision::RecordLatePayment
+            }
+        );
+        let cancel = plan(
+            OrderStatus::Pending,
+            true,
+            100,
+            Event::Cancel(CloseReason::User),
+        );
+        assert_eq!(cancel.then, Decision::Reject(Rejection::OrderNotPending));
+        assert_eq!(
+            plan(OrderStatus::Pending, true, 100, Event::Timeout).then,
+            Decision::NoChange
+        );
+    }
+
+    #[test]
+    fn closed_and_paid_orders_only_record() {
+        assert_eq!(
+            plan(OrderStatus::Paid, false, 100, PAY).then,
+            Decision::RecordDoublePayment
+        );
+        assert_eq!(
+            plan(OrderStatus::Failed, false, 100, PAY).then,
+            Decision::RecordLatePayment
+        );
+        assert_eq!(
+            plan(OrderStatus::Cancelled, true, 100, Event::Failure).then,
+            Decision::RecordIgnored
+        );
+        assert_eq!(
+            plan(
+                OrderStatus::Paid,
+                false,
+                100,
+                Event::Cancel(CloseReason::Admin)
+            )
+            .then,
+            Decision::Reject(Rejection::OrderNotPending)
+        );
+    }
+}

@@ -8,6 +8,11 @@ pub fn now() -> NaiveDateTime {
     truncate_ms(Utc::now().naive_utc())
 }
 
+/// Now, to the clock's full precision: for timers, which must not fire before a deadline.
+pub fn now_precise() -> NaiveDateTime {
+    Utc::now().naive_utc()
+}
+
 pub fn truncate_ms(at: NaiveDateTime) -> NaiveDateTime {
     at.duration_trunc(TimeDelta::milliseconds(1)).unwrap_or(at)
 }

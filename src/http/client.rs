@@ -7,7 +7,10 @@ use sha2::{Digest, Sha256};
 use super::{authenticate_client, parse_json, read_body, run_db, AppState};
 use crate::db::catalog;
 use crate::db::idempotency::{self, Claim};
+use crate::db::models::Order;
 use crate::db::orders::{self, Placement};
+use crate::db::transitions::Command;
+use crate::domain::order::{effect, OrderStatus, Rejection};
 use crate::domain::placement::check_shape;
 use crate::domain::time;
 use crate::error::ApiError;
@@ -88,12 +91,7 @@ pub async fn place_order(
             orders::place_order(conn, &placement, |_, _| Ok(()))
         })
         .await?;
-        log::info!(
-            "order {} placed by user {user_id}: {}",
-            order.order_no,
-            order.status
-        );
-        return Ok(HttpResponse::Created().json(order));
+        return Ok(placed(&state, order).await);
     };
 
     let hash = input.canonical_hash();
@@ -117,7 +115,7 @@ pub async fn place_order(
     }
 
     let place_key = key.clone();
-    let placed = run_db(&state, move |conn| {
+    let placement = run_db(&state, move |conn| {
         orders::place_order(conn, &placement, |conn, order| {
             let body = serde_json::to_string(order)
                 .map_err(|e| ApiError::Internal(format!("serialising order: {e}")))?;
@@ -127,15 +125,8 @@ pub async fn place_order(
         })
     })
     .await;
-    match placed {
-        Ok(order) => {
-            log::info!(
-                "order {} placed by user {user_id}: {}",
-                order.order_no,
-                order.status
-            );
-            Ok(HttpResponse::Created().json(order))
-        }
+    match placement {
+        Ok(order) => Ok(placed(&state, order).await),
         Err(err) => {
             let status = actix_web::ResponseError::status_code(&err).as_u16();
             let stored = matches!(status, 404 | 409 | 422);
@@ -156,6 +147,55 @@ pub async fn place_order(
                 );
             }
             Err(err)
+        }
+    }
+}
+
+/// After the placement committed: give a pending order its actor (before the client hears
+/// of it), or queue the grant of one that was paid at once.
+async fn placed(state: &AppState, order: Order) -> HttpResponse {
+    log::info!(
+        "order {} placed by user {}: {}",
+        order.order_no,
+        order.user_id,
+        order.status
+    );
+    if order.status == OrderStatus::Pending.as_str() {
+        state
+            .engine
+            .track(order.order_no.clone(), order.expires_at)
+            .await;
+    } else {
+        state.engine.queue_effect(&order.order_no, effect::GRANT);
+    }
+    HttpResponse::Created().json(order)
+}
+
+/// `POST /api/orders/{order_no}/cancel`: the user gives up an unpaid order.
+pub async fn cancel_order(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let user_id = authenticate_client(&state, &req).await?;
+    let order_no = path.into_inner();
+    let outcome = state
+        .engine
+        .deliver(
+            &order_no,
+            Command::Cancel {
+                user_id: Some(user_id),
+            },
+        )
+        .await?;
+    match outcome.rejection {
+        Some(Rejection::OrderNotPending) => Err(ApiError::OrderNotPending {
+            order_no,
+            status: outcome.order.status,
+        }),
+        _ => {
+            log::info!("order {order_no} cancelled by user {user_id}");
+            Ok(HttpResponse::Ok().json(outcome.order))
         }
     }
 }

@@ -3,8 +3,11 @@
 //! precedence demands) and parsed as JSON whatever their `Content-Type`.
 
 pub mod admin;
+pub mod admin_orders;
 pub mod client;
 pub mod ops;
+pub mod provider;
+pub mod signature;
 
 use std::sync::Arc;
 
@@ -13,6 +16,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
+use crate::actors::Engine;
 use crate::auth::{bearer_token, token_matches, JwtKeys};
 use crate::config::Settings;
 use crate::db::{catalog, DbConnection, DbPool};
@@ -24,6 +28,7 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub jwt: JwtKeys,
     pub redis: Option<redis::Client>,
+    pub engine: Engine,
 }
 
 /// Runs blocking Diesel work on the blocking thread pool, never on an async worker.
@@ -111,6 +116,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/readyz").route(web::get().to(ops::readyz)))
         .service(resource("/api/orders").route(web::post().to(client::place_order)))
         .service(resource("/api/orders/{order_no}").route(web::get().to(client::get_order)))
+        .service(
+            resource("/api/orders/{order_no}/cancel").route(web::post().to(client::cancel_order)),
+        )
+        .service(resource("/api/payments/callback").route(web::post().to(provider::callback)))
         .service(resource("/api/me").route(web::get().to(client::me)))
         .service(resource("/api/courses").route(web::get().to(client::list_courses)))
         .service(resource("/admin/users").route(web::post().to(admin::create_user)))
@@ -122,7 +131,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(admin::list_courses)),
         )
         .service(resource("/admin/courses/{id}").route(web::patch().to(admin::patch_course)))
-        .service(resource("/admin/coupons").route(web::post().to(admin::create_coupon)));
+        .service(resource("/admin/coupons").route(web::post().to(admin::create_coupon)))
+        .service(resource("/admin/orders").route(web::get().to(admin_orders::list_orders)))
+        .service(resource("/admin/orders/{order_no}").route(web::get().to(admin_orders::get_order)))
+        .service(
+            resource("/admin/orders/{order_no}/cancel")
+                .route(web::post().to(admin_orders::cancel_order)),
+        )
+        .service(resource("/admin/actors").route(web::get().to(admin_orders::actors)))
+        .service(resource("/admin/effects").route(web::get().to(admin_orders::list_effects)))
+        .service(
+            resource("/admin/effects/{id}/retry").route(web::post().to(admin_orders::retry_effect)),
+        )
+        .service(
+            resource("/admin/late-payments").route(web::get().to(admin_orders::late_payments)),
+        );
 }
 
 /// Any path no route matches.

@@ -123,9 +123,10 @@ fn init_logging() {
     static LOG: Once = Once::new();
     LOG.call_once(|| {
         if std::env::var_os("TEST_LOG").is_some() {
-            let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-                .is_test(true)
-                .try_init();
+            let _ =
+                env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+                    .is_test(true)
+                    .try_init();
         }
     });
 }
@@ -219,7 +220,11 @@ impl TestApp {
         let env = vars.into_iter().map(|(key, value)| {
             let (section, name) = key.split_once('.').expect("section.key");
             (
-                format!("ORDER_ENGINE__{}__{}", section.to_uppercase(), name.to_uppercase()),
+                format!(
+                    "ORDER_ENGINE__{}__{}",
+                    section.to_uppercase(),
+                    name.to_uppercase()
+                ),
                 value,
             )
         });
@@ -270,7 +275,13 @@ impl TestApp {
     }
 
     /// Sends a request; never fails on a status, only on a transport error.
-    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Resp {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Resp {
         let mut req = self.agent.request(method, &format!("{}{path}", self.base));
         for (name, value) in headers {
             req = req.set(name, value);
@@ -309,26 +320,42 @@ impl TestApp {
     pub fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
         let bearer = format!("Bearer {ADMIN_TOKEN}");
         let body = body.map(|b| b.to_string());
-        self.request(method, path, &[("Authorization", &bearer)], body.as_deref().map(str::as_bytes))
+        self.request(
+            method,
+            path,
+            &[("Authorization", &bearer)],
+            body.as_deref().map(str::as_bytes),
+        )
     }
 
     pub fn as_user(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> Resp {
         let bearer = format!("Bearer {token}");
         let body = body.map(|b| b.to_string());
-        self.request(method, path, &[("Authorization", &bearer)], body.as_deref().map(str::as_bytes))
+        self.request(
+            method,
+            path,
+            &[("Authorization", &bearer)],
+            body.as_deref().map(str::as_bytes),
+        )
     }
 
     /// A valid client JWT for `user_id`.
     pub fn token(&self, user_id: i64) -> String {
-        JwtKeys::new(JWT_SECRET).issue(user_id, 3600).expect("issue a token")
+        JwtKeys::new(JWT_SECRET)
+            .issue(user_id, 3600)
+            .expect("issue a token")
     }
 
     // Catalog helpers: each asserts its 201 and returns the created object.
 
     pub fn create_user(&self, name: &str, points: i64) -> Value {
-        self.admin("POST", "/admin/users", Some(json!({"name": name, "points": points})))
-            .assert_status(201)
-            .clone()
+        self.admin(
+            "POST",
+            "/admin/users",
+            Some(json!({"name": name, "points": points})),
+        )
+        .assert_status(201)
+        .clone()
     }
 
     /// A user with points, and a token for them.
@@ -355,7 +382,12 @@ impl TestApp {
             .expect("course id")
     }
 
-    pub fn create_coupon(&self, discount_cents: i64, min_spend_cents: i64, valid_until: Option<&str>) -> i64 {
+    pub fn create_coupon(
+        &self,
+        discount_cents: i64,
+        min_spend_cents: i64,
+        valid_until: Option<&str>,
+    ) -> i64 {
         self.admin(
             "POST",
             "/admin/coupons",
@@ -390,13 +422,19 @@ impl TestApp {
     }
 
     pub fn me(&self, token: &str) -> Value {
-        self.as_user(token, "GET", "/api/me", None).assert_status(200).clone()
+        self.as_user(token, "GET", "/api/me", None)
+            .assert_status(200)
+            .clone()
     }
 }
 
 /// Polls `probe` until it returns `Some`, or fails after `timeout` with the last thing seen.
 #[track_caller]
-pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Result<T, String>) -> T {
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         match probe() {
@@ -422,7 +460,8 @@ impl Drop for TestApp {
             }
             Cleanup::PostgresDatabase { server_url, name } => {
                 if let Ok(mut admin) = diesel::PgConnection::establish(server_url) {
-                    let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+                    let _ = admin
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
                 }
             }
         }

@@ -1,0 +1,234 @@
+//! The effect actors. `GrantActor` and `RefundActor` are `SyncArbiter` actors owning pooled
+//! connections (Diesel is blocking: they run on their own threads); each applies one outbox
+//! row at a time, idempotently. `EffectDispatcher` routes queued effects to them and retries
+//! failures with exponential backoff; after `effects.max_attempts` an effect is dead-lettered
+//! for admins. Every few seconds it also picks up overdue effects that no message announced
+//! (queued by a process that died, or retried across a database outage).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::TimeDelta;
+
+use super::{blocking, Core};
+use crate::db::effects::{self as outbox, Attempt, EffectRow, RetryPolicy};
+use crate::domain::order::effect;
+use crate::domain::time;
+
+/// Threads of each effect actor.
+const WORKERS_PER_KIND: usize = 2;
+/// How often overdue effects are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
+
+/// Apply one effect of one order.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<Attempt, String>")]
+pub struct Apply {
+    pub order_no: String,
+    pub kind: &'static str,
+}
+
+/// Queue an effect (written by a committed transaction) for its actor.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct QueueEffect {
+    pub order_no: String,
+    pub kind: &'static str,
+}
+
+impl QueueEffect {
+    pub fn from_row(row: &EffectRow) -> Self {
+        Self {
+            order_no: row.order_no.clone(),
+            kind: if row.kind == effect::GRANT {
+                effect::GRANT
+            } else {
+                effect::REFUND
+            },
+        }
+    }
+}
+
+fn policy(core: &Core) -> RetryPolicy {
+    let e = &core.settings.effects;
+    RetryPolicy {
+        max_attempts: e.max_attempts,
+        backoff_base_ms: e.backoff_base_ms,
+        backoff_max_ms: e.backoff_max_ms,
+    }
+}
+
+fn attempt(core: &Core, msg: &Apply) -> Result<Attempt, String> {
+    let mut conn = core.pool.get().map_err(|e| e.to_string())?;
+    outbox::attempt(
+        &mut conn,
+        &msg.order_no,
+        msg.kind,
+        policy(core),
+        time::now(),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Gives the user the courses and chapters of a paid order.
+pub struct GrantActor(Arc<Core>);
+
+impl Actor for GrantActor {
+    type Context = SyncContext<Self>;
+}
+
+impl Handler<Apply> for GrantActor {
+    type Result = Result<Attempt, String>;
+
+    fn handle(&mut self, msg: Apply, _ctx: &mut SyncContext<Self>) -> Self::Result {
+        attempt(&self.0, &msg)
+    }
+}
+
+/// Gives back the points of an order closed unpaid.
+pub struct RefundActor(Arc<Core>);
+
+impl Actor for RefundActor {
+    type Context = SyncContext<Self>;
+}
+
+impl Handler<Apply> for RefundActor {
+    type Result = Result<Attempt, String>;
+
+    fn handle(&mut self, msg: Apply, _ctx: &mut SyncContext<Self>) -> Self::Result {
+        attempt(&self.0, &msg)
+    }
+}
+
+pub struct EffectDispatcher {
+    core: Arc<Core>,
+    grant: Recipient<Apply>,
+    refund: Recipient<Apply>,
+    /// Effects sent to an actor and not answered yet, so a sweep does not send them twice.
+    in_flight: HashSet<(String, &'static str)>,
+}
+
+impl EffectDispatcher {
+    pub fn start_with_workers(core: Arc<Core>) -> Addr<Self> {
+        let grant_core = core.clone();
+        let grant = SyncArbiter::start(WORKERS_PER_KIND, move || GrantActor(grant_core.clone()));
+        let refund_core = core.clone();
+        let refund = SyncArbiter::start(WORKERS_PER_KIND, move || RefundActor(refund_core.clone()));
+        EffectDispatcher {
+            core,
+            grant: grant.recipient(),
+            refund: refund.recipient(),
+            in_flight: HashSet::new(),
+        }
+        .start()
+    }
+
+    fn dispatch(&mut self, msg: QueueEffect, ctx: &mut Context<Self>) {
+        let key = (msg.order_no.clone(), msg.kind);
+        if !self.in_flight.insert(key.clone()) {
+            return;
+        }
+        let worker = if msg.kind == effect::GRANT {
+            &self.grant
+        } else {
+            &self.refund
+        };
+        let request = worker.send(Apply {
+            order_no: msg.order_no.clone(),
+            kind: msg.kind,
+        });
+        ctx.spawn(
+            actix::fut::wrap_future(request).map(move |result, actor: &mut Self, ctx| {
+                actor.in_flight.remove(&key);
+                let retry = match result {
+                    Ok(Ok(Attempt::Applied)) => {
+                        log::info!("order {}: {} applied", msg.order_no, msg.kind);
+                        None
+                    }
+                    Ok(Ok(Attempt::AlreadySettled)) => None,
+                    Ok(Ok(Attempt::RetryAfter(delay))) => {
+                        log::warn!(
+                            "order {}: {} failed, retrying in {delay:?}",
+                            msg.order_no,
+                            msg.kind
+                        );
+                        Some(delay)
+                    }
+                    Ok(Ok(Attempt::DeadLettered(error))) => {
+                        log::error!(
+                            "order {}: {} dead-lettered: {error}",
+                            msg.order_no,
+                            msg.kind
+                        );
+                        None
+                    }
+                    // The database (or the worker) could not even record the attempt: try again
+                    // without counting it.
+                    Ok(Err(error)) => {
+                        log::warn!(
+                            "order {}: {} could not run: {error}",
+                            msg.order_no,
+                            msg.kind
+                        );
+                        Some(Duration::from_millis(
+                            actor.core.settings.effects.backoff_base_ms,
+                        ))
+                    }
+                    Err(mailbox) => {
+                        log::error!(
+                            "order {}: {} worker unreachable: {mailbox}",
+                            msg.order_no,
+                            msg.kind
+                        );
+                        Some(Duration::from_millis(
+                            actor.core.settings.effects.backoff_base_ms,
+                        ))
+                    }
+                };
+                if let Some(delay) = retry {
+                    ctx.run_later(delay, move |actor, ctx| actor.dispatch(msg, ctx));
+                }
+            }),
+        );
+    }
+
+    /// Queues pending effects that are overdue and not in flight here.
+    fn sweep(&mut self, ctx: &mut Context<Self>) {
+        let core = self.core.clone();
+        let lookup = async move {
+            blocking(&core, |conn| {
+                let before = time::now() - TimeDelta::seconds(1);
+                Ok(outbox::overdue(conn, before, 1000)?)
+            })
+            .await
+        };
+        ctx.spawn(
+            actix::fut::wrap_future(lookup).map(|rows, actor: &mut Self, ctx| {
+                if let Ok(rows) = rows {
+                    for row in rows {
+                        actor.dispatch(QueueEffect::from_row(&row), ctx);
+                    }
+                }
+            }),
+        );
+    }
+}
+
+impl Actor for EffectDispatcher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(usize::MAX);
+        ctx.run_interval(SWEEP_EVERY, |actor, ctx| actor.sweep(ctx));
+    }
+}
+
+impl Handler<QueueEffect> for EffectDispatcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: QueueEffect, ctx: &mut Context<Self>) {
+        self.dispatch(msg, ctx);
+    }
+}

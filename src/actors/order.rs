@@ -1,0 +1,238 @@
+//! `OrderActor`: one per pending order. It arms a timer for the order's absolute deadline;
+//! the timer firing cancels the order. Callbacks and cancels arrive as [`Deliver`] messages;
+//! the mailbox runs one at a time (`AtomicResponse`), so timer and callback never interleave
+//! in this process, and the database's conditional update settles races between processes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::NaiveDateTime;
+use serde::Serialize;
+
+use super::effects::{EffectDispatcher, QueueEffect};
+use super::supervisor::{Forget, OrderSupervisor};
+use super::{blocking, ActorState, Core};
+use crate::db::transitions::{self, Command, Outcome, OutcomeKind};
+use crate::domain::time::{self, serde_ts};
+use crate::error::ApiError;
+
+pub struct OrderActor {
+    order_no: String,
+    deadline: NaiveDateTime,
+    state: ActorState,
+    timer: Option<SpawnHandle>,
+    restarts: u32,
+    last_error: Option<String>,
+    core: Arc<Core>,
+    supervisor: Addr<OrderSupervisor>,
+    effects: Addr<EffectDispatcher>,
+}
+
+/// A callback or cancel for this order.
+#[derive(Message)]
+#[rtype(result = "Result<Outcome, ApiError>")]
+pub struct Deliver(pub Command);
+
+/// Asks for the actor's live state.
+#[derive(Message)]
+#[rtype(result = "ActorSnapshot")]
+pub struct Snapshot;
+
+/// The `actor` object of `GET /admin/orders/{order_no}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActorSnapshot {
+    pub alive: bool,
+    pub node_id: String,
+    pub state: ActorState,
+    #[serde(with = "serde_ts")]
+    pub deadline: NaiveDateTime,
+    pub remaining_ms: i64,
+    pub restarts: u32,
+    pub last_error: Option<String>,
+}
+
+impl OrderActor {
+    pub fn new(
+        order_no: String,
+        deadline: NaiveDateTime,
+        core: Arc<Core>,
+        supervisor: Addr<OrderSupervisor>,
+        effects: Addr<EffectDispatcher>,
+    ) -> Self {
+        Self {
+            order_no,
+            deadline,
+            state: ActorState::Stopped,
+            timer: None,
+            restarts: 0,
+            last_error: None,
+            core,
+            supervisor,
+            effects,
+        }
+    }
+
+    fn set_state(&mut self, state: ActorState) {
+        self.core.gauges.moved(self.state, state);
+        self.state = state;
+    }
+
+    /// Arms the timer for the deadline (at once when it has passed), or for `retry` after a
+    /// failed attempt.
+    fn arm(&mut self, ctx: &mut Context<Self>, retry: Option<Duration>) {
+        if let Some(handle) = self.timer.take() {
+            ctx.cancel_future(handle);
+        }
+        let delay = retry.unwrap_or_else(|| {
+            (self.deadline - time::now_precise())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+        });
+        self.set_state(ActorState::Armed);
+        self.timer = Some(ctx.run_later(delay, |actor, ctx| {
+            actor.timer = None;
+            actor.fire(ctx);
+        }));
+    }
+
+    /// The deadline passed: cancel the order (the mailbox waits until this is done).
+    fn fire(&mut self, ctx: &mut Context<Self>) {
+        let attempt = self
+            .transition(Command::Timeout)
+            .map(|result, actor, ctx| match result {
+                Ok(outcome) => actor.settle(&outcome, ctx),
+                Err(err) => {
+                    let attempts = actor.last_error.is_some() as u32 + 1;
+                    let backoff = Duration::from_millis(
+                        actor
+                            .core
+                            .settings
+                            .effects
+                            .backoff_base_ms
+                            .saturating_mul(attempts as u64),
+                    )
+                    .min(Duration::from_secs(5));
+                    log::warn!(
+                        "order {}: timeout transition failed, retrying in {backoff:?}: {err}",
+                        actor.order_no
+                    );
+                    actor.last_error = Some(err.to_string());
+                    actor.arm(ctx, Some(backoff));
+                }
+            });
+        ctx.wait(attempt);
+    }
+
+    /// Runs one command's database transition off the actor's thread.
+    fn transition(
+        &mut self,
+        command: Command,
+    ) -> impl ActorFuture<Self, Output = Result<Outcome, ApiError>> {
+        self.set_state(ActorState::Transitioning);
+        let order_no = self.order_no.clone();
+        let core = self.core.clone();
+        actix::fut::wrap_future(async move {
+            blocking(&core, move |conn| {
+                transitions::apply(conn, &order_no, &command, time::now())
+            })
+            .await
+        })
+    }
+
+    /// After a transaction: queue its effects; let go after a final transition; else keep
+    /// (or re-arm) the timer.
+    fn settle(&mut self, outcome: &Outcome, ctx: &mut Context<Self>) {
+        for kind in &outcome.effects {
+            self.effects.do_send(QueueEffect {
+                order_no: self.order_no.clone(),
+                kind,
+            });
+        }
+        if outcome.is_final() {
+            if outcome.kind == OutcomeKind::Transitioned {
+                log::info!(
+                    "order {} -> {} ({})",
+                    self.order_no,
+                    outcome.order.status,
+                    outcome.order.close_reason.as_deref().unwrap_or("callback")
+                );
+            }
+            if let Some(handle) = self.timer.take() {
+                ctx.cancel_future(handle);
+            }
+            self.set_state(ActorState::Stopped);
+            // Dropping the supervisor's address stops this actor for good.
+            self.supervisor.do_send(Forget(self.order_no.clone()));
+        } else if self.timer.is_none() {
+            self.arm(ctx, None);
+        } else {
+            self.set_state(ActorState::Armed);
+        }
+    }
+}
+
+impl Actor for OrderActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.arm(ctx, None);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.set_state(ActorState::Stopped);
+    }
+}
+
+impl Supervised for OrderActor {
+    /// The context stopped while the supervisor still holds the address: start again from the
+    /// stored deadline (`started` re-arms; a passed deadline fires at once).
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        self.restarts += 1;
+        self.timer = None;
+        self.set_state(ActorState::Stopped);
+        log::warn!(
+            "order {}: actor restarted ({} restarts)",
+            self.order_no,
+            self.restarts
+        );
+    }
+}
+
+impl Handler<Deliver> for OrderActor {
+    type Result = AtomicResponse<Self, Result<Outcome, ApiError>>;
+
+    fn handle(&mut self, msg: Deliver, _ctx: &mut Context<Self>) -> Self::Result {
+        AtomicResponse::new(Box::pin(self.transition(msg.0).map(
+            |result, actor, ctx| {
+                match &result {
+                    Ok(outcome) => actor.settle(outcome, ctx),
+                    Err(err) => {
+                        actor.last_error = Some(err.to_string());
+                        actor.set_state(ActorState::Armed);
+                    }
+                }
+                result
+            },
+        )))
+    }
+}
+
+impl Handler<Snapshot> for OrderActor {
+    type Result = MessageResult<Snapshot>;
+
+    fn handle(&mut self, _msg: Snapshot, _ctx: &mut Context<Self>) -> Self::Result {
+        let remaining = (self.deadline - time::now_precise())
+            .num_milliseconds()
+            .max(0);
+        MessageResult(ActorSnapshot {
+            alive: self.state != ActorState::Stopped,
+            node_id: self.core.settings.cluster.node_id.clone(),
+            state: self.state,
+            deadline: self.deadline,
+            remaining_ms: remaining,
+            restarts: self.restarts,
+            last_error: self.last_error.clone(),
+        })
+    }
+}

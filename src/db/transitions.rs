@@ -1,0 +1,443 @@
+//! The one transaction that moves an order: it locks the order's row, applies the pure plan of
+//! [`crate::domain::order::plan`], and in the same transaction moves the coupon, stores the
+//! payment event and queues the effect in the outbox. The update out of `pending` is
+//! conditional on `status = 'pending'`, so exactly one transition happens even across
+//! processes.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+use super::models::{Order, OrderRow};
+use super::orders::{find_order, insert_effect};
+use super::schema::*;
+use super::{write_transaction, DbConnection};
+use crate::domain::order::{
+    coupon_status, effect, plan, CloseReason, Decision, Event, OrderStatus, Rejection,
+};
+use crate::error::ApiError;
+
+/// Callback code that means success.
+pub const SUCCESS_CODE: i64 = 100_000;
+
+/// A payment provider callback, after its signature and shape were checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callback {
+    pub trade_no: String,
+    pub code: i64,
+    pub amount_cents: i64,
+    pub provider_paid_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Timeout,
+    Callback(Callback),
+    /// A cancel by the order's user (`Some(user_id)`) or an admin (`None`).
+    Cancel {
+        user_id: Option<i64>,
+    },
+}
+
+impl Command {
+    fn event(&self) -> Event {
+        match self {
+            Command::Timeout => Event::Timeout,
+            Command::Callback(cb) if cb.code == SUCCESS_CODE => Event::Success {
+                amount_cents: cb.amount_cents,
+            },
+            Command::Callback(_) => Event::Failure,
+            Command::Cancel { user_id: Some(_) } => Event::Cancel(CloseReason::User),
+            Command::Cancel { user_id: None } => Event::Cancel(CloseReason::Admin),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeKind {
+    /// The order left `pending` in this transaction.
+    Transitioned,
+    /// The same callback again: nothing changed.
+    Duplicate,
+    LatePayment,
+    DoublePayment,
+    /// Stored (a failure code for a closed order) or nothing to do (a late timer).
+    Unchanged,
+    /// The timer fired before the deadline.
+    NotDue,
+}
+
+/// What one command did. `rejection` is set when the command itself was refused; an expired
+/// order may still have been closed for timeout in the same, committed, transaction.
+#[derive(Debug)]
+pub struct Outcome {
+    pub kind: OutcomeKind,
+    pub order: Order,
+    /// Effects queued in the outbox by this transaction (`grant` / `refund`).
+    pub effects: Vec<&'static str>,
+    pub rejection: Option<Rejection>,
+}
+
+impl Outcome {
+    /// True once the order is no longer pending: its actor can go.
+    pub fn is_final(&self) -> bool {
+        self.order.status != OrderStatus::Pending.as_str()
+    }
+}
+
+/// Applies `command` to the order at `now`. A concurrent callback with the same `trade_no`
+/// (caught by the unique index) is retried once, and then reads as a duplicate or conflict.
+pub fn apply(
+    conn: &mut DbConnection,
+    order_no: &str,
+    command: &Command,
+    now: NaiveDateTime,
+) -> Result<Outcome, ApiError> {
+    match apply_once(conn, order_no, command, now) {
+        Err(TxError::Race) => match apply_once(conn, order_no, command, now) {
+            Err(TxError::Race) => Err(ApiError::Internal(format!(
+                "order {order_no}: unique violation twice in a row"
+            ))),
+            other => other.map_err(ApiError::from),
+        },
+        other => other.map_err(ApiError::from),
+    }
+}
+
+/// A transaction's failure: an API error, or a unique violation from a concurrent
+/// transaction (worth one retry, which then sees what the other committed).
+enum TxError {
+    Api(ApiError),
+    Race,
+}
+
+impl From<ApiError> for TxError {
+    fn from(err: ApiError) -> Self {
+        Self::Api(err)
+    }
+}
+
+impl From<DieselError> for TxError {
+    fn from(err: DieselError) -> Self {
+        match err {
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => Self::Race,
+            other => Self::Api(other.into()),
+        }
+    }
+}
+
+impl From<TxError> for ApiError {
+    fn from(err: TxError) -> Self {
+        match err {
+            TxError::Api(api) => api,
+            TxError::Race => ApiError::Internal("unique violation".into()),
+        }
+    }
+}
+
+fn apply_once(
+    conn: &mut DbConnection,
+    order_no: &str,
+    command: &Command,
+    now: NaiveDateTime,
+) -> Result<Outcome, TxError> {
+    write_transaction(conn, |conn| -> Result<Outcome, TxError> {
+        // Lock the order's row: transitions of one order queue here, in every process.
+        let locked = diesel::update(orders::table.find(order_no))
+            .set(orders::status.eq(orders::status))
+            .execute(conn)?;
+        let row: Option<OrderRow> = if locked == 0 {
+            None
+        } else {
+            orders::table
+                .find(order_no)
+                .select(OrderRow::as_select())
+                .first(conn)
+                .optional()?
+        };
+        let row = match (row, command) {
+            (
+                Some(row),
+                Command::Cancel {
+                    user_id: Some(user),
+                },
+            ) if row.user_id != *user => None,
+            (row, _) => row,
+        };
+        let row = row.ok_or_else(|| ApiError::OrderNotFound(order_no.to_string()))?;
+        let status = OrderStatus::parse(&row.status).ok_or_else(|| {
+            ApiError::Internal(format!("order {order_no} has status {}", row.status))
+        })?;
+
+        if let Command::Callback(cb) = command {
+            if let Some(kind) = check_duplicate(conn, order_no, cb)? {
+                return Ok(finish(conn, order_no, kind, Vec::new(), None)?);
+            }
+        }
+
+        let p = plan(
+            status,
+            now >= row.expires_at,
+            row.payable_cents,
+            command.event(),
+        );
+        let mut effects = Vec::new();
+        if p.close_for_timeout {
+            close(
+                conn,
+                &row,
+                OrderStatus::Cancelled,
+                CloseReason::Timeout,
+                now,
+                &mut effects,
+            )?;
+        }
+        let mut transitioned = p.close_for_timeout;
+        let (kind, rejection) = match p.then {
+            Decision::Transition {
+                to: OrderStatus::Paid,
+                ..
+            } => {
+                let Command::Callback(cb) = command else {
+                    return Err(ApiError::Internal("only a callback pays".into()).into());
+                };
+                pay(conn, &row, cb, now, &mut effects)?;
+                transitioned = true;
+                (OutcomeKind::Transitioned, None)
+            }
+            Decision::Transition { to, reason } => {
+                let reason =
+                    reason.ok_or_else(|| ApiError::Internal("a close needs a reason".into()))?;
+                close(conn, &row, to, reason, now, &mut effects)?;
+                if let Command::Callback(cb) = command {
+                    record_event(conn, order_no, cb, now, "failed")?;
+                }
+                transitioned = true;
+                (OutcomeKind::Transitioned, None)
+            }
+            Decision::RecordLatePayment => {
+                record_callback(conn, order_no, command, now, "late_payment")?;
+                (OutcomeKind::LatePayment, None)
+            }
+            Decision::RecordDoublePayment => {
+                record_callback(conn, order_no, command, now, "double_payment")?;
+                (OutcomeKind::DoublePayment, None)
+            }
+            Decision::RecordIgnored => {
+                record_callback(conn, order_no, command, now, "ignored")?;
+                (OutcomeKind::Unchanged, None)
+            }
+            Decision::NoChange => (OutcomeKind::Unchanged, None),
+            Decision::NotDue => (OutcomeKind::NotDue, None),
+            Decision::Reject(r) => (OutcomeKind::Unchanged, Some(r)),
+        };
+        let kind = if transitioned && kind == OutcomeKind::Unchanged {
+            OutcomeKind::Transitioned
+        } else {
+            kind
+        };
+        Ok(finish(conn, order_no, kind, effects, rejection)?)
+    })
+}
+
+fn finish(
+    conn: &mut DbConnection,
+    order_no: &str,
+    kind: OutcomeKind,
+    effects: Vec<&'static str>,
+    rejection: Option<Rejection>,
+) -> Result<Outcome, ApiError> {
+    let order =
+        find_order(conn, order_no)?.ok_or_else(|| ApiError::OrderNotFound(order_no.to_string()))?;
+    Ok(Outcome {
+        kind,
+        order,
+        effects,
+        rejection,
+    })
+}
+
+/// A callback whose `trade_no` was seen before: the same one again is a duplicate; a
+/// different one is a conflict.
+fn check_duplicate(
+    conn: &mut DbConnection,
+    order_no: &str,
+    cb: &Callback,
+) -> Result<Option<OutcomeKind>, ApiError> {
+    let seen: Option<(String, i64, i64)> = payment_events::table
+        .filter(payment_events::trade_no.eq(&cb.trade_no))
+        .select((
+            payment_events::order_no,
+            payment_events::code,
+            payment_events::amount_cents,
+        ))
+        .first(conn)
+        .optional()?;
+    match seen {
+        None => Ok(None),
+        Some((seen_order, code, amount))
+            if seen_order == order_no && code == cb.code && amount == cb.amount_cents =>
+        {
+            Ok(Some(OutcomeKind::Duplicate))
+        }
+        Some(_) => Err(ApiError::TradeNoConflict(cb.trade_no.clone())),
+    }
+}
+
+fn pay(
+    conn: &mut DbConnection,
+    row: &OrderRow,
+    cb: &Callback,
+    now: NaiveDateTime,
+    effects: &mut Vec<&'static str>,
+) -> Result<(), TxError> {
+    let updated = diesel::update(
+        orders::table
+            .find(&row.order_no)
+            .filter(orders::status.eq(OrderStatus::Pending.as_str())),
+    )
+    .set((
+        orders::status.eq(OrderStatus::Paid.as_str()),
+        orders::paid_at.eq(now),
+        orders::trade_no.eq(&cb.trade_no),
+        orders::owner_node.eq(None::<String>),
+    ))
+    .execute(conn)?;
+    if updated != 1 {
+        return Err(ApiError::Internal(format!(
+            "order {} left pending under its lock",
+            row.order_no
+        ))
+        .into());
+    }
+    diesel::update(
+        user_coupons::table
+            .filter(user_coupons::order_no.eq(&row.order_no))
+            .filter(user_coupons::status.eq(coupon_status::LOCKED)),
+    )
+    .set(user_coupons::status.eq(coupon_status::USED))
+    .execute(conn)?;
+    record_event(conn, &row.order_no, cb, now, "paid")?;
+    insert_effect(conn, &row.order_no, effect::GRANT, now)?;
+    effects.push(effect::GRANT);
+    Ok(())
+}
+
+fn close(
+    conn: &mut DbConnection,
+    row: &OrderRow,
+    to: OrderStatus,
+    reason: CloseReason,
+    now: NaiveDateTime,
+    effects: &mut Vec<&'static str>,
+) -> Result<(), TxError> {
+    let updated = diesel::update(
+        orders::table
+            .find(&row.order_no)
+            .filter(orders::status.eq(OrderStatus::Pending.as_str())),
+    )
+    .set((
+        orders::status.eq(to.as_str()),
+        orders::closed_at.eq(now),
+        orders::close_reason.eq(reason.as_str()),
+        orders::owner_node.eq(None::<String>),
+    ))
+    .execute(conn)?;
+    if updated != 1 {
+        return Err(ApiError::Internal(format!(
+            "order {} left pending under its lock",
+            row.order_no
+        ))
+        .into());
+    }
+    diesel::update(
+        user_coupons::table
+            .filter(user_coupons::order_no.eq(&row.order_no))
+            .filter(user_coupons::status.eq(coupon_status::LOCKED)),
+    )
+    .set((
+        user_coupons::status.eq(coupon_status::UNUSED),
+        user_coupons::order_no.eq(None::<String>),
+    ))
+    .execute(conn)?;
+    if row.points_used > 0 {
+        insert_effect(conn, &row.order_no, effect::REFUND, now)?;
+        effects.push(effect::REFUND);
+    }
+    Ok(())
+}
+
+fn record_callback(
+    conn: &mut DbConnection,
+    order_no: &str,
+    command: &Command,
+    now: NaiveDateTime,
+    outcome: &str,
+) -> Result<(), TxError> {
+    match command {
+        Command::Callback(cb) => record_event(conn, order_no, cb, now, outcome),
+        _ => Err(ApiError::Internal(format!("{outcome} without a callback")).into()),
+    }
+}
+
+fn record_event(
+    conn: &mut DbConnection,
+    order_no: &str,
+    cb: &Callback,
+    now: NaiveDateTime,
+    outcome: &str,
+) -> Result<(), TxError> {
+    diesel::insert_into(payment_events::table)
+        .values((
+            payment_events::order_no.eq(order_no),
+            payment_events::trade_no.eq(&cb.trade_no),
+            payment_events::code.eq(cb.code),
+            payment_events::amount_cents.eq(cb.amount_cents),
+            payment_events::provider_paid_at.eq(cb.provider_paid_at),
+            payment_events::received_at.eq(now),
+            payment_events::outcome.eq(outcome),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// A success that arrived for an order that could not take it: money to give back.
+#[derive(Debug, Clone, Queryable, serde::Serialize)]
+pub struct LatePayment {
+    pub id: i64,
+    pub order_no: String,
+    pub trade_no: String,
+    pub amount_cents: i64,
+    #[serde(with = "crate::domain::time::serde_ts_opt")]
+    pub provider_paid_at: Option<NaiveDateTime>,
+    #[serde(with = "crate::domain::time::serde_ts")]
+    pub received_at: NaiveDateTime,
+    pub reason: String,
+}
+
+/// Late and double payments, newest first.
+pub fn late_payments(
+    conn: &mut DbConnection,
+    after: Option<i64>,
+    limit: i64,
+) -> QueryResult<Vec<LatePayment>> {
+    let mut query = payment_events::table
+        .filter(payment_events::outcome.eq_any(["late_payment", "double_payment"]))
+        .select((
+            payment_events::id,
+            payment_events::order_no,
+            payment_events::trade_no,
+            payment_events::amount_cents,
+            payment_events::provider_paid_at,
+            payment_events::received_at,
+            payment_events::outcome,
+        ))
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(payment_events::id.lt(after));
+    }
+    query
+        .order(payment_events::id.desc())
+        .limit(limit)
+        .load(conn)
+}

@@ -1,0 +1,313 @@
+//! Admin routes over orders and actors: live actor state, order and effect listings, late
+//! payments, force-cancel, and retrying a dead-lettered effect.
+
+use std::collections::BTreeMap;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{parse_id, require_admin, run_db, AppState};
+use crate::db::transitions::Command;
+use crate::db::{effects as outbox, orders, transitions};
+use crate::domain::order::{effect, OrderStatus, Rejection};
+use crate::domain::time;
+use crate::error::ApiError;
+
+/// `limit` and `after` of a list, and how to build its page.
+struct Paging {
+    limit: i64,
+}
+
+impl Paging {
+    fn parse(limit: Option<&str>) -> Result<Self, ApiError> {
+        let limit = match limit {
+            None => 50,
+            Some(text) => text
+                .parse::<i64>()
+                .ok()
+                .filter(|n| (1..=100).contains(n))
+                .ok_or_else(|| {
+                    ApiError::InvalidRequest("limit must be an integer from 1 to 100".into())
+                })?,
+        };
+        Ok(Self { limit })
+    }
+
+    /// One more row than the page holds is read, to know whether there is a next page.
+    fn fetch(&self) -> i64 {
+        self.limit + 1
+    }
+
+    fn respond<T: Serialize>(
+        &self,
+        mut rows: Vec<T>,
+        cursor: impl Fn(&T) -> String,
+    ) -> HttpResponse {
+        let has_more = rows.len() as i64 > self.limit;
+        rows.truncate(self.limit as usize);
+        let next_after = if has_more {
+            rows.last().map(cursor)
+        } else {
+            None
+        };
+        HttpResponse::Ok()
+            .json(json!({"data": rows, "has_more": has_more, "next_after": next_after}))
+    }
+}
+
+fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    web::Query::<T>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|e| ApiError::InvalidRequest(format!("invalid query: {e}")))
+}
+
+fn id_cursor(after: Option<&str>) -> Result<Option<i64>, ApiError> {
+    after
+        .map(|text| {
+            text.parse::<i64>().map_err(|_| {
+                ApiError::InvalidRequest("after is not a cursor from this list".into())
+            })
+        })
+        .transpose()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrderFilter {
+    status: Option<String>,
+    user_id: Option<String>,
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+/// `GET /admin/orders?status=&user_id=&limit=&after=`
+pub async fn list_orders(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &req)?;
+    let filter: OrderFilter = query(&req)?;
+    let paging = Paging::parse(filter.limit.as_deref())?;
+    let status = filter
+        .status
+        .as_deref()
+        .map(|s| {
+            OrderStatus::parse(s)
+                .ok_or_else(|| ApiError::InvalidRequest(format!("unknown status {s:?}")))
+        })
+        .transpose()?;
+    let user_id = filter
+        .user_id
+        .as_deref()
+        .map(|u| parse_id(u, "user_id"))
+        .transpose()?;
+    let after = filter.after.clone();
+    if after.as_deref().is_some_and(|a| {
+        a.is_empty() || a.len() > 64 || !a.bytes().all(|b| b.is_ascii_alphanumeric())
+    }) {
+        return Err(ApiError::InvalidRequest(
+            "after is not a cursor from this list".into(),
+        ));
+    }
+    let fetch = paging.fetch();
+    let rows = run_db(&state, move |conn| {
+        Ok(orders::page(
+            conn,
+            status,
+            user_id,
+            after.as_deref(),
+            fetch,
+        )?)
+    })
+    .await?;
+    Ok(paging.respond(rows, |o| o.order_no.clone()))
+}
+
+#[derive(Serialize)]
+struct EffectView {
+    kind: String,
+    status: String,
+    attempts: i32,
+    last_error: Option<String>,
+}
+
+/// `GET /admin/orders/{order_no}`: the stored order, its live actor in this process, its effects.
+pub async fn get_order(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &req)?;
+    let order_no = path.into_inner();
+    let lookup = order_no.clone();
+    let (order, effects) = run_db(&state, move |conn| {
+        let order =
+            orders::find_order(conn, &lookup)?.ok_or(ApiError::OrderNotFound(lookup.clone()))?;
+        Ok((order, outbox::of_order(conn, &lookup)?))
+    })
+    .await?;
+    let actor = match state.engine.inspect(&order_no).await {
+        Some(snapshot) if snapshot.alive => serde_json::to_value(snapshot)
+            .map_err(|e| ApiError::Internal(format!("actor snapshot: {e}")))?,
+        _ => json!({"alive": false, "node_id": null, "state": null, "deadline": null,
+                    "remaining_ms": null, "restarts": null, "last_error": null}),
+    };
+    let effects: Vec<EffectView> = effects
+        .into_iter()
+        .map(|e| EffectView {
+            kind: e.kind,
+            status: e.status,
+            attempts: e.attempts,
+            last_error: e.last_error,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"order": order, "actor": actor, "effects": effects})))
+}
+
+/// `POST /admin/orders/{order_no}/cancel`
+pub async fn cancel_order(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &req)?;
+    let order_no = path.into_inner();
+    let outcome = state
+        .engine
+        .deliver(&order_no, Command::Cancel { user_id: None })
+        .await?;
+    match outcome.rejection {
+        Some(Rejection::OrderNotPending) => Err(ApiError::OrderNotPending {
+            order_no,
+            status: outcome.order.status,
+        }),
+        _ => {
+            log::info!("order {order_no} cancelled by an admin");
+            Ok(HttpResponse::Ok().json(outcome.order))
+        }
+    }
+}
+
+/// `GET /admin/actors`
+pub async fn actors(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &req)?;
+    let stats = state.engine.stats().await?;
+    let (by_status, (pending_effects, dead_lettered)) = run_db(&state, |conn| {
+        Ok((orders::count_by_status(conn)?, outbox::backlog(conn)?))
+    })
+    .await?;
+    let mut orders_by_status: BTreeMap<&str, i64> =
+        OrderStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+    for (status, count) in &by_status {
+        if let Some(slot) = orders_by_status.get_mut(status.as_str()) {
+            *slot = *count;
+        }
+    }
+    let stopped = (stats.live_actors as i64 - stats.armed - stats.transitioning).max(0);
+    let node_id = &state.settings.cluster.node_id;
+    Ok(HttpResponse::Ok().json(json!({
+        "node_id": node_id,
+        "live_actors": stats.live_actors,
+        "armed_timers": stats.armed,
+        "actors_by_state": {"armed": stats.armed, "transitioning": stats.transitioning, "stopped": stopped},
+        "orders_by_status": orders_by_status,
+        "effects": {"pending": pending_effects, "dead_lettered": dead_lettered},
+        "nodes": [{"node_id": node_id, "alive": true, "live_actors": stats.live_actors}],
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EffectFilter {
+    status: Option<String>,
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+/// `GET /admin/effects?status=&limit=&after=`: effects with their orders, newest first.
+pub async fn list_effects(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &req)?;
+    let filter: EffectFilter = query(&req)?;
+    let paging = Paging::parse(filter.limit.as_deref())?;
+    let status = match filter.status.as_deref() {
+        None => None,
+        Some(s @ (effect::PENDING | effect::DONE | effect::DEAD_LETTERED)) => Some(s.to_string()),
+        Some(other) => {
+            return Err(ApiError::InvalidRequest(format!(
+                "unknown status {other:?}"
+            )))
+        }
+    };
+    let after = id_cursor(filter.after.as_deref())?;
+    let fetch = paging.fetch();
+    let rows = run_db(&state, move |conn| {
+        let effects = outbox::page(conn, status.as_deref(), after, fetch)?;
+        effects
+            .into_iter()
+            .map(|effect| {
+                let order = orders::find_order(conn, &effect.order_no)?.ok_or_else(|| {
+                    ApiError::Internal(format!("effect {} has no order", effect.id))
+                })?;
+                Ok(outbox::EffectWithOrder { effect, order })
+            })
+            .collect::<Result<Vec<_>, ApiError>>()
+    })
+    .await?;
+    Ok(paging.respond(rows, |e| e.effect.id.to_string()))
+}
+
+/// `POST /admin/effects/{id}/retry`: a dead-lettered effect gets a fresh set of attempts.
+pub async fn retry_effect(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &req)?;
+    let id = parse_id(&path, "effect id")?;
+    let effect = run_db(&state, move |conn| {
+        Ok(outbox::retry(conn, id, time::now())?)
+    })
+    .await?
+    .ok_or(ApiError::EffectNotDeadLettered(id))?;
+    state
+        .engine
+        .effects
+        .do_send(crate::actors::effects::QueueEffect::from_row(&effect));
+    log::info!(
+        "admin retried effect {id} ({} of order {})",
+        effect.kind,
+        effect.order_no
+    );
+    Ok(HttpResponse::Ok().json(effect))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageOnly {
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+/// `GET /admin/late-payments`: successes that came too late or twice; each needs a refund.
+pub async fn late_payments(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &req)?;
+    let filter: PageOnly = query(&req)?;
+    let paging = Paging::parse(filter.limit.as_deref())?;
+    let after = id_cursor(filter.after.as_deref())?;
+    let fetch = paging.fetch();
+    let rows = run_db(&state, move |conn| {
+        Ok(transitions::late_payments(conn, after, fetch)?)
+    })
+    .await?;
+    Ok(paging.respond(rows, |p| p.id.to_string()))
+}

@@ -1,0 +1,100 @@
+//! `POST /api/payments/callback`: the payment provider, server to server. Checks, in order:
+//! 413, the signature over the raw bytes (401), the body (400), the order (404), then the
+//! SPEC's callback rules. 200 `{"result":"success"}` goes out only once the event is durable.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::NaiveDateTime;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::signature::verify;
+use super::{parse_json, read_body, AppState};
+use crate::db::transitions::{Callback, Command, OutcomeKind};
+use crate::domain::order::Rejection;
+use crate::domain::time::serde_ts_opt;
+use crate::error::ApiError;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallbackBody {
+    order_no: String,
+    trade_no: String,
+    code: i64,
+    amount_cents: i64,
+    #[serde(default, with = "serde_ts_opt")]
+    paid_at: Option<NaiveDateTime>,
+}
+
+pub async fn callback(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(&req, payload, state.settings.server.max_body_bytes).await?;
+    let mut headers = req.headers().get_all("X-Signature");
+    let header = match (headers.next(), headers.next()) {
+        (Some(value), None) => value
+            .to_str()
+            .map_err(|_| ApiError::InvalidSignature("the X-Signature header is not text"))?,
+        (None, _) => return Err(ApiError::InvalidSignature("missing X-Signature header")),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::InvalidSignature("repeated X-Signature header"))
+        }
+    };
+    let payment = &state.settings.payment;
+    verify(
+        header,
+        &body,
+        payment.secret.as_bytes(),
+        payment.tolerance_secs,
+        chrono::Utc::now().timestamp(),
+    )
+    .map_err(|e| {
+        log::warn!("callback refused: {e}");
+        ApiError::InvalidSignature("invalid signature")
+    })?;
+
+    let input: CallbackBody = parse_json(&body)?;
+    if input.trade_no.is_empty() || input.trade_no.chars().count() > 64 {
+        return Err(ApiError::InvalidRequest(
+            "trade_no must be 1-64 characters".into(),
+        ));
+    }
+    if input.order_no.is_empty() || input.order_no.len() > 64 {
+        return Err(ApiError::OrderNotFound(input.order_no));
+    }
+    if input.amount_cents < 0 {
+        return Err(ApiError::InvalidRequest(
+            "amount_cents must not be negative".into(),
+        ));
+    }
+    let command = Command::Callback(Callback {
+        trade_no: input.trade_no.clone(),
+        code: input.code,
+        amount_cents: input.amount_cents,
+        provider_paid_at: input.paid_at,
+    });
+    let outcome = state.engine.deliver(&input.order_no, command).await?;
+    if let Some(Rejection::AmountMismatch) = outcome.rejection {
+        return Err(ApiError::AmountMismatch {
+            expected: outcome.order.payable_cents,
+            received: input.amount_cents,
+        });
+    }
+    match outcome.kind {
+        OutcomeKind::LatePayment | OutcomeKind::DoublePayment => log::warn!(
+            "order {}: {:?} of {} cents with trade_no {} kept for a refund",
+            input.order_no,
+            outcome.kind,
+            input.amount_cents,
+            input.trade_no
+        ),
+        OutcomeKind::Duplicate => log::info!(
+            "order {}: duplicate callback {} acknowledged",
+            input.order_no,
+            input.trade_no
+        ),
+        _ => {}
+    }
+    Ok(HttpResponse::Ok().json(json!({"result": "success"})))
+}
