@@ -12,7 +12,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use chrono::TimeDelta;
 
-use super::{blocking, Core};
+use super::{blocking, Core, MAILBOX_CAPACITY};
 use crate::db::effects::{self as outbox, Attempt, EffectRow, RetryPolicy};
 use crate::domain::order::effect;
 use crate::domain::time;
@@ -220,7 +220,7 @@ impl Actor for EffectDispatcher {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(usize::MAX);
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         ctx.run_interval(SWEEP_EVERY, |actor, ctx| actor.sweep(ctx));
     }
 }

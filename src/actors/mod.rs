@@ -25,6 +25,10 @@ use effects::{EffectDispatcher, QueueEffect};
 use order::{ActorSnapshot, Deliver, Snapshot};
 use supervisor::{Forget, Lookup, OrderSupervisor, Stats, SupervisorStats, Track};
 
+/// Mailbox size of the supervisor and the effect dispatcher: many orders arrive at once at
+/// start-up and in bursts, and senders that await must not be parked behind them.
+pub const MAILBOX_CAPACITY: usize = 1 << 24;
+
 /// What every actor shares.
 pub struct Core {
     pub pool: DbPool,

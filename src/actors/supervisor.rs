@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::effects::EffectDispatcher;
 use super::order::OrderActor;
-use super::Core;
+use super::{Core, MAILBOX_CAPACITY};
 
 pub struct OrderSupervisor {
     actors: HashMap<String, Addr<OrderActor>>,
@@ -36,7 +36,7 @@ impl Actor for OrderSupervisor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Many orders arrive at once at start-up and in bursts.
-        ctx.set_mailbox_capacity(usize::MAX);
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
     }
 }
 

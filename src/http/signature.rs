@@ -35,10 +35,9 @@ pub fn verify(
             continue;
         };
         match key.trim() {
-            "t"
-                if timestamp.replace(value.trim()).is_some() => {
-                    return Err(SignatureError::BadTimestamp);
-                }
+            "t" if timestamp.replace(value.trim()).is_some() => {
+                return Err(SignatureError::BadTimestamp);
+            }
             "v1" => signatures.push(value.trim()),
             _ => {}
         }
