@@ -6,19 +6,24 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
-use chrono::NaiveDateTime;
+use chrono::{NaiveDateTime, TimeDelta};
 use serde::Serialize;
 
-use super::effects::EffectDispatcher;
+use super::effects::{EffectDispatcher, QueueEffect};
 use super::order::OrderActor;
-use super::{Core, MAILBOX_CAPACITY};
+use super::{blocking, Core, MAILBOX_CAPACITY};
+use crate::db::orders;
+use crate::db::transitions::{self, Command, OutcomeKind};
+use crate::domain::time;
 
 pub struct OrderSupervisor {
     actors: HashMap<String, Addr<OrderActor>>,
     core: Arc<Core>,
     effects: Addr<EffectDispatcher>,
+    sweeping: bool,
 }
 
 impl OrderSupervisor {
@@ -27,6 +32,7 @@ impl OrderSupervisor {
             actors: HashMap::new(),
             core,
             effects,
+            sweeping: false,
         }
     }
 }
@@ -35,8 +41,77 @@ impl Actor for OrderSupervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        // Many orders arrive at once at start-up and in bursts.
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        ctx.run_interval(SWEEP_EVERY, |supervisor, ctx| supervisor.sweep(ctx));
+    }
+}
+
+/// How often overdue pending orders are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How far past its deadline an order must be before the sweep closes it (its own actor, if
+/// any, closes it long before).
+const SWEEP_GRACE_MS: i64 = 1000;
+
+impl OrderSupervisor {
+    /// The safety net behind the timers: pending orders more than a second past their deadline
+    /// with no actor here (their process died, or their actor could not be created) are closed
+    /// through the same transition. The partial index on pending deadlines makes this cost
+    /// O(overdue orders), not O(pending orders).
+    fn sweep(&mut self, ctx: &mut Context<Self>) {
+        // One sweep at a time, so a slow database does not pile them up; `spawn`, not `wait`,
+        // so the supervisor keeps routing messages meanwhile.
+        if std::mem::replace(&mut self.sweeping, true) {
+            return;
+        }
+        let core = self.core.clone();
+        let fetch = async move {
+            blocking(&core, |conn| {
+                let before = time::now() - TimeDelta::milliseconds(SWEEP_GRACE_MS);
+                Ok(orders::overdue(conn, before, 1000)?)
+            })
+            .await
+        };
+        let close = fetch.into_actor(self).map(|found, supervisor, ctx| {
+            let orphans: Vec<String> = match found {
+                Ok(found) => found
+                    .into_iter()
+                    .filter(|no| !supervisor.actors.contains_key(no))
+                    .collect(),
+                Err(err) => {
+                    log::warn!("overdue order sweep failed: {err}");
+                    Vec::new()
+                }
+            };
+            let core = supervisor.core.clone();
+            let effects = supervisor.effects.clone();
+            ctx.spawn(actix::fut::wrap_future(async move {
+                for order_no in orphans {
+                    let no = order_no.clone();
+                    let outcome = blocking(&core, move |conn| {
+                        transitions::apply(conn, &no, &Command::Timeout, time::now())
+                    })
+                    .await;
+                    match outcome {
+                        Ok(outcome) => {
+                            if outcome.kind == OutcomeKind::Transitioned {
+                                log::info!(
+                                    "order {order_no} -> {} (timeout, by the sweep)",
+                                    outcome.order.status
+                                );
+                            }
+                            for kind in outcome.effects {
+                                effects.do_send(QueueEffect {
+                                    order_no: order_no.clone(),
+                                    kind,
+                                });
+                            }
+                        }
+                        Err(err) => log::warn!("order {order_no}: sweep could not close it: {err}"),
+                    }
+                }
+            }));
+        });
+        ctx.spawn(close.map(|(), supervisor, _| supervisor.sweeping = false));
     }
 }
 

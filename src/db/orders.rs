@@ -310,3 +310,18 @@ pub fn count_by_status(conn: &mut DbConnection) -> QueryResult<Vec<(String, i64)
         .select((orders::status, count_star()))
         .load(conn)
 }
+
+/// Pending orders whose deadline passed before `before`, oldest deadline first.
+pub fn overdue(
+    conn: &mut DbConnection,
+    before: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Vec<String>> {
+    orders::table
+        .filter(orders::status.eq(OrderStatus::Pending.as_str()))
+        .filter(orders::expires_at.lt(before))
+        .order(orders::expires_at)
+        .limit(limit)
+        .select(orders::order_no)
+        .load(conn)
+}
