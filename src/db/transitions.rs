@@ -303,13 +303,7 @@ fn pay(
         orders::owner_node.eq(None::<String>),
     ))
     .execute(conn)?;
-    if updated != 1 {
-        return Err(ApiError::Internal(format!(
-            "order {} left pending under its lock",
-            row.order_no
-        ))
-        .into());
-    }
+    left_pending(updated, &row.order_no)?;
     diesel::update(
         user_coupons::table
             .filter(user_coupons::order_no.eq(&row.order_no))
@@ -321,6 +315,15 @@ fn pay(
     insert_effect(conn, &row.order_no, effect::GRANT, now)?;
     effects.push(effect::GRANT);
     Ok(())
+}
+
+/// The conditional update out of `pending` must hit exactly the row locked at the start.
+fn left_pending(updated: usize, order_no: &str) -> Result<(), TxError> {
+    if updated == 1 {
+        Ok(())
+    } else {
+        Err(ApiError::Internal(format!("order {order_no} left pending under its lock")).into())
+    }
 }
 
 fn close(
@@ -343,13 +346,7 @@ fn close(
         orders::owner_node.eq(None::<String>),
     ))
     .execute(conn)?;
-    if updated != 1 {
-        return Err(ApiError::Internal(format!(
-            "order {} left pending under its lock",
-            row.order_no
-        ))
-        .into());
-    }
+    left_pending(updated, &row.order_no)?;
     diesel::update(
         user_coupons::table
             .filter(user_coupons::order_no.eq(&row.order_no))

@@ -8,9 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{parse_id, require_admin, run_db, AppState};
-use crate::db::transitions::Command;
 use crate::db::{effects as outbox, orders, transitions};
-use crate::domain::order::{effect, OrderStatus, Rejection};
+use crate::domain::order::{effect, OrderStatus};
 use crate::domain::time;
 use crate::error::ApiError;
 
@@ -172,21 +171,7 @@ pub async fn cancel_order(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&state, &req)?;
-    let order_no = path.into_inner();
-    let outcome = state
-        .engine
-        .deliver(&order_no, Command::Cancel { user_id: None })
-        .await?;
-    match outcome.rejection {
-        Some(Rejection::OrderNotPending) => Err(ApiError::OrderNotPending {
-            order_no,
-            status: outcome.order.status,
-        }),
-        _ => {
-            log::info!("order {order_no} cancelled by an admin");
-            Ok(HttpResponse::Ok().json(outcome.order))
-        }
-    }
+    super::cancel(&state, path.into_inner(), None).await
 }
 
 /// `GET /admin/actors`

@@ -9,8 +9,7 @@ use crate::db::catalog;
 use crate::db::idempotency::{self, Claim};
 use crate::db::models::Order;
 use crate::db::orders::{self, Placement};
-use crate::db::transitions::Command;
-use crate::domain::order::{effect, OrderStatus, Rejection};
+use crate::domain::order::{effect, OrderStatus};
 use crate::domain::placement::check_shape;
 use crate::domain::time;
 use crate::error::ApiError;
@@ -178,26 +177,7 @@ pub async fn cancel_order(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let user_id = authenticate_client(&state, &req).await?;
-    let order_no = path.into_inner();
-    let outcome = state
-        .engine
-        .deliver(
-            &order_no,
-            Command::Cancel {
-                user_id: Some(user_id),
-            },
-        )
-        .await?;
-    match outcome.rejection {
-        Some(Rejection::OrderNotPending) => Err(ApiError::OrderNotPending {
-            order_no,
-            status: outcome.order.status,
-        }),
-        _ => {
-            log::info!("order {order_no} cancelled by user {user_id}");
-            Ok(HttpResponse::Ok().json(outcome.order))
-        }
-    }
+    super::cancel(&state, path.into_inner(), Some(user_id)).await
 }
 
 /// `GET /api/orders/{order_no}`: another user's order is 404 as well.

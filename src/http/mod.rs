@@ -19,7 +19,9 @@ use serde::de::DeserializeOwned;
 use crate::actors::Engine;
 use crate::auth::{bearer_token, token_matches, JwtKeys};
 use crate::config::Settings;
+use crate::db::transitions::Command;
 use crate::db::{catalog, DbConnection, DbPool};
+use crate::domain::order::Rejection;
 use crate::error::ApiError;
 
 /// What every handler shares.
@@ -96,6 +98,30 @@ pub fn require_admin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError
         Some(token) if token_matches(token, &state.settings.admin.token) => Ok(()),
         _ => Err(ApiError::Unauthenticated("admin token required")),
     }
+}
+
+/// Cancels an order for its user (`Some(user_id)`, reason `user`) or an admin (`None`):
+/// 200 with the cancelled order, or 409 `order_not_pending`.
+pub async fn cancel(
+    state: &AppState,
+    order_no: String,
+    user_id: Option<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let outcome = state
+        .engine
+        .deliver(&order_no, Command::Cancel { user_id })
+        .await?;
+    if outcome.rejection == Some(Rejection::OrderNotPending) {
+        return Err(ApiError::OrderNotPending {
+            order_no,
+            status: outcome.order.status,
+        });
+    }
+    match user_id {
+        Some(user) => log::info!("order {order_no} cancelled by user {user}"),
+        None => log::info!("order {order_no} cancelled by an admin"),
+    }
+    Ok(HttpResponse::Ok().json(outcome.order))
 }
 
 /// A path segment that must be an id.
