@@ -1,7 +1,9 @@
 //! The HTTP API tests: one binary, the real engine on a random port, SQLite always and
 //! PostgreSQL when TEST_DATABASE_URL is set.
 
+#[allow(dead_code)]
 mod helpers;
 mod invariants;
 
+mod placement;
 mod smoke;
