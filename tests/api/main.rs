@@ -5,5 +5,7 @@
 mod helpers;
 mod invariants;
 
+mod errors;
+mod idempotency;
 mod placement;
 mod smoke;
