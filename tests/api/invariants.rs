@@ -65,7 +65,10 @@ struct Event {
 
 pub fn violations(conn: &mut DbConnection) -> Vec<String> {
     let mut v = Vec::new();
-    let users: Vec<User> = users::table.select(User::as_select()).load(conn).expect("users");
+    let users: Vec<User> = users::table
+        .select(User::as_select())
+        .load(conn)
+        .expect("users");
     let ledger: Vec<LedgerRow> = points_ledger::table
         .select(LedgerRow::as_select())
         .load(conn)
@@ -113,7 +116,11 @@ pub fn violations(conn: &mut DbConnection) -> Vec<String> {
 
     // 1. Points.
     for user in &users {
-        let sum: i64 = ledger.iter().filter(|l| l.user_id == user.id).map(|l| l.delta).sum();
+        let sum: i64 = ledger
+            .iter()
+            .filter(|l| l.user_id == user.id)
+            .map(|l| l.delta)
+            .sum();
         if user.points != user.initial_points + sum {
             v.push(format!(
                 "user {}: points {} != initial {} + ledger {}",
@@ -130,18 +137,38 @@ pub fn violations(conn: &mut DbConnection) -> Vec<String> {
                 .map(|l| l.delta)
                 .collect()
         };
-        let expected_spend = if order.points_used > 0 { vec![-order.points_used] } else { vec![] };
+        let expected_spend = if order.points_used > 0 {
+            vec![-order.points_used]
+        } else {
+            vec![]
+        };
         if rows("spend") != expected_spend {
-            v.push(format!("order {}: spend rows {:?}, expected {:?}", order.order_no, rows("spend"), expected_spend));
+            v.push(format!(
+                "order {}: spend rows {:?}, expected {:?}",
+                order.order_no,
+                rows("spend"),
+                expected_spend
+            ));
         }
-        let expected_refund = if closed(order) && order.points_used > 0 { vec![order.points_used] } else { vec![] };
+        let expected_refund = if closed(order) && order.points_used > 0 {
+            vec![order.points_used]
+        } else {
+            vec![]
+        };
         if rows("refund") != expected_refund {
-            v.push(format!("order {} ({}): refund rows {:?}, expected {:?}", order.order_no, order.status, rows("refund"), expected_refund));
+            v.push(format!(
+                "order {} ({}): refund rows {:?}, expected {:?}",
+                order.order_no,
+                order.status,
+                rows("refund"),
+                expected_refund
+            ));
         }
     }
 
     // 2. Coupons.
-    let by_no: BTreeMap<&str, &OrderRow> = orders.iter().map(|o| (o.order_no.as_str(), o)).collect();
+    let by_no: BTreeMap<&str, &OrderRow> =
+        orders.iter().map(|o| (o.order_no.as_str(), o)).collect();
     for coupon in &coupons {
         let holder = coupon.order_no.as_deref().and_then(|no| by_no.get(no));
         let ok = match (coupon.status.as_str(), holder) {
@@ -153,15 +180,26 @@ pub fn violations(conn: &mut DbConnection) -> Vec<String> {
         if !ok {
             v.push(format!(
                 "user coupon {}: status {} with order {:?} ({:?})",
-                coupon.id, coupon.status, coupon.order_no, holder.map(|o| &o.status)
+                coupon.id,
+                coupon.status,
+                coupon.order_no,
+                holder.map(|o| &o.status)
             ));
         }
     }
-    for order in orders.iter().filter(|o| o.status == "pending" || o.status == "paid") {
+    for order in orders
+        .iter()
+        .filter(|o| o.status == "pending" || o.status == "paid")
+    {
         if let Some(id) = order.user_coupon_id {
-            let held = coupons.iter().any(|c| c.id == id && c.order_no.as_deref() == Some(&order.order_no));
+            let held = coupons
+                .iter()
+                .any(|c| c.id == id && c.order_no.as_deref() == Some(&order.order_no));
             if !held {
-                v.push(format!("order {} ({}): its coupon {id} is not held by it", order.order_no, order.status));
+                v.push(format!(
+                    "order {} ({}): its coupon {id} is not held by it",
+                    order.order_no, order.status
+                ));
             }
         }
     }
@@ -169,19 +207,29 @@ pub fn violations(conn: &mut DbConnection) -> Vec<String> {
     // 3. Grants: exactly the courses and chapters of paid orders.
     let should_own: BTreeSet<(i64, i64)> = items
         .iter()
-        .filter_map(|i| by_no.get(i.order_no.as_str()).filter(|o| o.status == "paid").map(|o| (o.user_id, i.course_id)))
+        .filter_map(|i| {
+            by_no
+                .get(i.order_no.as_str())
+                .filter(|o| o.status == "paid")
+                .map(|o| (o.user_id, i.course_id))
+        })
         .collect();
     let owns: BTreeSet<(i64, i64)> = granted.iter().copied().collect();
     if owns.len() != granted.len() {
         v.push("a course is granted twice to one user".into());
     }
     if owns != should_own {
-        v.push(format!("granted courses {owns:?} != courses of paid orders {should_own:?}"));
+        v.push(format!(
+            "granted courses {owns:?} != courses of paid orders {should_own:?}"
+        ));
     }
     let should_chapters: BTreeSet<(i64, i64, i64)> = should_own
         .iter()
         .flat_map(|(user, course)| {
-            chapters.iter().filter(move |(c, _)| c == course).map(move |(c, ch)| (*user, *c, *ch))
+            chapters
+                .iter()
+                .filter(move |(c, _)| c == course)
+                .map(move |(c, ch)| (*user, *c, *ch))
         })
         .collect();
     let has_chapters: BTreeSet<(i64, i64, i64)> = granted_chapters.iter().copied().collect();
@@ -189,17 +237,32 @@ pub fn violations(conn: &mut DbConnection) -> Vec<String> {
         v.push("a chapter is granted twice to one user".into());
     }
     if has_chapters != should_chapters {
-        v.push(format!("granted chapters {has_chapters:?} != chapters of paid orders {should_chapters:?}"));
+        v.push(format!(
+            "granted chapters {has_chapters:?} != chapters of paid orders {should_chapters:?}"
+        ));
     }
 
     // 4. One transition out of pending per order, consistent with its events and effects.
     for order in &orders {
         let no = &order.order_no;
-        let outcome_count = |outcome: &str| events.iter().filter(|e| &e.order_no == no && e.outcome == outcome).count();
-        let effect_count = |kind: &str| effects.iter().filter(|(o, k, _)| o == no && k == kind).count();
+        let outcome_count = |outcome: &str| {
+            events
+                .iter()
+                .filter(|e| &e.order_no == no && e.outcome == outcome)
+                .count()
+        };
+        let effect_count = |kind: &str| {
+            effects
+                .iter()
+                .filter(|(o, k, _)| o == no && k == kind)
+                .count()
+        };
         match order.status.as_str() {
             "pending" => {
-                if order.paid_at.is_some() || order.closed_at.is_some() || order.close_reason.is_some() {
+                if order.paid_at.is_some()
+                    || order.closed_at.is_some()
+                    || order.close_reason.is_some()
+                {
                     v.push(format!("order {no}: pending with paid/closed fields set"));
                 }
             }
@@ -207,10 +270,15 @@ pub fn violations(conn: &mut DbConnection) -> Vec<String> {
                 let paid_events = outcome_count("paid");
                 let expected = usize::from(order.payable_cents > 0);
                 if paid_events != expected || order.closed_at.is_some() {
-                    v.push(format!("order {no}: paid with {paid_events} paid events (expected {expected})"));
+                    v.push(format!(
+                        "order {no}: paid with {paid_events} paid events (expected {expected})"
+                    ));
                 }
                 if let Some(trade_no) = &order.trade_no {
-                    if !events.iter().any(|e| &e.trade_no == trade_no && e.outcome == "paid") {
+                    if !events
+                        .iter()
+                        .any(|e| &e.trade_no == trade_no && e.outcome == "paid")
+                    {
                         v.push(format!("order {no}: trade_no {trade_no} has no paid event"));
                     }
                 }
@@ -219,19 +287,34 @@ pub fn violations(conn: &mut DbConnection) -> Vec<String> {
                 }
             }
             "failed" | "cancelled" => {
-                if order.paid_at.is_some() || order.closed_at.is_none() || outcome_count("paid") != 0 {
-                    v.push(format!("order {no}: {} but paid fields or events present", order.status));
+                if order.paid_at.is_some()
+                    || order.closed_at.is_none()
+                    || outcome_count("paid") != 0
+                {
+                    v.push(format!(
+                        "order {no}: {} but paid fields or events present",
+                        order.status
+                    ));
                 }
                 let failed = order.close_reason.as_deref() == Some("payment_failed");
-                if (order.status == "failed") != failed || outcome_count("failed") != usize::from(failed) {
-                    v.push(format!("order {no}: {} with reason {:?} and {} failed events", order.status, order.close_reason, outcome_count("failed")));
+                if (order.status == "failed") != failed
+                    || outcome_count("failed") != usize::from(failed)
+                {
+                    v.push(format!(
+                        "order {no}: {} with reason {:?} and {} failed events",
+                        order.status,
+                        order.close_reason,
+                        outcome_count("failed")
+                    ));
                 }
                 let refunds = usize::from(order.points_used > 0);
                 if effect_count("refund") != refunds || effect_count("grant") != 0 {
                     v.push(format!("order {no}: closed with wrong effects"));
                 }
                 if let Some(closed_at) = order.closed_at {
-                    if order.close_reason.as_deref() == Some("timeout") && closed_at < order.expires_at {
+                    if order.close_reason.as_deref() == Some("timeout")
+                        && closed_at < order.expires_at
+                    {
                         v.push(format!("order {no}: timed out before its deadline"));
                     }
                 }

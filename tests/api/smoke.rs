@@ -1,6 +1,5 @@
 use serde_json::json;
 
-use crate::helpers::*;
 use crate::on_both_backends;
 
 on_both_backends! {
