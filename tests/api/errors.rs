@@ -138,19 +138,70 @@ fn bad_client_credentials(user_id: i64) -> Vec<(&'static str, Option<String>)> {
         ("garbage", bearer("garbage".into())),
         ("three garbage parts", bearer("a.b.c".into())),
         ("basic scheme", Some("Basic dXNlcjpwYXNz".into())),
-        ("valid token, other scheme", Some(format!("Token {}", jwt(&json!({"sub": sub, "exp": exp}), JWT_SECRET, HS256)))),
-        ("expired", bearer(jwt(&json!({"sub": sub, "exp": unix_in(-5)}), JWT_SECRET, HS256))),
-        ("wrong secret", bearer(jwt(&json!({"sub": sub, "exp": exp}), "not-the-secret", HS256))),
-        ("HS384", bearer(jwt(&json!({"sub": sub, "exp": exp}), JWT_SECRET, HS384))),
-        ("HS512", bearer(jwt(&json!({"sub": sub, "exp": exp}), JWT_SECRET, HS512))),
+        (
+            "valid token, other scheme",
+            Some(format!(
+                "Token {}",
+                jwt(&json!({"sub": sub, "exp": exp}), JWT_SECRET, HS256)
+            )),
+        ),
+        (
+            "expired",
+            bearer(jwt(
+                &json!({"sub": sub, "exp": unix_in(-5)}),
+                JWT_SECRET,
+                HS256,
+            )),
+        ),
+        (
+            "wrong secret",
+            bearer(jwt(
+                &json!({"sub": sub, "exp": exp}),
+                "not-the-secret",
+                HS256,
+            )),
+        ),
+        (
+            "HS384",
+            bearer(jwt(&json!({"sub": sub, "exp": exp}), JWT_SECRET, HS384)),
+        ),
+        (
+            "HS512",
+            bearer(jwt(&json!({"sub": sub, "exp": exp}), JWT_SECRET, HS512)),
+        ),
         ("alg none", Some(unsigned(json!({"sub": sub, "exp": exp})))),
-        ("no exp", bearer(jwt(&json!({"sub": sub}), JWT_SECRET, HS256))),
-        ("no sub", bearer(jwt(&json!({"exp": exp}), JWT_SECRET, HS256))),
-        ("sub not a user", bearer(jwt(&json!({"sub": "999999", "exp": exp}), JWT_SECRET, HS256))),
-        ("numeric sub not a user", bearer(jwt(&json!({"sub": 999_999, "exp": exp}), JWT_SECRET, HS256))),
-        ("sub not a number", bearer(jwt(&json!({"sub": "alice", "exp": exp}), JWT_SECRET, HS256))),
-        ("sub zero", bearer(jwt(&json!({"sub": "0", "exp": exp}), JWT_SECRET, HS256))),
-        ("sub negative", bearer(jwt(&json!({"sub": "-1", "exp": exp}), JWT_SECRET, HS256))),
+        (
+            "no exp",
+            bearer(jwt(&json!({"sub": sub}), JWT_SECRET, HS256)),
+        ),
+        (
+            "no sub",
+            bearer(jwt(&json!({"exp": exp}), JWT_SECRET, HS256)),
+        ),
+        (
+            "sub not a user",
+            bearer(jwt(
+                &json!({"sub": "999999", "exp": exp}),
+                JWT_SECRET,
+                HS256,
+            )),
+        ),
+        (
+            "numeric sub not a user",
+            bearer(jwt(&json!({"sub": 999_999, "exp": exp}), JWT_SECRET, HS256)),
+        ),
+        (
+            "sub not a number",
+            bearer(jwt(&json!({"sub": "alice", "exp": exp}), JWT_SECRET, HS256)),
+        ),
+        (
+            "sub zero",
+            bearer(jwt(&json!({"sub": "0", "exp": exp}), JWT_SECRET, HS256)),
+        ),
+        (
+            "sub negative",
+            bearer(jwt(&json!({"sub": "-1", "exp": exp}), JWT_SECRET, HS256)),
+        ),
         ("admin token", bearer(ADMIN_TOKEN.into())),
     ]
 }

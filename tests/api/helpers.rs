@@ -123,9 +123,10 @@ fn init_logging() {
     static LOG: Once = Once::new();
     LOG.call_once(|| {
         if std::env::var_os("TEST_LOG").is_some() {
-            let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-                .is_test(true)
-                .try_init();
+            let _ =
+                env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+                    .is_test(true)
+                    .try_init();
         }
     });
 }
@@ -219,7 +220,11 @@ impl TestApp {
         let env = vars.into_iter().map(|(key, value)| {
             let (section, name) = key.split_once('.').expect("section.key");
             (
-                format!("ORDER_ENGINE__{}__{}", section.to_uppercase(), name.to_uppercase()),
+                format!(
+                    "ORDER_ENGINE__{}__{}",
+                    section.to_uppercase(),
+                    name.to_uppercase()
+                ),
                 value,
             )
         });
@@ -270,7 +275,13 @@ impl TestApp {
     }
 
     /// Sends a request; never fails on a status, only on a transport error.
-    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Resp {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Resp {
         let mut req = self.agent.request(method, &format!("{}{path}", self.base));
         for (name, value) in headers {
             req = req.set(name, value);
@@ -309,26 +320,42 @@ impl TestApp {
     pub fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
         let bearer = format!("Bearer {ADMIN_TOKEN}");
         let body = body.map(|b| b.to_string());
-        self.request(method, path, &[("Authorization", &bearer)], body.as_deref().map(str::as_bytes))
+        self.request(
+            method,
+            path,
+            &[("Authorization", &bearer)],
+            body.as_deref().map(str::as_bytes),
+        )
     }
 
     pub fn as_user(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> Resp {
         let bearer = format!("Bearer {token}");
         let body = body.map(|b| b.to_string());
-        self.request(method, path, &[("Authorization", &bearer)], body.as_deref().map(str::as_bytes))
+        self.request(
+            method,
+            path,
+            &[("Authorization", &bearer)],
+            body.as_deref().map(str::as_bytes),
+        )
     }
 
     /// A valid client JWT for `user_id`.
     pub fn token(&self, user_id: i64) -> String {
-        JwtKeys::new(JWT_SECRET).issue(user_id, 3600).expect("issue a token")
+        JwtKeys::new(JWT_SECRET)
+            .issue(user_id, 3600)
+            .expect("issue a token")
     }
 
     // Catalog helpers: each asserts its 201 and returns the created object.
 
     pub fn create_user(&self, name: &str, points: i64) -> Value {
-        self.admin("POST", "/admin/users", Some(json!({"name": name, "points": points})))
-            .assert_status(201)
-            .clone()
+        self.admin(
+            "POST",
+            "/admin/users",
+            Some(json!({"name": name, "points": points})),
+        )
+        .assert_status(201)
+        .clone()
     }
 
     /// A user with points, and a token for them.
@@ -355,7 +382,12 @@ impl TestApp {
             .expect("course id")
     }
 
-    pub fn create_coupon(&self, discount_cents: i64, min_spend_cents: i64, valid_until: Option<&str>) -> i64 {
+    pub fn create_coupon(
+        &self,
+        discount_cents: i64,
+        min_spend_cents: i64,
+        valid_until: Option<&str>,
+    ) -> i64 {
         self.admin(
             "POST",
             "/admin/coupons",
@@ -390,13 +422,19 @@ impl TestApp {
     }
 
     pub fn me(&self, token: &str) -> Value {
-        self.as_user(token, "GET", "/api/me", None).assert_status(200).clone()
+        self.as_user(token, "GET", "/api/me", None)
+            .assert_status(200)
+            .clone()
     }
 }
 
 /// Polls `probe` until it returns `Some`, or fails after `timeout` with the last thing seen.
 #[track_caller]
-pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Result<T, String>) -> T {
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         match probe() {
@@ -422,7 +460,8 @@ impl Drop for TestApp {
             }
             Cleanup::PostgresDatabase { server_url, name } => {
                 if let Ok(mut admin) = diesel::PgConnection::establish(server_url) {
-                    let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+                    let _ = admin
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
                 }
             }
         }
@@ -456,7 +495,10 @@ pub fn in_parallel<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("a request thread panicked")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a request thread panicked"))
+            .collect()
     })
 }
 
@@ -475,7 +517,11 @@ pub fn base64url(bytes: &[u8]) -> String {
     const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..=chunk.len() {
             out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -491,9 +537,21 @@ pub fn unix_in(secs: i64) -> i64 {
 
 /// The keys of the SPEC's Order object.
 pub const ORDER_KEYS: [&str; 15] = [
-    "order_no", "user_id", "status", "items", "total_cents", "discount_cents", "points_used",
-    "payable_cents", "user_coupon_id", "created_at", "expires_at", "paid_at", "closed_at",
-    "close_reason", "trade_no",
+    "order_no",
+    "user_id",
+    "status",
+    "items",
+    "total_cents",
+    "discount_cents",
+    "points_used",
+    "payable_cents",
+    "user_coupon_id",
+    "created_at",
+    "expires_at",
+    "paid_at",
+    "closed_at",
+    "close_reason",
+    "trade_no",
 ];
 
 /// The sorted keys of a JSON object.
@@ -526,21 +584,32 @@ pub fn assert_order_shape(order: &Value) {
     assert!(
         !no.is_empty()
             && no.len() <= 64
-            && no.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b)),
+            && no
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b)),
         "order_no {no:?} is not an opaque URL-safe string of at most 64 characters"
     );
 }
 
 /// The SPEC's User coupon keys.
 pub const USER_COUPON_KEYS: [&str; 9] = [
-    "user_coupon_id", "user_id", "coupon_id", "title", "discount_cents", "min_spend_cents",
-    "valid_until", "status", "order_no",
+    "user_coupon_id",
+    "user_id",
+    "coupon_id",
+    "title",
+    "discount_cents",
+    "min_spend_cents",
+    "valid_until",
+    "status",
+    "order_no",
 ];
 
 /// Parses a SPEC timestamp (`2026-11-26T12:00:00.123Z`: UTC, exactly three fractional digits).
 #[track_caller]
 pub fn timestamp(value: &Value) -> chrono::DateTime<chrono::Utc> {
-    let text = value.as_str().unwrap_or_else(|| panic!("not a timestamp: {value}"));
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a timestamp: {value}"));
     let b = text.as_bytes();
     assert!(
         b.len() == 24 && b[19] == b'.' && b[20..23].iter().all(u8::is_ascii_digit) && b[23] == b'Z',
@@ -573,7 +642,12 @@ impl Resp {
 
 impl TestApp {
     /// `POST /api/orders` with a raw body, an optional client token and extra headers.
-    pub fn post_order_raw(&self, token: Option<&str>, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+    pub fn post_order_raw(
+        &self,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Resp {
         let bearer = token.map(|t| format!("Bearer {t}"));
         let mut all: Vec<(&str, &str)> = headers.to_vec();
         if let Some(bearer) = &bearer {
@@ -584,19 +658,30 @@ impl TestApp {
 
     /// `POST /api/orders` with an `Idempotency-Key`.
     pub fn place_with_key(&self, token: &str, key: &str, body: &Value) -> Resp {
-        self.post_order_raw(Some(token), &[("Idempotency-Key", key)], body.to_string().as_bytes())
+        self.post_order_raw(
+            Some(token),
+            &[("Idempotency-Key", key)],
+            body.to_string().as_bytes(),
+        )
     }
 
     /// Everything a refused request must leave unchanged: the user as admins and as they
     /// themselves see them, and the course catalog.
     pub fn snapshot(&self, user_id: i64, token: &str) -> Value {
-        let courses = self.admin("GET", "/admin/courses", None).assert_status(200).clone();
+        let courses = self
+            .admin("GET", "/admin/courses", None)
+            .assert_status(200)
+            .clone();
         json!({"admin": self.admin_user(user_id), "me": self.me(token), "courses": courses})
     }
 
     pub fn set_on_sale(&self, course_id: i64, on_sale: bool) {
         let course = self
-            .admin("PATCH", &format!("/admin/courses/{course_id}"), Some(json!({"on_sale": on_sale})))
+            .admin(
+                "PATCH",
+                &format!("/admin/courses/{course_id}"),
+                Some(json!({"on_sale": on_sale})),
+            )
             .assert_status(200)
             .clone();
         assert_eq!(course["on_sale"], on_sale);

@@ -17,7 +17,12 @@ fn assert_replay_of(replay: &Resp, first: &Resp) {
         (first.status, first.text.as_str()),
         "a replay differs from the first response"
     );
-    assert_eq!(replay.header(REPLAYED), Some("true"), "{:?}", replay.headers);
+    assert_eq!(
+        replay.header(REPLAYED),
+        Some("true"),
+        "{:?}",
+        replay.headers
+    );
     assert_ne!(
         first.header(REPLAYED),
         Some("true"),

@@ -5,6 +5,8 @@
 mod helpers;
 mod invariants;
 
+mod concurrency;
+mod config_errors;
 mod errors;
 mod idempotency;
 mod placement;

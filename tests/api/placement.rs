@@ -54,8 +54,11 @@ fn points_use_cents_per_point(app: &TestApp) {
     let course = app.course(10_000);
     // 3001 points = 9003 cents > 10000 - 1000.
     let before = app.snapshot(user_id, &token);
-    app.place(&token, json!({"course_ids": [course], "user_coupon_id": coupon, "points": 3_001}))
-        .assert_error(422, "points_exceed_payable");
+    app.place(
+        &token,
+        json!({"course_ids": [course], "user_coupon_id": coupon, "points": 3_001}),
+    )
+    .assert_error(422, "points_exceed_payable");
     assert_eq!(app.snapshot(user_id, &token), before);
     let order = created(&app.place(
         &token,
@@ -79,7 +82,11 @@ mod points_use_cents_per_point {
     }
     #[test]
     fn postgres() {
-        run_with(Backend::Postgres, SETTINGS, super::points_use_cents_per_point);
+        run_with(
+            Backend::Postgres,
+            SETTINGS,
+            super::points_use_cents_per_point,
+        );
     }
 }
 
