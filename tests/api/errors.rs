@@ -440,3 +440,22 @@ on_both_backends! {
         assert_eq!(app.me(&token)["id"], user_id);
     }
 }
+
+on_both_backends! {
+    /// "exp required, no leeway": a token is expired on and after its `exp` second (RFC 7519
+    /// §4.1.4), so one whose `exp` is the current second is refused.
+    fn token_expiring_this_second_is_401(app) {
+        let (user_id, token) = app.user_with_token(0);
+        // Start early in a second, so the request lands in the same second as `exp`.
+        wait_for("the start of a second", std::time::Duration::from_secs(3), || {
+            let ms = chrono::Utc::now().timestamp_subsec_millis();
+            if ms < 300 { Ok(()) } else { Err(format!("{ms} ms into the second")) }
+        });
+        let claims = json!({"sub": user_id.to_string(), "exp": unix_in(0)});
+        let expiring = jwt(&claims, JWT_SECRET, jsonwebtoken::Algorithm::HS256);
+        let resp = app.as_user(&expiring, "GET", "/api/me", None);
+        assert_eq!(resp.status, 401, "token with exp = now accepted: {}", resp.text);
+        resp.assert_unauthenticated();
+        assert_eq!(app.me(&token)["id"], user_id);
+    }
+}

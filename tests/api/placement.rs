@@ -457,6 +457,9 @@ on_both_backends! {
         app.post_order_raw(Some("garbage"), &[], b"{not json").assert_unauthenticated();
         app.post_order_raw(None, &[], br#"{"course_ids": []}"#).assert_unauthenticated();
         app.post_order_raw(Some(&token), &[], b"{not json").assert_error(400, "invalid_request");
+        // A bad Idempotency-Key (400) without a token is 401 too.
+        let long_key = "k".repeat(300);
+        app.post_order_raw(None, &[("Idempotency-Key", &long_key)], b"{}").assert_unauthenticated();
         assert_eq!(app.snapshot(user_id, &token), before);
     }
 }
