@@ -467,3 +467,227 @@ impl Drop for TestApp {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Shared by the placement, error, idempotency and concurrency tests.
+
+/// Runs `body` on an engine started with extra settings, then the shared invariant checker:
+/// the by-hand form of `on_both_backends!` for tests that need non-default settings. On
+/// PostgreSQL it does nothing (after the skip line) when TEST_DATABASE_URL is not set.
+pub fn run_with(backend: Backend, overrides: &[(&str, &str)], body: impl FnOnce(&TestApp)) {
+    let Some(app) = TestApp::spawn_with(backend, overrides) else {
+        return;
+    };
+    body(&app);
+    crate::invariants::check(&app);
+}
+
+/// Runs `f(0..n)` on `n` threads released together; returns the results in index order.
+pub fn in_parallel<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let barrier = std::sync::Barrier::new(n);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let (f, barrier) = (&f, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    f(i)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a request thread panicked"))
+            .collect()
+    })
+}
+
+/// A JWT signed with `secret` using `alg`.
+pub fn jwt(claims: &Value, secret: &str, alg: jsonwebtoken::Algorithm) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(alg),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("encode a JWT")
+}
+
+/// Unpadded base64url, for hand-made (unsigned) tokens.
+pub fn base64url(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// Unix seconds from now.
+pub fn unix_in(secs: i64) -> i64 {
+    chrono::Utc::now().timestamp() + secs
+}
+
+/// The keys of the SPEC's Order object.
+pub const ORDER_KEYS: [&str; 15] = [
+    "order_no",
+    "user_id",
+    "status",
+    "items",
+    "total_cents",
+    "discount_cents",
+    "points_used",
+    "payable_cents",
+    "user_coupon_id",
+    "created_at",
+    "expires_at",
+    "paid_at",
+    "closed_at",
+    "close_reason",
+    "trade_no",
+];
+
+/// The sorted keys of a JSON object.
+pub fn keys(value: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = value
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {value}"))
+        .keys()
+        .cloned()
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[track_caller]
+pub fn assert_keys(value: &Value, expected: &[&str]) {
+    let mut expected: Vec<String> = expected.iter().map(|k| k.to_string()).collect();
+    expected.sort();
+    assert_eq!(keys(value), expected, "keys of {value}");
+}
+
+/// Asserts the SPEC's Order shape (every key present, items as `{course_id, price_cents}`).
+#[track_caller]
+pub fn assert_order_shape(order: &Value) {
+    assert_keys(order, &ORDER_KEYS);
+    for item in order["items"].as_array().expect("items") {
+        assert_keys(item, &["course_id", "price_cents"]);
+    }
+    let no = order["order_no"].as_str().expect("order_no");
+    assert!(
+        !no.is_empty()
+            && no.len() <= 64
+            && no
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b)),
+        "order_no {no:?} is not an opaque URL-safe string of at most 64 characters"
+    );
+}
+
+/// The SPEC's User coupon keys.
+pub const USER_COUPON_KEYS: [&str; 9] = [
+    "user_coupon_id",
+    "user_id",
+    "coupon_id",
+    "title",
+    "discount_cents",
+    "min_spend_cents",
+    "valid_until",
+    "status",
+    "order_no",
+];
+
+/// Parses a SPEC timestamp (`2026-11-26T12:00:00.123Z`: UTC, exactly three fractional digits).
+#[track_caller]
+pub fn timestamp(value: &Value) -> chrono::DateTime<chrono::Utc> {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a timestamp: {value}"));
+    let b = text.as_bytes();
+    assert!(
+        b.len() == 24 && b[19] == b'.' && b[20..23].iter().all(u8::is_ascii_digit) && b[23] == b'Z',
+        "timestamp {text:?} is not RFC 3339 UTC with three fractional digits"
+    );
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|e| panic!("timestamp {text:?}: {e}"))
+        .with_timezone(&chrono::Utc)
+}
+
+impl Resp {
+    /// 401 `unauthenticated` with `WWW-Authenticate: Bearer`.
+    #[track_caller]
+    pub fn assert_unauthenticated(&self) {
+        self.assert_error(401, "unauthenticated");
+        assert_eq!(
+            self.header("WWW-Authenticate"),
+            Some("Bearer"),
+            "401 without WWW-Authenticate: Bearer: {:?}",
+            self.headers
+        );
+    }
+
+    /// The error envelope's message.
+    pub fn error_message(&self) -> &str {
+        self.error_code();
+        self.json["error"]["message"].as_str().unwrap_or_default()
+    }
+}
+
+impl TestApp {
+    /// `POST /api/orders` with a raw body, an optional client token and extra headers.
+    pub fn post_order_raw(
+        &self,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Resp {
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let mut all: Vec<(&str, &str)> = headers.to_vec();
+        if let Some(bearer) = &bearer {
+            all.push(("Authorization", bearer));
+        }
+        self.request("POST", "/api/orders", &all, Some(body))
+    }
+
+    /// `POST /api/orders` with an `Idempotency-Key`.
+    pub fn place_with_key(&self, token: &str, key: &str, body: &Value) -> Resp {
+        self.post_order_raw(
+            Some(token),
+            &[("Idempotency-Key", key)],
+            body.to_string().as_bytes(),
+        )
+    }
+
+    /// Everything a refused request must leave unchanged: the user as admins and as they
+    /// themselves see them, and the course catalog.
+    pub fn snapshot(&self, user_id: i64, token: &str) -> Value {
+        let courses = self
+            .admin("GET", "/admin/courses", None)
+            .assert_status(200)
+            .clone();
+        json!({"admin": self.admin_user(user_id), "me": self.me(token), "courses": courses})
+    }
+
+    pub fn set_on_sale(&self, course_id: i64, on_sale: bool) {
+        let course = self
+            .admin(
+                "PATCH",
+                &format!("/admin/courses/{course_id}"),
+                Some(json!({"on_sale": on_sale})),
+            )
+            .assert_status(200)
+            .clone();
+        assert_eq!(course["on_sale"], on_sale);
+    }
+
+    pub fn get_order(&self, token: &str, order_no: &str) -> Resp {
+        self.as_user(token, "GET", &format!("/api/orders/{order_no}"), None)
+    }
+}

@@ -5,4 +5,9 @@
 mod helpers;
 mod invariants;
 
+mod concurrency;
+mod config_errors;
+mod errors;
+mod idempotency;
+mod placement;
 mod smoke;

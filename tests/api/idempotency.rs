@@ -1,0 +1,184 @@
+//! `Idempotency-Key` on `POST /api/orders` (SPEC §Clients): the first response after the shape
+//! checks (201, 404, 409, 422) is replayed byte for byte for the same key and canonical body,
+//! per user; a different body is 422 `idempotency_key_reused`; a key in flight is 409.
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+use crate::on_both_backends;
+
+const REPLAYED: &str = "Idempotent-Replayed";
+
+/// Asserts that `replay` is `first` sent again: same status and bytes, marked replayed.
+#[track_caller]
+fn assert_replay_of(replay: &Resp, first: &Resp) {
+    assert_eq!(
+        (replay.status, replay.text.as_str()),
+        (first.status, first.text.as_str()),
+        "a replay differs from the first response"
+    );
+    assert_eq!(
+        replay.header(REPLAYED),
+        Some("true"),
+        "{:?}",
+        replay.headers
+    );
+    assert_ne!(
+        first.header(REPLAYED),
+        Some("true"),
+        "the first response is marked replayed"
+    );
+}
+
+/// Orders of a user, counted by their `spend` ledger rows (every order here spends points).
+fn spends(app: &TestApp, user_id: i64) -> Vec<Value> {
+    app.admin_user(user_id)["ledger"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|row| row["kind"] == "spend")
+        .cloned()
+        .collect()
+}
+
+on_both_backends! {
+    /// Same key, same canonical body: the same 201 again, byte for byte, one order.
+    fn same_key_and_body_replays_the_201(app) {
+        let (user_id, token) = app.user_with_token(100);
+        let course = app.course(1_000);
+        let body = json!({"course_ids": [course], "points": 10});
+        let first = app.place_with_key(&token, "key-1", &body);
+        let order = first.assert_status(201).clone();
+        let replay = app.place_with_key(&token, "key-1", &body);
+        assert_replay_of(&replay, &first);
+        // The same canonical body written differently (defaults spelled out, keys reordered,
+        // whitespace) is the same request.
+        let spelled_out = format!(r#"{{ "points" : 10, "user_coupon_id": null, "course_ids": [ {course} ] }}"#);
+        let replay = app.post_order_raw(Some(&token), &[("Idempotency-Key", "key-1")], spelled_out.as_bytes());
+        assert_replay_of(&replay, &first);
+        let ledger = spends(app, user_id);
+        assert_eq!(ledger.len(), 1, "{ledger:?}");
+        assert_eq!(ledger[0]["order_no"], order["order_no"]);
+        assert_eq!(app.me(&token)["points"], 90);
+        // Without a key the request is a new one (and meets the pending order).
+        app.place(&token, body).assert_error(409, "course_in_pending_order");
+    }
+}
+
+on_both_backends! {
+    /// Same key, different body: 422 idempotency_key_reused, nothing changes.
+    fn same_key_other_body_is_reused(app) {
+        let (user_id, token) = app.user_with_token(100);
+        let (a, b) = (app.course(1_000), app.course(1_000));
+        app.place_with_key(&token, "k", &json!({"course_ids": [a], "points": 1})).assert_status(201);
+        let before = app.snapshot(user_id, &token);
+        for other in [
+            json!({"course_ids": [b], "points": 1}),
+            json!({"course_ids": [a], "points": 2}),
+            json!({"course_ids": [a]}),
+            json!({"course_ids": [a], "points": 1, "user_coupon_id": 1}),
+        ] {
+            let resp = app.place_with_key(&token, "k", &other);
+            resp.assert_error(422, "idempotency_key_reused");
+            assert_ne!(resp.header(REPLAYED), Some("true"));
+        }
+        assert_eq!(app.snapshot(user_id, &token), before);
+    }
+}
+
+on_both_backends! {
+    /// Keys are scoped to the user: one key, two users, two orders.
+    fn keys_are_scoped_per_user(app) {
+        let (alice_id, alice) = app.user_with_token(10);
+        let (bob_id, bob) = app.user_with_token(10);
+        let course = app.course(1_000);
+        let body = json!({"course_ids": [course], "points": 5});
+        let a = app.place_with_key(&alice, "shared-key", &body);
+        let b = app.place_with_key(&bob, "shared-key", &body);
+        let (a, b) = (a.assert_status(201), b.assert_status(201));
+        assert_ne!(a["order_no"], b["order_no"]);
+        assert_eq!((&a["user_id"], &b["user_id"]), (&json!(alice_id), &json!(bob_id)));
+        assert_eq!((spends(app, alice_id).len(), spends(app, bob_id).len()), (1, 1));
+    }
+}
+
+on_both_backends! {
+    /// A stored 404, 409 or 422 is replayed too, even after the world changed; a 400 (shape)
+    /// is not stored.
+    fn stored_errors_are_replayed(app) {
+        let (user_id, token) = app.user_with_token(10);
+        let course = app.course(1_000);
+        // 409, then the course goes back on sale: the key still answers 409.
+        app.set_on_sale(course, false);
+        let body = json!({"course_ids": [course], "points": 1});
+        let first = app.place_with_key(&token, "k409", &body);
+        first.assert_error(409, "course_not_on_sale");
+        app.set_on_sale(course, true);
+        assert_replay_of(&app.place_with_key(&token, "k409", &body), &first);
+        // 404.
+        let missing = json!({"course_ids": [999_999]});
+        let first = app.place_with_key(&token, "k404", &missing);
+        first.assert_error(404, "course_not_found");
+        assert_replay_of(&app.place_with_key(&token, "k404", &missing), &first);
+        // 422.
+        let greedy = json!({"course_ids": [course], "points": 11});
+        let first = app.place_with_key(&token, "k422", &greedy);
+        first.assert_error(422, "insufficient_points");
+        assert_replay_of(&app.place_with_key(&token, "k422", &greedy), &first);
+        // 400 is not stored: the key is still free for a good request.
+        let bad = app.place_with_key(&token, "k400", &json!({"course_ids": [course], "points": -1}));
+        bad.assert_error(400, "invalid_points");
+        let good = app.place_with_key(&token, "k400", &body);
+        good.assert_status(201);
+        assert_ne!(good.header(REPLAYED), Some("true"));
+        assert_eq!(spends(app, user_id).len(), 1);
+    }
+}
+
+on_both_backends! {
+    /// 20 identical requests at once: one order; each answer is that order's 201 (first or
+    /// replayed) or 409 idempotency_key_in_use while the first is in flight.
+    fn concurrent_identical_requests_make_one_order(app) {
+        let (user_id, token) = app.user_with_token(100);
+        let course = app.course(1_000);
+        let body = json!({"course_ids": [course], "points": 1});
+        let answers = in_parallel(20, |_| app.place_with_key(&token, "race", &body));
+        let created: Vec<&Resp> = answers.iter().filter(|r| r.status == 201).collect();
+        assert!(!created.is_empty(), "no 201 among {:?}", answers.iter().map(|r| &r.text).collect::<Vec<_>>());
+        let order_no = &created[0].json["order_no"];
+        for resp in &answers {
+            match resp.status {
+                201 => assert_eq!(&resp.json["order_no"], order_no),
+                _ => resp.assert_error(409, "idempotency_key_in_use"),
+            }
+        }
+        let originals = created.iter().filter(|r| r.header(REPLAYED) != Some("true")).count();
+        assert_eq!(originals, 1, "exactly one 201 is not a replay");
+        let ledger = spends(app, user_id);
+        assert_eq!(ledger.len(), 1, "{ledger:?}");
+        assert_eq!(&ledger[0]["order_no"], order_no);
+        assert_eq!(app.me(&token)["points"], 99);
+        // Afterwards the key replays.
+        let replay = app.place_with_key(&token, "race", &body);
+        assert_eq!((replay.status, &replay.json["order_no"], replay.header(REPLAYED)), (201, order_no, Some("true")));
+    }
+}
+
+on_both_backends! {
+    /// A key of 1-255 characters; 256 is 400 invalid_request and changes nothing.
+    fn key_length_is_checked(app) {
+        let (user_id, token) = app.user_with_token(10);
+        let course = app.course(1_000);
+        let body = json!({"course_ids": [course]});
+        let before = app.snapshot(user_id, &token);
+        app.place_with_key(&token, &"k".repeat(256), &body).assert_error(400, "invalid_request");
+        app.place_with_key(&token, &"k".repeat(1_000), &body).assert_error(400, "invalid_request");
+        assert_eq!(app.snapshot(user_id, &token), before);
+        let long = "k".repeat(255);
+        let first = app.place_with_key(&token, &long, &body);
+        first.assert_status(201);
+        assert_replay_of(&app.place_with_key(&token, &long, &body), &first);
+        let one = app.place_with_key(&token, "1", &json!({"course_ids": [app.course(5)]}));
+        one.assert_status(201);
+    }
+}
