@@ -56,6 +56,10 @@ impl JwtKeys {
     pub fn verify(&self, token: &str) -> Result<i64, ApiError> {
         let data = decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| ApiError::Unauthenticated("invalid or expired token"))?;
+        // RFC 7519: a token is expired on or after `exp` (the library allows `exp == now`).
+        if data.claims.exp <= chrono::Utc::now().timestamp() {
+            return Err(ApiError::Unauthenticated("invalid or expired token"));
+        }
         let user_id = match &data.claims.sub {
             serde_json::Value::String(s) => s.parse::<i64>().ok(),
             serde_json::Value::Number(n) => n.as_i64(),

@@ -280,8 +280,12 @@ impl Settings {
                     toml::Value::Table(inner) if SECTIONS.contains(&section.as_str()) => {
                         layers.file.insert(section, inner);
                     }
-                    toml::Value::Table(_) => {
-                        return Err(ConfigError::new(section, "unknown section"));
+                    toml::Value::Table(inner) => {
+                        let key = match inner.keys().next() {
+                            Some(first) => format!("{section}.{first}"),
+                            None => section,
+                        };
+                        return Err(ConfigError::new(key, "unknown section"));
                     }
                     _ => return Err(ConfigError::new(section, "expected a [section] table")),
                 }

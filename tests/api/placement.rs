@@ -2,6 +2,8 @@
 //! reads that show a placement's effects (`GET /api/orders/{order_no}`, `GET /api/me`,
 //! `GET /admin/users/{id}`).
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -293,6 +295,11 @@ on_both_backends! {
         let (owned, other) = (app.course(1_000), app.course(1_000));
         let paid = created(&app.place(&token, json!({"course_ids": [owned], "user_coupon_id": coupon})));
         assert_eq!(paid["status"], "paid");
+        // The grant lands asynchronously; compare against the state after it.
+        wait_for("the grant of the paid order", Duration::from_secs(30), || {
+            let courses = app.admin_user(user_id)["courses"].clone();
+            if courses.as_array().is_some_and(|c| c.len() == 1) { Ok(()) } else { Err(courses.to_string()) }
+        });
         let before = app.snapshot(user_id, &token);
         for body in [json!({"course_ids": [owned]}), json!({"course_ids": [other, owned]})] {
             app.place(&token, body).assert_error(409, "course_already_owned");
