@@ -5,4 +5,6 @@
 mod helpers;
 mod invariants;
 
+mod callbacks;
+mod lifecycle;
 mod smoke;
