@@ -6,5 +6,6 @@ mod helpers;
 mod invariants;
 
 mod callbacks;
+mod dead_letter;
 mod lifecycle;
 mod smoke;
