@@ -4,40 +4,10 @@
 
 use std::time::Duration;
 
-use diesel::connection::SimpleConnection;
-use order_engine::db::DbConnection;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
 use crate::on_both_backends;
-
-/// Makes every insert into `user_courses` fail with "injected".
-pub fn reject_grants(conn: &mut DbConnection) {
-    let sql = match conn {
-        DbConnection::Sqlite(_) => {
-            "CREATE TRIGGER reject_grants BEFORE INSERT ON user_courses \
-             BEGIN SELECT RAISE(ABORT, 'injected'); END;"
-        }
-        DbConnection::Postgresql(_) => {
-            "CREATE FUNCTION reject_grants() RETURNS trigger LANGUAGE plpgsql AS \
-             $$ BEGIN RAISE EXCEPTION 'injected'; END $$; \
-             CREATE TRIGGER reject_grants BEFORE INSERT ON user_courses \
-             FOR EACH ROW EXECUTE FUNCTION reject_grants();"
-        }
-    };
-    conn.batch_execute(sql).expect("create the failing trigger");
-}
-
-/// Removes what [`reject_grants`] created.
-pub fn allow_grants(conn: &mut DbConnection) {
-    let sql = match conn {
-        DbConnection::Sqlite(_) => "DROP TRIGGER reject_grants;",
-        DbConnection::Postgresql(_) => {
-            "DROP TRIGGER reject_grants ON user_courses; DROP FUNCTION reject_grants();"
-        }
-    };
-    conn.batch_execute(sql).expect("drop the failing trigger");
-}
 
 fn dead_lettered(app: &TestApp) -> Vec<Value> {
     app.admin("GET", "/admin/effects?status=dead_lettered", None)

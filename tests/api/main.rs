@@ -8,4 +8,5 @@ mod invariants;
 mod callbacks;
 mod dead_letter;
 mod lifecycle;
+mod restart;
 mod smoke;
