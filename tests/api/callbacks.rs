@@ -65,6 +65,9 @@ fn late_of(app: &TestApp, trade: &str) -> Vec<Value> {
         .collect()
 }
 
+/// What a signature case sends: its name, the body and the headers.
+type SignatureCase<'a> = (&'a str, Vec<u8>, Vec<(&'a str, String)>);
+
 #[track_caller]
 fn assert_success(resp: &Resp) {
     assert_eq!(resp.assert_status(200), &json!({"result": "success"}));
@@ -79,11 +82,11 @@ on_both_backends! {
         let now = chrono::Utc::now().timestamp();
         let valid = signature_at(&body, now);
         let mut altered = body.clone();
-        let at = altered.iter().position(|b| *b == b'T').expect("the trade_no starts with T");
+        let at = altered.iter().position(|b| *b == b'T').expect("a T in the body");
         altered[at] = b'U';
         let wrong_secret = order_engine::http::signature::sign(&body, b"not-the-secret", now);
         let only_sig = valid.split_once(',').unwrap().1.to_string();
-        let cases: Vec<(&str, Vec<u8>, Vec<(&str, String)>)> = vec![
+        let mut cases: Vec<SignatureCase> = vec![
             ("missing header", body.clone(), vec![]),
             ("repeated header", body.clone(),
                 vec![("X-Signature", valid.clone()), ("X-Signature", valid.clone())]),
@@ -102,10 +105,19 @@ on_both_backends! {
             ("empty", body.clone(), vec![("X-Signature", String::new())]),
             ("unsigned malformed JSON", b"{\"order_no\":".to_vec(), vec![]),
         ];
+        let big = vec![b' '; 65_537];
+        let big_signature = signature(&big);
+        cases.push(("over max_body_bytes, signed", big.clone(), vec![("X-Signature", big_signature)]));
+        cases.push(("over max_body_bytes, unsigned", big, vec![]));
         for (what, body, headers) in &cases {
+            let expected = if what.starts_with("over") {
+                (413, "payload_too_large")
+            } else {
+                (401, "invalid_signature")
+            };
             let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
             let resp = app.callback_raw(body, &headers);
-            assert_eq!((resp.status, resp.error_code()), (401, "invalid_signature"), "{what}: {}", resp.text);
+            assert_eq!((resp.status, resp.error_code()), expected, "{what}: {}", resp.text);
         }
         assert_eq!(p.snapshot(app), before);
         // The same body with its valid signature pays.
@@ -234,9 +246,11 @@ on_both_backends! {
         assert_eq!(p.snapshot(app), before);
         assert!(late_of(app, &failure).is_empty());
 
-        // A failed order takes a late payment the same way.
+        // A failure code fails a pending order whatever the amount; a failed order takes a
+        // late payment the same way.
         let q = Pending::new(app);
-        assert_success(&app.callback(q.no(), &trade_no(), FAILURE, q.payable()));
+        assert_success(&app.callback(q.no(), &trade_no(), FAILURE, 1));
+        assert_eq!(app.admin_order(q.no())["order"]["status"], "failed");
         let late = trade_no();
         assert_success(&app.callback(q.no(), &late, SUCCESS, q.payable()));
         let records = late_of(app, &late);

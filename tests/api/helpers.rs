@@ -614,9 +614,16 @@ impl Http {
         head.push_str("\r\n");
         let mut request = head.into_bytes();
         request.extend_from_slice(body);
-        stream.write_all(&request).expect("send the request");
+        // A refusal (413) may come, and the connection close, before the whole body is sent:
+        // the response is what counts.
+        let sent = stream.write_all(&request);
         let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).expect("read the response");
+        if let Err(e) = stream.read_to_end(&mut raw) {
+            assert!(
+                !raw.is_empty(),
+                "{method} {path}: no response ({e}; sending: {sent:?})"
+            );
+        }
         let split = raw
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
@@ -720,7 +727,12 @@ impl Http {
     pub fn pay(&self, order: &Value) -> String {
         let trade = trade_no();
         let no = order["order_no"].as_str().expect("order_no");
-        let resp = self.callback(no, &trade, SUCCESS, order["payable_cents"].as_i64().unwrap());
+        let resp = self.callback(
+            no,
+            &trade,
+            SUCCESS,
+            order["payable_cents"].as_i64().unwrap(),
+        );
         assert_eq!(resp.assert_status(200), &json!({"result": "success"}));
         trade
     }

@@ -226,7 +226,9 @@ on_both_backends! {
         assert_eq!(order["close_reason"], "timeout");
         assert_eq!(order["trade_no"], Value::Null);
         assert_eq!(order["paid_at"], Value::Null);
-        assert!(ts(&order["closed_at"]) >= ts(&order["expires_at"]), "{order}");
+        let lateness = ts(&order["closed_at"]) - ts(&order["expires_at"]);
+        assert!(lateness >= chrono::TimeDelta::zero(), "closed early: {order}");
+        assert!(lateness < chrono::TimeDelta::milliseconds(1_500), "closed late: {order}");
         assert_actor_gone(app, no(&order));
         assert_given_back(app, &s);
         // A cancel after the timeout is 409.
@@ -405,5 +407,53 @@ on_both_backends! {
         assert_eq!(app.me(&token)["course_ids"], json!([course["id"]]));
         let stats = app.admin("GET", "/admin/actors", None).assert_status(200).clone();
         assert_eq!(stats["live_actors"], 0, "{stats}");
+    }
+}
+
+on_both_backends! {
+    /// User cancels sent within a few milliseconds of their orders' deadlines: before it, the
+    /// cancel wins (200, reason user); at or after it, the order is closed for timeout and the
+    /// cancel gets 409 — never both.
+    fn cancel_races_the_deadline(app) with [("orders.payment_timeout_secs", "2")] {
+        const ORDERS: usize = 12;
+        let (_, token) = app.user_with_token(1_000);
+        let courses: Vec<i64> = (0..ORDERS).map(|_| app.course(1_000)).collect();
+        let http: &Http = app;
+        let results: Vec<(Value, Resp)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = courses
+                .iter()
+                .enumerate()
+                .map(|(i, course)| {
+                    let order = http.place_ok(&token, &[*course], None, 10);
+                    let token = &token;
+                    scope.spawn(move || {
+                        let offset = chrono::TimeDelta::milliseconds((i % 11) as i64 - 5);
+                        let target = ts(&order["expires_at"]) + offset;
+                        if let Ok(wait) = (target - chrono::Utc::now()).to_std() {
+                            std::thread::sleep(wait);
+                        }
+                        let path = format!("/api/orders/{}/cancel", no(&order));
+                        let resp = http.as_user(token, "POST", &path, None);
+                        (order, resp)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("a cancel thread")).collect()
+        });
+        for (order, resp) in &results {
+            let stored = app.wait_order_status(no(order), "cancelled", Duration::from_secs(20));
+            let closed_at = ts(&stored["closed_at"]);
+            let expires_at = ts(&stored["expires_at"]);
+            if resp.status == 200 {
+                assert_eq!(resp.json, stored);
+                assert_eq!(stored["close_reason"], "user", "{stored}");
+                assert!(closed_at < expires_at, "a cancel at or after the deadline won: {stored}");
+            } else {
+                resp.assert_error(409, "order_not_pending");
+                assert_eq!(stored["close_reason"], "timeout", "{stored}");
+                assert!(closed_at >= expires_at, "{stored}");
+            }
+            app.wait_effects_done(no(order));
+        }
     }
 }

@@ -80,20 +80,24 @@ impl EngineProcess {
             http: Http::new(format!("http://127.0.0.1:{port}")),
             log,
         };
-        wait_for("the engine to answer /healthz", Duration::from_secs(60), || {
-            if let Ok(Some(status)) = engine.child.try_wait() {
-                panic!("the engine exited with {status}:\n{}", engine.log_tail());
-            }
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                return Err("not listening yet".to_string());
-            }
-            let resp = engine.request("GET", "/healthz", &[], None);
-            if resp.status == 200 {
-                Ok(())
-            } else {
-                Err(resp.text)
-            }
-        });
+        wait_for(
+            "the engine to answer /healthz",
+            Duration::from_secs(60),
+            || {
+                if let Ok(Some(status)) = engine.child.try_wait() {
+                    panic!("the engine exited with {status}:\n{}", engine.log_tail());
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                    return Err("not listening yet".to_string());
+                }
+                let resp = engine.request("GET", "/healthz", &[], None);
+                if resp.status == 200 {
+                    Ok(())
+                } else {
+                    Err(resp.text)
+                }
+            },
+        );
         engine
     }
 
@@ -120,13 +124,15 @@ impl EngineProcess {
             .status()
             .expect("run kill");
         assert!(sent.success(), "kill -TERM {pid} failed");
-        wait_for("the engine to exit", Duration::from_secs(45), || {
-            match self.child.try_wait() {
+        wait_for(
+            "the engine to exit",
+            Duration::from_secs(45),
+            || match self.child.try_wait() {
                 Ok(Some(status)) => Ok(status),
                 Ok(None) => Err("still running".to_string()),
                 Err(e) => panic!("wait: {e}"),
-            }
-        })
+            },
+        )
     }
 }
 
@@ -450,6 +456,9 @@ fn two_processes_one_postgres_database() {
         }
     }
     assert_eq!(paid + cancelled, ORDERS);
-    invariants::check_db(&mut db.connect(), "two processes on one PostgreSQL database");
+    invariants::check_db(
+        &mut db.connect(),
+        "two processes on one PostgreSQL database",
+    );
     drop(nodes);
 }
