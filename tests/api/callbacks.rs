@@ -198,6 +198,10 @@ on_both_backends! {
         app.callback(other.no(), &trade, SUCCESS, other.payable()).assert_error(409, "trade_no_conflict");
         assert_eq!(p.snapshot(app), after_pay);
         assert_eq!(other.snapshot(app), other_before);
+        // The refused callback is the provider's error, not the pending order actor's.
+        let view = app.admin_order(other.no());
+        assert_eq!(view["actor"]["alive"], true, "{view}");
+        let actor_error = view["actor"]["last_error"].clone();
 
         // A failure's trade_no is taken too.
         let failed = trade_no();
@@ -208,6 +212,7 @@ on_both_backends! {
         assert_success(&app.callback(other.no(), &failed, FAILURE, other.payable()));
         app.callback(other.no(), &failed, SUCCESS, other.payable()).assert_error(409, "trade_no_conflict");
         assert_eq!(other.snapshot(app), other_failed);
+        assert_eq!(actor_error, Value::Null, "last_error of a pending order's actor after a 409");
     }
 }
 

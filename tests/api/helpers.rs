@@ -577,6 +577,7 @@ pub fn trade_no() -> String {
     format!("T{}", uuid::Uuid::new_v4().simple())
 }
 
+/// Payment callbacks, raw requests and order helpers.
 impl Http {
     /// Signs a callback with the test secret and posts it.
     pub fn callback(&self, order_no: &str, trade_no: &str, code: i64, amount_cents: i64) -> Resp {
