@@ -99,6 +99,11 @@ impl ApiError {
         }
     }
 
+    /// A failure of the engine or a dependency (500, 503), not of the request.
+    pub fn is_server_error(&self) -> bool {
+        matches!(self, Self::Internal(_) | Self::Unavailable(_))
+    }
+
     /// The JSON envelope, as stored for idempotent replays and sent to clients.
     pub fn envelope(&self) -> serde_json::Value {
         let message = match self {

@@ -208,7 +208,11 @@ impl Handler<Deliver> for OrderActor {
                 match &result {
                     Ok(outcome) => actor.settle(outcome, ctx),
                     Err(err) => {
-                        actor.last_error = Some(err.to_string());
+                        // A refused request (404, 409, ...) is the caller's problem, not the
+                        // actor's: only the engine's own failures become `last_error`.
+                        if err.is_server_error() {
+                            actor.last_error = Some(err.to_string());
+                        }
                         actor.set_state(ActorState::Armed);
                     }
                 }

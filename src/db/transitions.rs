@@ -188,6 +188,7 @@ fn apply_once(
                 &row,
                 OrderStatus::Cancelled,
                 CloseReason::Timeout,
+                None,
                 now,
                 &mut effects,
             )?;
@@ -208,8 +209,12 @@ fn apply_once(
             Decision::Transition { to, reason } => {
                 let reason =
                     reason.ok_or_else(|| ApiError::Internal("a close needs a reason".into()))?;
-                close(conn, &row, to, reason, now, &mut effects)?;
-                if let Command::Callback(cb) = command {
+                let callback = match command {
+                    Command::Callback(cb) => Some(cb),
+                    _ => None,
+                };
+                close(conn, &row, to, reason, callback, now, &mut effects)?;
+                if let Some(cb) = callback {
                     record_event(conn, order_no, cb, now, "failed")?;
                 }
                 transitioned = true;
@@ -326,11 +331,14 @@ fn left_pending(updated: usize, order_no: &str) -> Result<(), TxError> {
     }
 }
 
+/// Closes a pending order; `callback` is the failure callback that closes it, if one does (its
+/// `trade_no` becomes the order's).
 fn close(
     conn: &mut DbConnection,
     row: &OrderRow,
     to: OrderStatus,
     reason: CloseReason,
+    callback: Option<&Callback>,
     now: NaiveDateTime,
     effects: &mut Vec<&'static str>,
 ) -> Result<(), TxError> {
@@ -343,6 +351,7 @@ fn close(
         orders::status.eq(to.as_str()),
         orders::closed_at.eq(now),
         orders::close_reason.eq(reason.as_str()),
+        orders::trade_no.eq(callback.map(|cb| cb.trade_no.as_str())),
         orders::owner_node.eq(None::<String>),
     ))
     .execute(conn)?;

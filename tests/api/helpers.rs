@@ -30,25 +30,36 @@ pub enum Backend {
 }
 
 /// Generates one test per backend from one body: `mod name { fn sqlite(); fn postgres(); }`.
-/// Every lifecycle test ends with the shared SPEC-invariant checker.
+/// Every lifecycle test ends with the shared SPEC-invariant checker. Extra settings go after
+/// the signature: `fn name(app) with [("orders.payment_timeout_secs", "2")] { ... }`.
 #[macro_export]
 macro_rules! on_both_backends {
     ($(#[doc = $doc:literal])* fn $name:ident($app:ident) $body:block) => {
+        $crate::on_both_backends! { $(#[doc = $doc])* fn $name($app) with [] $body }
+    };
+    ($(#[doc = $doc:literal])* fn $name:ident($app:ident)
+        with [$(($key:literal, $value:literal)),* $(,)?] $body:block) => {
         $(#[doc = $doc])*
         mod $name {
             #[allow(unused_imports)]
             use super::*;
+            const SETTINGS: &[(&str, &str)] = &[$(($key, $value)),*];
             fn body($app: &$crate::helpers::TestApp) $body
             #[test]
             fn sqlite() {
-                let app = $crate::helpers::TestApp::spawn($crate::helpers::Backend::Sqlite);
+                let app = $crate::helpers::TestApp::spawn_with(
+                    $crate::helpers::Backend::Sqlite,
+                    SETTINGS,
+                )
+                .expect("SQLite is always available");
                 body(&app);
                 $crate::invariants::check(&app);
             }
             #[test]
             fn postgres() {
-                let Some(app) = $crate::helpers::TestApp::spawn_if_available(
+                let Some(app) = $crate::helpers::TestApp::spawn_with(
                     $crate::helpers::Backend::Postgres,
+                    SETTINGS,
                 ) else {
                     return;
                 };
@@ -107,16 +118,94 @@ impl Resp {
 
 pub struct TestApp {
     pub backend: Backend,
-    pub base: String,
     pub settings: Settings,
     server: Option<(actix_web::dev::ServerHandle, JoinHandle<()>)>,
-    agent: ureq::Agent,
+    http: Http,
+    /// Dropped after the server has stopped (fields drop after `Drop::drop`).
+    _database: TestDatabase,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Http;
+
+    fn deref(&self) -> &Http {
+        &self.http
+    }
+}
+
+/// A fresh, empty database for one test (a SQLite file in its own folder, or a PostgreSQL
+/// database on the `TEST_DATABASE_URL` server), removed on drop.
+pub struct TestDatabase {
+    /// The engine's `database.url` setting for it.
+    pub url: String,
     cleanup: Cleanup,
 }
 
 enum Cleanup {
     SqliteDir(std::path::PathBuf),
     PostgresDatabase { server_url: String, name: String },
+}
+
+impl TestDatabase {
+    /// `None` when the backend is PostgreSQL and `TEST_DATABASE_URL` is not set.
+    pub fn create(backend: Backend) -> Option<TestDatabase> {
+        Some(match backend {
+            Backend::Sqlite => {
+                let dir = std::env::temp_dir().join(unique_name());
+                std::fs::create_dir_all(&dir).expect("create the test folder");
+                let url = format!("sqlite://{}", dir.join("engine.db").display());
+                TestDatabase {
+                    url,
+                    cleanup: Cleanup::SqliteDir(dir),
+                }
+            }
+            Backend::Postgres => {
+                let server_url = postgres_server_url()?;
+                let name = unique_name();
+                let mut admin = diesel::PgConnection::establish(&server_url)
+                    .expect("connect to TEST_DATABASE_URL");
+                admin
+                    .batch_execute(&format!("CREATE DATABASE {name}"))
+                    .expect("create the test database");
+                TestDatabase {
+                    url: with_database(&server_url, &name),
+                    cleanup: Cleanup::PostgresDatabase { server_url, name },
+                }
+            }
+        })
+    }
+
+    /// A folder that lives as long as this database (SQLite: the database's own folder).
+    pub fn dir(&self) -> std::path::PathBuf {
+        match &self.cleanup {
+            Cleanup::SqliteDir(dir) => dir.clone(),
+            Cleanup::PostgresDatabase { .. } => std::env::temp_dir(),
+        }
+    }
+
+    /// A direct connection (the engine must have migrated the database first).
+    pub fn connect(&self) -> DbConnection {
+        let url = DatabaseUrl::parse(&self.url).expect("a valid database url");
+        ConnectionManager::new(url)
+            .establish()
+            .expect("connect to the test database")
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        match &self.cleanup {
+            Cleanup::SqliteDir(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Cleanup::PostgresDatabase { server_url, name } => {
+                if let Ok(mut admin) = diesel::PgConnection::establish(server_url) {
+                    let _ = admin
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+                }
+            }
+        }
+    }
 }
 
 fn init_logging() {
@@ -184,30 +273,11 @@ impl TestApp {
     /// Starts the engine with extra `section.key = value` settings (as environment overrides).
     pub fn spawn_with(backend: Backend, overrides: &[(&str, &str)]) -> Option<TestApp> {
         init_logging();
-        let (database_url, cleanup) = match backend {
-            Backend::Sqlite => {
-                let dir = std::env::temp_dir().join(unique_name());
-                let url = format!("sqlite://{}", dir.join("engine.db").display());
-                (url, Cleanup::SqliteDir(dir))
-            }
-            Backend::Postgres => {
-                let server_url = postgres_server_url()?;
-                let name = unique_name();
-                let mut admin = diesel::PgConnection::establish(&server_url)
-                    .expect("connect to TEST_DATABASE_URL");
-                admin
-                    .batch_execute(&format!("CREATE DATABASE {name}"))
-                    .expect("create the test database");
-                (
-                    with_database(&server_url, &name),
-                    Cleanup::PostgresDatabase { server_url, name },
-                )
-            }
-        };
+        let database = TestDatabase::create(backend)?;
         let mut vars = vec![
             ("server.bind".to_string(), "127.0.0.1:0".to_string()),
             ("server.workers".to_string(), "2".to_string()),
-            ("database.url".to_string(), database_url),
+            ("database.url".to_string(), database.url.clone()),
             ("database.pool_size".to_string(), "8".to_string()),
             ("admin.token".to_string(), ADMIN_TOKEN.to_string()),
             ("auth.jwt_secret".to_string(), JWT_SECRET.to_string()),
@@ -250,16 +320,12 @@ impl TestApp {
             .recv_timeout(Duration::from_secs(120))
             .expect("the engine starts")
             .expect("the engine builds");
-        let agent = ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(60))
-            .build();
         Some(TestApp {
             backend,
-            base: format!("http://127.0.0.1:{port}"),
             settings,
             server: Some((handle, thread)),
-            agent,
-            cleanup,
+            http: Http::new(format!("http://127.0.0.1:{port}")),
+            _database: database,
         })
     }
 
@@ -272,6 +338,21 @@ impl TestApp {
 
     pub fn database_url(&self) -> &DatabaseUrl {
         &self.settings.database.url
+    }
+}
+
+/// An HTTP client for one running engine (in this process or a child process).
+pub struct Http {
+    pub base: String,
+    agent: ureq::Agent,
+}
+
+impl Http {
+    pub fn new(base: String) -> Http {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(60))
+            .build();
+        Http { base, agent }
     }
 
     /// Sends a request; never fails on a status, only on a transport error.
@@ -454,17 +535,7 @@ impl Drop for TestApp {
             actix_web::rt::System::new().block_on(handle.stop(true));
             let _ = thread.join();
         }
-        match &self.cleanup {
-            Cleanup::SqliteDir(dir) => {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            Cleanup::PostgresDatabase { server_url, name } => {
-                if let Ok(mut admin) = diesel::PgConnection::establish(server_url) {
-                    let _ = admin
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-                }
-            }
-        }
+        // The database goes with `_database`, after this.
     }
 }
 
@@ -690,4 +761,233 @@ impl TestApp {
     pub fn get_order(&self, token: &str, order_no: &str) -> Resp {
         self.as_user(token, "GET", &format!("/api/orders/{order_no}"), None)
     }
+}
+/// The callback code that means success.
+pub const SUCCESS: i64 = 100_000;
+/// Some other code: a failed payment.
+pub const FAILURE: i64 = 200_001;
+
+/// A callback body as the provider sends it.
+pub fn callback_body(order_no: &str, trade_no: &str, code: i64, amount_cents: i64) -> Vec<u8> {
+    json!({"order_no": order_no, "trade_no": trade_no, "code": code,
+           "amount_cents": amount_cents, "paid_at": "2026-11-26T12:00:00.000Z"})
+    .to_string()
+    .into_bytes()
+}
+
+/// A valid `X-Signature` for `body`, signed now with the test secret.
+pub fn signature(body: &[u8]) -> String {
+    signature_at(body, chrono::Utc::now().timestamp())
+}
+
+pub fn signature_at(body: &[u8], t: i64) -> String {
+    order_engine::http::signature::sign(body, PAYMENT_SECRET.as_bytes(), t)
+}
+
+/// An API timestamp.
+#[track_caller]
+pub fn ts(value: &Value) -> chrono::DateTime<chrono::Utc> {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a timestamp: {value}"));
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|e| panic!("bad timestamp {text}: {e}"))
+        .with_timezone(&chrono::Utc)
+}
+
+/// A fresh trade number.
+pub fn trade_no() -> String {
+    format!("T{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Payment callbacks, raw requests and order helpers.
+impl Http {
+    /// Signs a callback with the test secret and posts it.
+    pub fn callback(&self, order_no: &str, trade_no: &str, code: i64, amount_cents: i64) -> Resp {
+        let body = callback_body(order_no, trade_no, code, amount_cents);
+        self.callback_raw(&body, &[("X-Signature", &signature(&body))])
+    }
+
+    /// Posts `body` to the callback route with exactly these headers (a name may repeat), over
+    /// a raw connection so that nothing is added, merged or re-encoded.
+    pub fn callback_raw(&self, body: &[u8], headers: &[(&str, &str)]) -> Resp {
+        self.raw_request("POST", "/api/payments/callback", headers, body)
+    }
+
+    /// One HTTP/1.1 request written byte for byte (`Connection: close`).
+    pub fn raw_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Resp {
+        use std::io::Read;
+        let host = self.base.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(host).expect("connect to the engine");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("read timeout");
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut request = head.into_bytes();
+        request.extend_from_slice(body);
+        // A refusal (413) may come, and the connection close, before the whole body is sent:
+        // the response is what counts.
+        let sent = stream.write_all(&request);
+        let mut raw = Vec::new();
+        if let Err(e) = stream.read_to_end(&mut raw) {
+            assert!(
+                !raw.is_empty(),
+                "{method} {path}: no response ({e}; sending: {sent:?})"
+            );
+        }
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a complete response head");
+        let head = String::from_utf8_lossy(&raw[..split]).to_string();
+        let mut payload = raw[split + 4..].to_vec();
+        let mut lines = head.split("\r\n");
+        let status: u16 = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .expect("a status line");
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+            .collect();
+        let chunked = headers.iter().any(|(n, v)| {
+            n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+        });
+        if chunked {
+            let mut decoded = Vec::new();
+            let mut rest = &payload[..];
+            while let Some(end) = rest.windows(2).position(|w| w == b"\r\n") {
+                let size_text = String::from_utf8_lossy(&rest[..end]).to_string();
+                let size = usize::from_str_radix(size_text.trim(), 16).unwrap_or(0);
+                if size == 0 {
+                    break;
+                }
+                decoded.extend_from_slice(&rest[end + 2..end + 2 + size]);
+                rest = &rest[end + 2 + size + 2..];
+            }
+            payload = decoded;
+        }
+        let text = String::from_utf8_lossy(&payload).to_string();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            text,
+            json,
+        }
+    }
+
+    /// `GET /admin/orders/{order_no}`: `{"order", "actor", "effects"}`.
+    pub fn admin_order(&self, order_no: &str) -> Value {
+        self.admin("GET", &format!("/admin/orders/{order_no}"), None)
+            .assert_status(200)
+            .clone()
+    }
+
+    /// Waits until the order has `status`; returns the order.
+    #[track_caller]
+    pub fn wait_order_status(&self, order_no: &str, status: &str, timeout: Duration) -> Value {
+        wait_for(&format!("order {order_no} to be {status}"), timeout, || {
+            let view = self.admin_order(order_no);
+            if view["order"]["status"] == status {
+                Ok(view["order"].clone())
+            } else {
+                Err(view["order"].to_string())
+            }
+        })
+    }
+
+    /// Waits until every effect of the order is `done`; returns the admin view.
+    #[track_caller]
+    pub fn wait_effects_done(&self, order_no: &str) -> Value {
+        wait_for(
+            &format!("the effects of order {order_no} to be done"),
+            Duration::from_secs(30),
+            || {
+                let view = self.admin_order(order_no);
+                let effects = view["effects"].as_array().cloned().unwrap_or_default();
+                if !effects.is_empty() && effects.iter().all(|e| e["status"] == "done") {
+                    Ok(view)
+                } else {
+                    Err(view["effects"].to_string())
+                }
+            },
+        )
+    }
+
+    /// Places an order and asserts its 201; returns the order.
+    #[track_caller]
+    pub fn place_ok(
+        &self,
+        token: &str,
+        course_ids: &[i64],
+        user_coupon_id: Option<i64>,
+        points: i64,
+    ) -> Value {
+        self.place(
+            token,
+            json!({"course_ids": course_ids, "user_coupon_id": user_coupon_id, "points": points}),
+        )
+        .assert_status(201)
+        .clone()
+    }
+
+    /// Pays an order with its exact payable amount and asserts the 200.
+    #[track_caller]
+    pub fn pay(&self, order: &Value) -> String {
+        let trade = trade_no();
+        let no = order["order_no"].as_str().expect("order_no");
+        let resp = self.callback(
+            no,
+            &trade,
+            SUCCESS,
+            order["payable_cents"].as_i64().unwrap(),
+        );
+        assert_eq!(resp.assert_status(200), &json!({"result": "success"}));
+        trade
+    }
+}
+
+// Fault injection through a direct connection to the test's own database.
+
+/// Makes every insert into `user_courses` fail with "injected".
+pub fn reject_grants(conn: &mut DbConnection) {
+    let sql = match conn {
+        DbConnection::Sqlite(_) => {
+            "CREATE TRIGGER reject_grants BEFORE INSERT ON user_courses \
+             BEGIN SELECT RAISE(ABORT, 'injected'); END;"
+        }
+        DbConnection::Postgresql(_) => {
+            "CREATE FUNCTION reject_grants() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'injected'; END $$; \
+             CREATE TRIGGER reject_grants BEFORE INSERT ON user_courses \
+             FOR EACH ROW EXECUTE FUNCTION reject_grants();"
+        }
+    };
+    conn.batch_execute(sql).expect("create the failing trigger");
+}
+
+/// Removes what [`reject_grants`] created.
+pub fn allow_grants(conn: &mut DbConnection) {
+    let sql = match conn {
+        DbConnection::Sqlite(_) => "DROP TRIGGER reject_grants;",
+        DbConnection::Postgresql(_) => {
+            "DROP TRIGGER reject_grants ON user_courses; DROP FUNCTION reject_grants();"
+        }
+    };
+    conn.batch_execute(sql).expect("drop the failing trigger");
 }

@@ -20,13 +20,17 @@ use order_engine::db::DbConnection;
 use crate::helpers::{wait_for, TestApp};
 
 pub fn check(app: &TestApp) {
-    let mut conn = app.db();
-    settle(&mut conn);
-    let violations = violations(&mut conn);
+    check_db(&mut app.db(), &format!("{:?}", app.backend));
+}
+
+/// The same check on any database the engine (one or several processes) runs on; `label`
+/// names it in the failure message. The engine must still be running while it settles.
+pub fn check_db(conn: &mut DbConnection, label: &str) {
+    settle(conn);
+    let violations = violations(conn);
     assert!(
         violations.is_empty(),
-        "SPEC invariants violated ({:?}):\n  {}",
-        app.backend,
+        "SPEC invariants violated ({label}):\n  {}",
         violations.join("\n  ")
     );
 }

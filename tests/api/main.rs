@@ -5,9 +5,13 @@
 mod helpers;
 mod invariants;
 
+mod callbacks;
 mod concurrency;
 mod config_errors;
+mod dead_letter;
 mod errors;
 mod idempotency;
+mod lifecycle;
 mod placement;
+mod restart;
 mod smoke;
