@@ -25,6 +25,32 @@ struct CallbackBody {
     paid_at: Option<NaiveDateTime>,
 }
 
+/// Parses and checks a callback body (400 for a malformed one; 404 for an order number that
+/// cannot exist). Public for the fuzzer.
+pub fn parse_callback(body: &[u8]) -> Result<(String, Callback), ApiError> {
+    let input: CallbackBody = parse_json(body)?;
+    if input.trade_no.is_empty() || input.trade_no.chars().count() > 64 {
+        return Err(ApiError::InvalidRequest(
+            "trade_no must be 1-64 characters".into(),
+        ));
+    }
+    if input.amount_cents < 0 {
+        return Err(ApiError::InvalidRequest(
+            "amount_cents must not be negative".into(),
+        ));
+    }
+    if input.order_no.is_empty() || input.order_no.chars().count() > 64 {
+        return Err(ApiError::OrderNotFound(input.order_no));
+    }
+    let callback = Callback {
+        trade_no: input.trade_no,
+        code: input.code,
+        amount_cents: input.amount_cents,
+        provider_paid_at: input.paid_at,
+    };
+    Ok((input.order_no, callback))
+}
+
 pub async fn callback(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -54,45 +80,28 @@ pub async fn callback(
         ApiError::InvalidSignature("invalid signature")
     })?;
 
-    let input: CallbackBody = parse_json(&body)?;
-    if input.trade_no.is_empty() || input.trade_no.chars().count() > 64 {
-        return Err(ApiError::InvalidRequest(
-            "trade_no must be 1-64 characters".into(),
-        ));
-    }
-    if input.order_no.is_empty() || input.order_no.len() > 64 {
-        return Err(ApiError::OrderNotFound(input.order_no));
-    }
-    if input.amount_cents < 0 {
-        return Err(ApiError::InvalidRequest(
-            "amount_cents must not be negative".into(),
-        ));
-    }
-    let command = Command::Callback(Callback {
-        trade_no: input.trade_no.clone(),
-        code: input.code,
-        amount_cents: input.amount_cents,
-        provider_paid_at: input.paid_at,
-    });
-    let outcome = state.engine.deliver(&input.order_no, command).await?;
+    let (order_no, callback) = parse_callback(&body)?;
+    let (trade_no, amount_cents) = (callback.trade_no.clone(), callback.amount_cents);
+    let command = Command::Callback(callback);
+    let outcome = state.engine.deliver(&order_no, command).await?;
     if let Some(Rejection::AmountMismatch) = outcome.rejection {
         return Err(ApiError::AmountMismatch {
             expected: outcome.order.payable_cents,
-            received: input.amount_cents,
+            received: amount_cents,
         });
     }
     match outcome.kind {
         OutcomeKind::LatePayment | OutcomeKind::DoublePayment => log::warn!(
             "order {}: {:?} of {} cents with trade_no {} kept for a refund",
-            input.order_no,
+            order_no,
             outcome.kind,
-            input.amount_cents,
-            input.trade_no
+            amount_cents,
+            trade_no
         ),
         OutcomeKind::Duplicate => log::info!(
             "order {}: duplicate callback {} acknowledged",
-            input.order_no,
-            input.trade_no
+            order_no,
+            trade_no
         ),
         _ => {}
     }
