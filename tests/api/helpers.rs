@@ -342,6 +342,7 @@ impl TestApp {
 }
 
 /// An HTTP client for one running engine (in this process or a child process).
+#[derive(Clone)]
 pub struct Http {
     pub base: String,
     agent: ureq::Agent,
@@ -363,6 +364,18 @@ impl Http {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Resp {
+        self.try_request(method, path, headers, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: transport error {e}"))
+    }
+
+    /// Sends a request; `Err` on a transport error (the engine may be down).
+    pub fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Resp, String> {
         let mut req = self.agent.request(method, &format!("{}{path}", self.base));
         for (name, value) in headers {
             req = req.set(name, value);
@@ -374,7 +387,7 @@ impl Http {
         let response = match result {
             Ok(r) => r,
             Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => panic!("{method} {path}: transport error {e}"),
+            Err(e) => return Err(e.to_string()),
         };
         let status = response.status();
         let headers = response
@@ -390,12 +403,12 @@ impl Http {
             .collect();
         let text = response.into_string().unwrap_or_default();
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Resp {
+        Ok(Resp {
             status,
             headers,
             text,
             json,
-        }
+        })
     }
 
     pub fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Resp {

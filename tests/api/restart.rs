@@ -3,10 +3,6 @@
 //! a graceful SIGTERM (exit 0, pending orders resumed), and two processes sharing one
 //! PostgreSQL database under concurrent callbacks and cancels.
 
-use std::io::Read;
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Barrier;
 use std::time::Duration;
 
@@ -15,135 +11,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 use crate::invariants;
-
-/// One engine process (`order-engine serve`), killed on drop.
-struct EngineProcess {
-    child: Child,
-    http: Http,
-    log: PathBuf,
-}
-
-impl std::ops::Deref for EngineProcess {
-    type Target = Http;
-
-    fn deref(&self) -> &Http {
-        &self.http
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-impl EngineProcess {
-    /// Starts the binary on `db` with the test secrets and `settings`, and waits until it
-    /// answers `/healthz`.
-    fn start(db: &TestDatabase, settings: &[(&str, &str)]) -> EngineProcess {
-        let port = free_port();
-        let log = db.dir().join(format!("engine-{port}.log"));
-        let mut vars = vec![
-            ("server.bind", format!("127.0.0.1:{port}")),
-            ("server.workers", "2".into()),
-            ("database.url", db.url.clone()),
-            ("database.pool_size", "4".into()),
-            ("admin.token", ADMIN_TOKEN.into()),
-            ("auth.jwt_secret", JWT_SECRET.into()),
-            ("payment.secret", PAYMENT_SECRET.into()),
-        ];
-        vars.extend(settings.iter().map(|(k, v)| (*k, v.to_string())));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_order-engine"));
-        command
-            .arg("serve")
-            // No config.toml there: only the defaults and these variables apply.
-            .current_dir(db.dir())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("create the engine log"));
-        for (key, value) in &vars {
-            let (section, name) = key.split_once('.').expect("section.key");
-            command.env(
-                format!(
-                    "ORDER_ENGINE__{}__{}",
-                    section.to_uppercase(),
-                    name.to_uppercase()
-                ),
-                value,
-            );
-        }
-        let child = command.spawn().expect("start the engine binary");
-        let mut engine = EngineProcess {
-            child,
-            http: Http::new(format!("http://127.0.0.1:{port}")),
-            log,
-        };
-        wait_for(
-            "the engine to answer /healthz",
-            Duration::from_secs(60),
-            || {
-                if let Ok(Some(status)) = engine.child.try_wait() {
-                    panic!("the engine exited with {status}:\n{}", engine.log_tail());
-                }
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                    return Err("not listening yet".to_string());
-                }
-                let resp = engine.request("GET", "/healthz", &[], None);
-                if resp.status == 200 {
-                    Ok(())
-                } else {
-                    Err(resp.text)
-                }
-            },
-        );
-        engine
-    }
-
-    fn log_tail(&self) -> String {
-        let mut text = String::new();
-        if let Ok(mut f) = std::fs::File::open(&self.log) {
-            let _ = f.read_to_string(&mut text);
-        }
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-
-    /// SIGKILL, and reap it.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM, and wait for the exit.
-    fn terminate(&mut self) -> ExitStatus {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill -TERM {pid} failed");
-        wait_for(
-            "the engine to exit",
-            Duration::from_secs(45),
-            || match self.child.try_wait() {
-                Ok(Some(status)) => Ok(status),
-                Ok(None) => Err("still running".to_string()),
-                Err(e) => panic!("wait: {e}"),
-            },
-        )
-    }
-}
-
-impl Drop for EngineProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
+use crate::process::EngineProcess;
 
 fn no(order: &Value) -> &str {
     order["order_no"].as_str().expect("order_no")
