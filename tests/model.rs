@@ -43,7 +43,7 @@
 
 use order_engine::db::transitions::SUCCESS_CODE;
 use order_engine::domain::order::{plan, CloseReason, Decision, Event, OrderStatus};
-use stateright::{Checker, Model, Property};
+use stateright::{Checker, HasDiscoveries, Model, Property};
 
 /// The order's payable amount, in cents.
 const PAYABLE: i64 = 100;
@@ -714,7 +714,13 @@ impl Model for OrderModel {
 #[test]
 fn the_order_state_machine_holds_under_every_interleaving() {
     let started = std::time::Instant::now();
-    let checker = OrderModel.checker().spawn_bfs().join();
+    // Stop soon after the first counterexample: breadth-first, so its trace is (nearly) the
+    // shortest. Without one the whole bounded space is explored.
+    let checker = OrderModel
+        .checker()
+        .finish_when(HasDiscoveries::AnyFailures)
+        .spawn_bfs()
+        .join();
     println!(
         "order model: {} states ({} unique), max depth {}, in {:?}",
         checker.state_count(),
@@ -722,5 +728,20 @@ fn the_order_state_machine_holds_under_every_interleaving() {
         checker.max_depth(),
         started.elapsed()
     );
+    // Every violated safety or liveness property, each with its trace and final state.
+    let violations: Vec<String> = OrderModel
+        .properties()
+        .into_iter()
+        .filter(|p| p.expectation.discovery_is_failure())
+        .filter_map(|p| {
+            let path = checker.discovery(p.name)?;
+            let last = format!("{:#?}", path.last_state());
+            Some(format!(
+                "\n\"{}\" violated by {path}final state: {last}",
+                p.name
+            ))
+        })
+        .collect();
+    assert!(violations.is_empty(), "{}", violations.concat());
     checker.assert_properties();
 }
