@@ -631,84 +631,142 @@ impl Model for OrderModel {
     }
 
     fn properties(&self) -> Vec<Property<Self>> {
+        use Property as P;
         vec![
-            // ----- safety -----
-            Property::always("no internal error (the plan never asks the database for the impossible)", |_, s: &State| {
-                s.internal_error.is_none()
-            }),
-            Property::always("at most one transition out of pending", |_, s: &State| s.exits <= 1),
-            Property::always("a terminal state never changes", |_, s: &State| match s.terminal {
-                None => s.status == OrderStatus::Pending,
-                Some(t) => t == (s.status, s.close_reason, s.trade_no),
-            }),
-            Property::always("coupon: used iff paid, locked iff pending, unused iff closed", |_, s: &State| {
-                let expected = match s.status {
-                    OrderStatus::Pending => Coupon::Locked,
-                    OrderStatus::Paid => Coupon::Used,
-                    OrderStatus::Failed | OrderStatus::Cancelled => Coupon::Unused,
-                };
-                s.coupon == expected
-            }),
-            Property::always("points = initial + ledger deltas", |_, s: &State| {
-                s.user_points == INITIAL_POINTS + s.ledger.iter().map(|r| r.delta).sum::<i64>()
-            }),
-            Property::always("points refunded at most once, never for a paid or pending order", |_, s: &State| {
-                s.refund_rows() <= usize::from(s.is_closed() && s.points_used > 0)
-            }),
-            Property::always("grants at most once, never for an unpaid order", |_, s: &State| {
-                s.grants <= u8::from(s.status == OrderStatus::Paid)
-            }),
-            Property::always("effects settled: refund exactly once iff closed with points, grant exactly once iff paid", |_, s: &State| {
-                if !s.all_effects_done() {
-                    return true;
-                }
-                let refunds = usize::from(s.is_closed() && s.points_used > 0);
-                let grants = u8::from(s.status == OrderStatus::Paid);
-                s.refund_rows() == refunds && s.grants == grants
-            }),
-            Property::always("every late or double payment is recorded", |_, s: &State| {
-                s.owed.iter().all(|(trade, outcome)| s.recorded(*trade, outcome))
-            }),
-            Property::always("no pending order without an armed actor while the engine runs", |_, s: &State| {
-                !s.up || s.status != OrderStatus::Pending || s.actor_armed
-            }),
-            // ----- liveness (on every maximal path) -----
-            Property::eventually("the order leaves pending and every effect is applied", |_, s: &State| {
-                s.status != OrderStatus::Pending && s.all_effects_done()
-            }),
+            // ----- safety, in every reachable state -----
+            P::always("no internal error", no_internal_error),
+            P::always("at most one transition out of pending", one_transition),
+            P::always("a terminal state never changes", terminal_is_final),
+            P::always("coupon follows the order", coupon_follows_order),
+            P::always("points = initial + ledger", points_balance),
+            P::always("refund at most once, only if closed", refund_at_most_once),
+            P::always("grant at most once, only if paid", grant_at_most_once),
+            P::always("settled effects are exact", settled_effects_exact),
+            P::always("late and double payments recorded", payments_recorded),
+            P::always("a running pending order has a timer", pending_has_timer),
+            // ----- liveness, on every maximal path -----
+            P::eventually("order and effects settle", settles),
             // ----- reachability sanity -----
-            Property::sometimes("paid", |_, s: &State| s.status == OrderStatus::Paid),
-            Property::sometimes("failed", |_, s: &State| s.status == OrderStatus::Failed),
-            Property::sometimes("cancelled by timeout", |_, s: &State| s.close_reason == Some("timeout")),
-            Property::sometimes("cancelled by the user", |_, s: &State| s.close_reason == Some("user")),
-            Property::sometimes("cancelled by an admin", |_, s: &State| s.close_reason == Some("admin")),
-            Property::sometimes("a late payment recorded", |_, s: &State| {
+            P::sometimes("paid", |_, s: &State| s.status == OrderStatus::Paid),
+            P::sometimes("failed", |_, s: &State| s.status == OrderStatus::Failed),
+            P::sometimes("cancelled by timeout", |_, s: &State| {
+                s.close_reason == Some("timeout")
+            }),
+            P::sometimes("cancelled by the user", |_, s: &State| {
+                s.close_reason == Some("user")
+            }),
+            P::sometimes("cancelled by an admin", |_, s: &State| {
+                s.close_reason == Some("admin")
+            }),
+            P::sometimes("a late payment recorded", |_, s: &State| {
                 s.events.iter().any(|e| e.outcome == "late_payment")
             }),
-            Property::sometimes("a double payment recorded", |_, s: &State| {
+            P::sometimes("a double payment recorded", |_, s: &State| {
                 s.events.iter().any(|e| e.outcome == "double_payment")
             }),
-            Property::sometimes("a late failure stored as ignored", |_, s: &State| {
+            P::sometimes("a late failure stored as ignored", |_, s: &State| {
                 s.events.iter().any(|e| e.outcome == "ignored")
             }),
-            Property::sometimes("the paying callback duplicated", |_, s: &State| {
+            P::sometimes("the paying callback duplicated", |_, s: &State| {
                 s.trade_no == Some(Trade::A)
                     && s.status == OrderStatus::Paid
                     && s.delivered[Msg::SuccessA.index()] == 2
             }),
-            Property::sometimes("points refunded", |_, s: &State| s.refund_rows() == 1),
-            Property::sometimes("courses granted", |_, s: &State| s.grants == 1),
-            Property::sometimes("a done effect replayed", |_, s: &State| {
-                s.queued.iter().any(|k| s.effects.iter().any(|e| e.kind == *k && e.done))
+            P::sometimes("points refunded", |_, s: &State| s.refund_rows() == 1),
+            P::sometimes("courses granted", |_, s: &State| s.grants == 1),
+            P::sometimes("a done effect replayed", |_, s: &State| {
+                s.queued
+                    .iter()
+                    .any(|k| s.effects.iter().any(|e| e.kind == *k && e.done))
             }),
-            Property::sometimes("an effect queued again by a restart", |_, s: &State| {
-                s.crashes > 0 && s.queued.iter().any(|k| s.effects.iter().any(|e| e.kind == *k && !e.done))
+            P::sometimes("an effect queued again by a restart", |_, s: &State| {
+                s.crashes > 0
+                    && s.queued
+                        .iter()
+                        .any(|k| s.effects.iter().any(|e| e.kind == *k && !e.done))
             }),
-            Property::sometimes("a pending order survives a crash", |_, s: &State| {
+            P::sometimes("a pending order survives a crash", |_, s: &State| {
                 s.crashes > 0 && s.up && s.status == OrderStatus::Pending && s.deadline_passed
             }),
         ]
     }
+}
+
+// ----- the properties' conditions -----
+
+/// No transaction tripped a database guard: the plan never asked for a second transition out
+/// of `pending`, a second event with one trade_no, or a second effect of one kind.
+fn no_internal_error(_: &OrderModel, s: &State) -> bool {
+    s.internal_error.is_none()
+}
+
+/// SPEC invariant 4: exactly one transition out of `pending` (counted where the status is
+/// written).
+fn one_transition(_: &OrderModel, s: &State) -> bool {
+    s.exits <= 1
+}
+
+/// Once out of `pending`, status, close reason and trade_no never change.
+fn terminal_is_final(_: &OrderModel, s: &State) -> bool {
+    match s.terminal {
+        None => s.status == OrderStatus::Pending,
+        Some(t) => t == (s.status, s.close_reason, s.trade_no),
+    }
+}
+
+/// SPEC invariant 2: the coupon is `used` iff paid, `locked` iff pending, `unused` iff failed
+/// or cancelled.
+fn coupon_follows_order(_: &OrderModel, s: &State) -> bool {
+    let expected = match s.status {
+        OrderStatus::Pending => Coupon::Locked,
+        OrderStatus::Paid => Coupon::Used,
+        OrderStatus::Failed | OrderStatus::Cancelled => Coupon::Unused,
+    };
+    s.coupon == expected
+}
+
+/// SPEC invariant 1: `points = initial_points + sum(ledger deltas)`.
+fn points_balance(_: &OrderModel, s: &State) -> bool {
+    s.user_points == INITIAL_POINTS + s.ledger.iter().map(|r| r.delta).sum::<i64>()
+}
+
+/// Never a refund for a paid or pending order or one without points, never two.
+fn refund_at_most_once(_: &OrderModel, s: &State) -> bool {
+    s.refund_rows() <= usize::from(s.is_closed() && s.points_used > 0)
+}
+
+/// SPEC invariant 3: no grants for an unpaid order, never two.
+fn grant_at_most_once(_: &OrderModel, s: &State) -> bool {
+    s.grants <= u8::from(s.status == OrderStatus::Paid)
+}
+
+/// Once every effect row is applied: points refunded exactly once for a closed order with
+/// points (never for a paid one), courses granted exactly once iff paid.
+fn settled_effects_exact(_: &OrderModel, s: &State) -> bool {
+    if !s.all_effects_done() {
+        return true;
+    }
+    let refunds = usize::from(s.is_closed() && s.points_used > 0);
+    let grants = u8::from(s.status == OrderStatus::Paid);
+    s.refund_rows() == refunds && s.grants == grants
+}
+
+/// Every success that reached a non-pending order (other than the paying callback again) is
+/// kept as `late_payment` (closed) or `double_payment` (paid).
+fn payments_recorded(_: &OrderModel, s: &State) -> bool {
+    s.owed
+        .iter()
+        .all(|(trade, outcome)| s.recorded(*trade, outcome))
+}
+
+/// While the engine runs, a pending order has its actor with an armed timer (SPEC invariant 5).
+fn pending_has_timer(_: &OrderModel, s: &State) -> bool {
+    !s.up || s.status != OrderStatus::Pending || s.actor_armed
+}
+
+/// On every path: the order leaves `pending` and every effect it queued is applied.
+fn settles(_: &OrderModel, s: &State) -> bool {
+    s.status != OrderStatus::Pending && s.all_effects_done()
 }
 
 #[test]
