@@ -17,7 +17,7 @@ use crate::helpers::*;
 use crate::invariants;
 
 /// One engine process (`order-engine serve`), killed on drop.
-struct EngineProcess {
+pub(crate) struct EngineProcess {
     child: Child,
     http: Http,
     log: PathBuf,
@@ -31,7 +31,7 @@ impl std::ops::Deref for EngineProcess {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -41,7 +41,7 @@ fn free_port() -> u16 {
 impl EngineProcess {
     /// Starts the binary on `db` with the test secrets and `settings`, and waits until it
     /// answers `/healthz`.
-    fn start(db: &TestDatabase, settings: &[(&str, &str)]) -> EngineProcess {
+    pub(crate) fn start(db: &TestDatabase, settings: &[(&str, &str)]) -> EngineProcess {
         let port = free_port();
         let log = db.dir().join(format!("engine-{port}.log"));
         let mut vars = vec![
@@ -101,13 +101,23 @@ impl EngineProcess {
         engine
     }
 
-    fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         let mut text = String::new();
         if let Ok(mut f) = std::fs::File::open(&self.log) {
             let _ = f.read_to_string(&mut text);
         }
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// The whole log of the process so far (its stderr, `RUST_LOG=info`).
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `Some(status)` once the process has exited.
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("wait for the engine")
     }
 
     /// SIGKILL, and reap it.
