@@ -12,6 +12,7 @@ mod dead_letter;
 mod errors;
 mod idempotency;
 mod lifecycle;
+mod outage;
 mod placement;
 mod restart;
 mod smoke;
