@@ -255,6 +255,8 @@ struct Load<'a> {
     placed: AtomicUsize,
     placed_after_restart: AtomicUsize,
     restarted: AtomicBool,
+    /// Students place back to back (so that the stop cuts transactions in flight).
+    burst: AtomicBool,
     stop: AtomicBool,
     students_done: AtomicUsize,
 }
@@ -308,7 +310,9 @@ impl Load<'_> {
                     self.owed.lock().unwrap().push_back((due, owed));
                 }
             }
-            std::thread::sleep(PACE);
+            if !self.burst.load(Ordering::SeqCst) {
+                std::thread::sleep(PACE);
+            }
         }
         self.students_done.fetch_add(1, Ordering::SeqCst);
     }
@@ -389,6 +393,7 @@ fn postgres_cluster_stopped_under_load() {
         owed: Mutex::new(VecDeque::new()),
         placed_after_restart: AtomicUsize::new(0),
         restarted: AtomicBool::new(false),
+        burst: AtomicBool::new(false),
         stop: AtomicBool::new(false),
         students_done: AtomicUsize::new(0),
     };
@@ -411,7 +416,20 @@ fn postgres_cluster_stopped_under_load() {
             },
         );
 
+        // A burst, so that the stop cuts transactions (placements, payments, timeouts,
+        // effects) in flight.
+        let before_burst = load.placed.load(Ordering::SeqCst);
+        load.burst.store(true, Ordering::SeqCst);
+        wait_for(
+            "the burst to place orders",
+            Duration::from_secs(30),
+            || match load.placed.load(Ordering::SeqCst) - before_burst {
+                n if n >= THREADS => Ok(()),
+                n => Err(format!("{n} placed in the burst")),
+            },
+        );
         cluster.stop_immediate();
+        load.burst.store(false, Ordering::SeqCst);
         let stopped_at = Instant::now();
         let stopped_utc = Utc::now();
         // Down until a few seconds past the deadlines of the orders placed before the stop,
@@ -712,4 +730,155 @@ fn postgres_cluster_stopped_under_load() {
     drop(engine);
     drop(db);
     drop(cluster);
+}
+
+/// Makes every transaction that inserts an order or a payment event sleep 2 s inside its
+/// `COMMIT` (a deferred constraint trigger), so the outage can land exactly there.
+fn slow_commits(conn: &mut DbConnection) {
+    use diesel::connection::SimpleConnection;
+    conn.batch_execute(
+        "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM pg_sleep(2); RETURN NULL; END $$; \
+         CREATE CONSTRAINT TRIGGER slow_order_commit AFTER INSERT ON orders \
+         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit(); \
+         CREATE CONSTRAINT TRIGGER slow_payment_commit AFTER INSERT ON payment_events \
+         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();",
+    )
+    .expect("create the slow-commit triggers");
+}
+
+fn fast_commits(conn: &mut DbConnection) {
+    use diesel::connection::SimpleConnection;
+    conn.batch_execute(
+        "DROP TRIGGER slow_order_commit ON orders; \
+         DROP TRIGGER slow_payment_commit ON payment_events; DROP FUNCTION slow_commit();",
+    )
+    .expect("drop the slow-commit triggers");
+}
+
+/// The outage lands while a placement and a payment are inside `COMMIT` (neither committed):
+/// both must be 503 `unavailable` (the client and the provider retry), not 500, and once
+/// the database is back the retried payment pays the order.
+#[test]
+fn postgres_stopped_during_commit() {
+    let Some(cluster) = PgCluster::create() else {
+        return;
+    };
+    let db = TestDatabase::create_on(&cluster.url());
+    let mut engine = EngineProcess::start(&db, &[("orders.payment_timeout_secs", "120")]);
+    let (_, token) = engine.user_with_token(1_000);
+    let courses = [engine.course(1_000), engine.course(1_000)];
+    let order = engine.place_ok(&token, &[courses[0]], None, 10);
+    let order_no = order["order_no"].as_str().unwrap().to_string();
+    let trade = trade_no();
+    let key = format!("outage-{}", trade_no());
+    let body = json!({"course_ids": [courses[1]], "user_coupon_id": null, "points": 20});
+
+    slow_commits(&mut db.connect());
+    let (place, pay) = std::thread::scope(|scope| {
+        let place = scope.spawn(|| place_with_key(&engine, &token, &key, &body));
+        let pay = scope.spawn(|| engine.callback(&order_no, &trade, SUCCESS, 990));
+        let mut watcher = db.connect();
+        wait_for(
+            "the placement and the payment to be inside COMMIT",
+            Duration::from_secs(30),
+            || {
+                let sleeping: i64 = diesel::sql_query(
+                    "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event = 'PgSleep'",
+                )
+                .get_result::<Count>(&mut watcher)
+                .map_err(|e| e.to_string())?
+                .n;
+                if sleeping >= 2 {
+                    Ok(())
+                } else {
+                    Err(format!("{sleeping} sleeping in COMMIT"))
+                }
+            },
+        );
+        drop(watcher);
+        cluster.stop_immediate();
+        (place.join().unwrap(), pay.join().unwrap())
+    });
+    cluster.start();
+    fast_commits(&mut db.connect());
+
+    assert_eq!(
+        engine.exited(),
+        None,
+        "the engine died:\n{}",
+        engine.log_tail()
+    );
+    for (what, resp) in [("placement", &place), ("payment", &pay)] {
+        assert_eq!(
+            (resp.status, resp.error_code()),
+            (503, "unavailable"),
+            "a {what} cut inside COMMIT by the outage: {}\nengine log:\n{}",
+            resp.text,
+            engine.log_tail()
+        );
+    }
+    // The provider retries: the order is paid once the database is back.
+    wait_for(
+        "the retried payment to be acknowledged",
+        Duration::from_secs(30),
+        || {
+            let resp = engine.callback(&order_no, &trade, SUCCESS, 990);
+            match resp.status {
+                200 => Ok(()),
+                503 => Err(resp.text),
+                _ => panic!("retried payment: {}", resp.text),
+            }
+        },
+    );
+    let stored = engine.wait_order_status(&order_no, "paid", Duration::from_secs(30));
+    assert_eq!(stored["trade_no"], trade.as_str(), "{stored}");
+    // The client retries its placement with the same Idempotency-Key and body: the first
+    // attempt ended (503) and stored nothing, so the retry places the order. SPEC: 409
+    // `idempotency_key_in_use` only while the first request is in flight.
+    let placed = wait_for(
+        "the retried placement (same Idempotency-Key) to be placed",
+        Duration::from_secs(30),
+        || {
+            let resp = place_with_key(&engine, &token, &key, &body);
+            match resp.status {
+                201 => Ok(resp.json),
+                503 => Err(resp.text),
+                409 if resp.error_code() == "idempotency_key_in_use" => Err(format!(
+                    "409 idempotency_key_in_use, though the first request ended with a 503: {}",
+                    resp.text
+                )),
+                _ => panic!("retried placement: {} {}", resp.status, resp.text),
+            }
+        },
+    );
+    assert_eq!(placed["items"][0]["course_id"], courses[1], "{placed}");
+    assert_eq!(placed["points_used"], 20, "{placed}");
+    invariants::check_db(
+        &mut db.connect(),
+        "PostgreSQL, after an outage inside COMMIT",
+    );
+    assert_eq!(
+        engine.exited(),
+        None,
+        "the engine died:\n{}",
+        engine.log_tail()
+    );
+}
+
+/// `POST /api/orders` with an `Idempotency-Key`.
+fn place_with_key(engine: &Http, token: &str, key: &str, body: &Value) -> Resp {
+    let bearer = format!("Bearer {token}");
+    engine.request(
+        "POST",
+        "/api/orders",
+        &[("Authorization", &bearer), ("Idempotency-Key", key)],
+        Some(body.to_string().as_bytes()),
+    )
+}
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
 }
