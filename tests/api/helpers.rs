@@ -159,20 +159,25 @@ impl TestDatabase {
                     cleanup: Cleanup::SqliteDir(dir),
                 }
             }
-            Backend::Postgres => {
-                let server_url = postgres_server_url()?;
-                let name = unique_name();
-                let mut admin = diesel::PgConnection::establish(&server_url)
-                    .expect("connect to TEST_DATABASE_URL");
-                admin
-                    .batch_execute(&format!("CREATE DATABASE {name}"))
-                    .expect("create the test database");
-                TestDatabase {
-                    url: with_database(&server_url, &name),
-                    cleanup: Cleanup::PostgresDatabase { server_url, name },
-                }
-            }
+            Backend::Postgres => TestDatabase::create_on(&postgres_server_url()?),
         })
+    }
+
+    /// A fresh database on the PostgreSQL server at `server_url` (dropped with it).
+    pub fn create_on(server_url: &str) -> TestDatabase {
+        let name = unique_name();
+        let mut admin = diesel::PgConnection::establish(server_url)
+            .unwrap_or_else(|e| panic!("connect to {server_url}: {e}"));
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create the test database");
+        TestDatabase {
+            url: with_database(server_url, &name),
+            cleanup: Cleanup::PostgresDatabase {
+                server_url: server_url.to_string(),
+                name,
+            },
+        }
     }
 
     /// A folder that lives as long as this database (SQLite: the database's own folder).

@@ -13,6 +13,7 @@ mod dead_letter;
 mod errors;
 mod idempotency;
 mod lifecycle;
+mod outage;
 mod placement;
 mod process;
 mod restart;

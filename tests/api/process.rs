@@ -94,6 +94,16 @@ impl EngineProcess {
         engine
     }
 
+    /// The whole log of this process.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `Some(status)` once the process has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("wait for the engine")
+    }
+
     /// A client for this process, to keep after it is gone.
     pub fn http_clone(&self) -> Http {
         self.http.clone()
