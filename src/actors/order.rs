@@ -13,9 +13,13 @@ use serde::Serialize;
 use super::effects::{EffectDispatcher, QueueEffect};
 use super::supervisor::{Forget, OrderSupervisor};
 use super::{blocking, ActorState, Core};
+use crate::db::effects::RetryPolicy;
 use crate::db::transitions::{self, Command, Outcome, OutcomeKind};
 use crate::domain::time::{self, serde_ts};
 use crate::error::ApiError;
+
+/// Longest wait between two attempts at a timeout transition.
+const MAX_TIMEOUT_BACKOFF_MS: u64 = 2_000;
 
 pub struct OrderActor {
     order_no: String,
@@ -24,6 +28,8 @@ pub struct OrderActor {
     timer: Option<SpawnHandle>,
     restarts: u32,
     last_error: Option<String>,
+    /// Timeout transitions that failed in a row (the database is down): they back off.
+    failed_timeouts: u32,
     core: Arc<Core>,
     supervisor: Addr<OrderSupervisor>,
     effects: Addr<EffectDispatcher>,
@@ -67,6 +73,7 @@ impl OrderActor {
             timer: None,
             restarts: 0,
             last_error: None,
+            failed_timeouts: 0,
             core,
             supervisor,
             effects,
@@ -101,18 +108,13 @@ impl OrderActor {
         let attempt = self
             .transition(Command::Timeout)
             .map(|result, actor, ctx| match result {
-                Ok(outcome) => actor.settle(&outcome, ctx),
+                Ok(outcome) => {
+                    actor.failed_timeouts = 0;
+                    actor.settle(&outcome, ctx)
+                }
                 Err(err) => {
-                    let attempts = actor.last_error.is_some() as u32 + 1;
-                    let backoff = Duration::from_millis(
-                        actor
-                            .core
-                            .settings
-                            .effects
-                            .backoff_base_ms
-                            .saturating_mul(attempts as u64),
-                    )
-                    .min(Duration::from_secs(5));
+                    actor.failed_timeouts += 1;
+                    let backoff = actor.timeout_backoff();
                     log::warn!(
                         "order {}: timeout transition failed, retrying in {backoff:?}: {err}",
                         actor.order_no
@@ -122,6 +124,18 @@ impl OrderActor {
                 }
             });
         ctx.wait(attempt);
+    }
+
+    /// The wait before retrying a failed timeout: exponential from `effects.backoff_base_ms`,
+    /// but at most 2 s, so an order closes within moments of the database coming back.
+    fn timeout_backoff(&self) -> Duration {
+        let e = &self.core.settings.effects;
+        let policy = RetryPolicy {
+            max_attempts: u32::MAX,
+            backoff_base_ms: e.backoff_base_ms,
+            backoff_max_ms: e.backoff_max_ms.min(MAX_TIMEOUT_BACKOFF_MS),
+        };
+        policy.delay_after(self.failed_timeouts)
     }
 
     /// Runs one command's database transition off the actor's thread.

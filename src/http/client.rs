@@ -1,5 +1,7 @@
 //! Routes for web clients (students), authenticated with an HS256 JWT.
 
+use std::time::Duration;
+
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -128,27 +130,56 @@ pub async fn place_order(
         Ok(order) => Ok(placed(&state, order).await),
         Err(err) => {
             let status = actix_web::ResponseError::status_code(&err).as_u16();
-            let stored = matches!(status, 404 | 409 | 422);
-            let envelope = err.envelope().to_string();
-            let outcome = run_db(&state, move |conn| {
-                if stored {
+            if matches!(status, 404 | 409 | 422) {
+                let envelope = err.envelope().to_string();
+                let release_key = key.clone();
+                let stored = run_db(&state, move |conn| {
                     Ok(idempotency::complete(
                         conn, user_id, &key, status, &envelope,
                     )?)
-                } else {
-                    Ok(idempotency::release(conn, user_id, &key)?)
+                })
+                .await;
+                if let Err(store_err) = stored {
+                    log::warn!(
+                        "user {user_id}: could not store the idempotent response: {store_err}"
+                    );
+                    release_claim(&state, user_id, release_key);
                 }
-            })
-            .await;
-            if let Err(store_err) = outcome {
-                log::warn!(
-                    "could not record the idempotent response for user {user_id}: {store_err}"
-                );
+            } else {
+                release_claim(&state, user_id, key);
             }
             Err(err)
         }
     }
 }
+
+/// Gives an `Idempotency-Key` claim back so the client's retry can run, retrying in the
+/// background while the database is unavailable (else the retry would get 409
+/// `idempotency_key_in_use` until the claim is taken as abandoned).
+fn release_claim(state: &web::Data<AppState>, user_id: i64, key: String) {
+    let state = state.clone();
+    actix_web::rt::spawn(async move {
+        let mut delay = Duration::from_millis(100);
+        for _ in 0..RELEASE_ATTEMPTS {
+            let attempt_key = key.clone();
+            let released = run_db(&state, move |conn| {
+                Ok(idempotency::release(conn, user_id, &attempt_key)?)
+            })
+            .await;
+            match released {
+                Ok(()) => return,
+                Err(err) => log::warn!(
+                    "user {user_id}: could not release Idempotency-Key claim, retrying in {delay:?}: {err}"
+                ),
+            }
+            actix_web::rt::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    });
+}
+
+/// Attempts at releasing a claim: about ten minutes of a database outage.
+const RELEASE_ATTEMPTS: u32 = 300;
 
 /// After the placement committed: give a pending order its actor (before the client hears
 /// of it), or queue the grant of one that was paid at once.

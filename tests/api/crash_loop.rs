@@ -52,7 +52,11 @@ struct Run {
 
 impl Run {
     fn http(&self) -> Option<Http> {
-        self.engine.read().ok()?.as_ref().map(|(http, _)| http.clone())
+        self.engine
+            .read()
+            .ok()?
+            .as_ref()
+            .map(|(http, _)| http.clone())
     }
 }
 
@@ -103,7 +107,12 @@ fn one_order(run: &Run, http: &Http, rng: &mut Rng, token: &str, courses: &[i64]
     let body = json!({"course_ids": [course], "points": points}).to_string();
     let bearer = format!("Bearer {token}");
     let Some(placed) = try_request(run, || {
-        http.try_request("POST", "/api/orders", &[("Authorization", &bearer)], Some(body.as_bytes()))
+        http.try_request(
+            "POST",
+            "/api/orders",
+            &[("Authorization", &bearer)],
+            Some(body.as_bytes()),
+        )
     }) else {
         return;
     };
@@ -149,7 +158,12 @@ fn send_callback(run: &Run, http: &Http, order_no: &str, trade: &str, code: i64,
     let body = callback_body(order_no, trade, code, amount);
     let signed = signature(&body);
     if let Some(resp) = try_request(run, || {
-        http.try_request("POST", "/api/payments/callback", &[("X-Signature", &signed)], Some(&body))
+        http.try_request(
+            "POST",
+            "/api/payments/callback",
+            &[("X-Signature", &signed)],
+            Some(&body),
+        )
     }) {
         if resp.status == 200 {
             run.acked
@@ -172,7 +186,12 @@ fn send_callback(run: &Run, http: &Http, order_no: &str, trade: &str, code: i64,
 fn try_request(run: &Run, send: impl FnOnce() -> Result<Resp, String>) -> Option<Resp> {
     run.requests.fetch_add(1, Ordering::Relaxed);
     let resp = send().ok()?;
-    assert!(resp.status < 500 || resp.status == 503, "server error: {} {}", resp.status, resp.text);
+    assert!(
+        resp.status < 500 || resp.status == 503,
+        "server error: {} {}",
+        resp.status,
+        resp.text
+    );
     Some(resp)
 }
 
@@ -283,23 +302,30 @@ fn crash_loop(backend: Backend) {
             if restarts % 3 == 0 {
                 // At this restart: pause the load, let the engine settle, check everything.
                 run.paused.store(true, Ordering::Release);
-                wait_for("requests in flight to finish", Duration::from_secs(60), || {
-                    match run.in_flight.load(Ordering::Acquire) {
+                wait_for(
+                    "requests in flight to finish",
+                    Duration::from_secs(60),
+                    || match run.in_flight.load(Ordering::Acquire) {
                         0 => Ok(()),
                         n => Err(format!("{n} in flight")),
-                    }
-                });
-                invariants::check_db(&mut db.connect(), &format!("{backend:?} after restart {restarts}"));
+                    },
+                );
+                invariants::check_db(
+                    &mut db.connect(),
+                    &format!("{backend:?} after restart {restarts}"),
+                );
                 run.paused.store(false, Ordering::Release);
             }
         }
         run.paused.store(true, Ordering::Release);
-        wait_for("requests in flight to finish", Duration::from_secs(60), || {
-            match run.in_flight.load(Ordering::Acquire) {
+        wait_for(
+            "requests in flight to finish",
+            Duration::from_secs(60),
+            || match run.in_flight.load(Ordering::Acquire) {
                 0 => Ok(()),
                 n => Err(format!("{n} in flight")),
-            }
-        });
+            },
+        );
         invariants::check_db(&mut db.connect(), &format!("{backend:?} at the end"));
         run.stop.store(true, Ordering::Relaxed);
     });
@@ -321,7 +347,11 @@ fn crash_loop(backend: Backend) {
             .select(payment_events::order_no)
             .load(&mut conn)
             .expect("events");
-        assert_eq!(stored, vec![order_no.clone()], "acknowledged callback {trade} is not stored");
+        assert_eq!(
+            stored,
+            vec![order_no.clone()],
+            "acknowledged callback {trade} is not stored"
+        );
     }
     for order_no in &acked.cancelled {
         let (status, reason): (String, Option<String>) = orders::table
@@ -329,7 +359,11 @@ fn crash_loop(backend: Backend) {
             .select((orders::status, orders::close_reason))
             .first(&mut conn)
             .expect("order");
-        assert_eq!((status.as_str(), reason.as_deref()), ("cancelled", Some("user")), "{order_no}");
+        assert_eq!(
+            (status.as_str(), reason.as_deref()),
+            ("cancelled", Some("user")),
+            "{order_no}"
+        );
     }
     let line = format!(
         "crash loop ({backend:?}): {restarts} SIGKILLs, {} requests, {} orders, {} callbacks and {} cancels acknowledged",
@@ -339,7 +373,10 @@ fn crash_loop(backend: Backend) {
         acked.cancelled.len()
     );
     let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("{line}\n").as_bytes());
-    assert!(restarts >= 3 && acked.placed.len() > 10, "the loop did too little: {line}");
+    assert!(
+        restarts >= 3 && acked.placed.len() > 10,
+        "the loop did too little: {line}"
+    );
 }
 
 mod crash_loop_under_load {

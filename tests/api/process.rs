@@ -152,4 +152,3 @@ impl Drop for EngineProcess {
         let _ = self.child.wait();
     }
 }
-
