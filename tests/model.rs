@@ -130,16 +130,21 @@ impl Msg {
 }
 
 impl Command {
-    /// The same mapping as the (private) `Command::event` of `src/db/transitions.rs`.
+    /// The event the engine's own `transitions::Command::event` makes of this command.
     fn event(self) -> Event {
-        match self {
-            Command::Timeout => Event::Timeout,
-            Command::Callback(cb) if cb.code == SUCCESS_CODE => Event::Success {
+        use order_engine::db::transitions as engine;
+        let command = match self {
+            Command::Timeout => engine::Command::Timeout,
+            Command::Callback(cb) => engine::Command::Callback(engine::Callback {
+                trade_no: format!("{:?}", cb.trade),
+                code: cb.code,
                 amount_cents: cb.amount_cents,
-            },
-            Command::Callback(_) => Event::Failure,
-            Command::Cancel(reason) => Event::Cancel(reason),
-        }
+                provider_paid_at: None,
+            }),
+            Command::Cancel(CloseReason::User) => engine::Command::Cancel { user_id: Some(1) },
+            Command::Cancel(_) => engine::Command::Cancel { user_id: None },
+        };
+        command.event()
     }
 }
 

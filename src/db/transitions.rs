@@ -40,7 +40,8 @@ pub enum Command {
 }
 
 impl Command {
-    fn event(&self) -> Event {
+    /// The state-machine event this command is (also used by the model check).
+    pub fn event(&self) -> Event {
         match self {
             Command::Timeout => Event::Timeout,
             Command::Callback(cb) if cb.code == SUCCESS_CODE => Event::Success {

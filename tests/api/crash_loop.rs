@@ -50,6 +50,16 @@ struct Run {
     requests: AtomicU64,
 }
 
+/// Stops the load threads when the killer's part of the scope ends, also by a failed
+/// assertion (else the scope would wait for them forever).
+struct StopOnDrop<'a>(&'a Run);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 impl Run {
     fn http(&self) -> Option<Http> {
         self.engine
@@ -286,6 +296,7 @@ fn crash_loop(backend: Backend) {
         }
         scope.spawn(|| late_payer(&run, &db));
         scope.spawn(|| deadline_monitor(&run, &db));
+        let _stop = StopOnDrop(&run);
 
         while started.elapsed() < duration() {
             std::thread::sleep(Duration::from_millis(300 + rng.below(1500)));

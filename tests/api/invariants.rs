@@ -26,8 +26,16 @@ pub fn check(app: &TestApp) {
 /// The same check on any database the engine (one or several processes) runs on; `label`
 /// names it in the failure message. The engine must still be running while it settles.
 pub fn check_db(conn: &mut DbConnection, label: &str) {
-    settle(conn);
-    let violations = violations(conn);
+    // Timers keep firing while the checker reads, so it reads one consistent snapshot of the
+    // whole database, and takes a new one until that snapshot is settled too.
+    let violations = wait_for("a settled snapshot", Duration::from_secs(60), || {
+        settle(conn);
+        let (unsettled, violations) = snapshot(conn).map_err(|e| e.to_string())?;
+        match unsettled {
+            Some(seen) => Err(seen),
+            None => Ok(violations),
+        }
+    });
     assert!(
         violations.is_empty(),
         "SPEC invariants violated ({label}):\n  {}",
@@ -35,29 +43,44 @@ pub fn check_db(conn: &mut DbConnection, label: &str) {
     );
 }
 
+/// Reads everything in one transaction (REPEATABLE READ on PostgreSQL; a SQLite read
+/// transaction is a snapshot already): whether it is settled, and its violations.
+fn snapshot(conn: &mut DbConnection) -> QueryResult<(Option<String>, Vec<String>)> {
+    conn.transaction(|conn| {
+        if let DbConnection::Postgresql(_) = conn {
+            diesel::sql_query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(conn)?;
+        }
+        let unsettled = unsettled(conn)?;
+        Ok((unsettled, violations(conn)))
+    })
+}
+
 /// Waits until no effect is pending and no pending order is more than 2 s past its deadline.
 fn settle(conn: &mut DbConnection) {
-    wait_for("the engine to settle", Duration::from_secs(60), || {
-        let pending_effects: i64 = effects::table
-            .filter(effects::status.eq("pending"))
-            .count()
-            .get_result(conn)
-            .map_err(|e| e.to_string())?;
-        let overdue_before = Utc::now().naive_utc() - TimeDelta::seconds(2);
-        let overdue: i64 = orders::table
-            .filter(orders::status.eq("pending"))
-            .filter(orders::expires_at.lt(overdue_before))
-            .count()
-            .get_result(conn)
-            .map_err(|e| e.to_string())?;
-        if pending_effects == 0 && overdue == 0 {
-            Ok(())
-        } else {
-            Err(format!(
-                "{pending_effects} effects pending, {overdue} orders overdue"
-            ))
-        }
-    });
+    wait_for(
+        "the engine to settle",
+        Duration::from_secs(60),
+        || match unsettled(conn).map_err(|e| e.to_string())? {
+            Some(seen) => Err(seen),
+            None => Ok(()),
+        },
+    );
+}
+
+/// What is still moving: pending effects, or pending orders more than 2 s past their deadline.
+fn unsettled(conn: &mut DbConnection) -> QueryResult<Option<String>> {
+    let pending_effects: i64 = effects::table
+        .filter(effects::status.eq("pending"))
+        .count()
+        .get_result(conn)?;
+    let overdue_before = Utc::now().naive_utc() - TimeDelta::seconds(2);
+    let overdue: i64 = orders::table
+        .filter(orders::status.eq("pending"))
+        .filter(orders::expires_at.lt(overdue_before))
+        .count()
+        .get_result(conn)?;
+    Ok((pending_effects > 0 || overdue > 0)
+        .then(|| format!("{pending_effects} effects pending, {overdue} orders overdue")))
 }
 
 #[derive(Queryable)]
