@@ -311,7 +311,8 @@ on_both_backends! {
 }
 
 on_both_backends! {
-    /// One valid callback sent 50 times at once: all 200, one transition, one grant.
+    /// One valid callback sent 50 times at once, then 20 times in sequence: all 200, one
+    /// transition, one grant.
     fn duplicate_storm(app) {
         let p = Pending::new(app);
         let trade = trade_no();
@@ -329,6 +330,10 @@ on_both_backends! {
         });
         for (status, text) in &statuses {
             assert_eq!((*status, text.as_str()), (200, r#"{"result":"success"}"#));
+        }
+        for _ in 0..20 {
+            let resp = http.callback_raw(&body, &[("X-Signature", &header)]);
+            assert_eq!((resp.status, resp.text.as_str()), (200, r#"{"result":"success"}"#));
         }
         let view = app.wait_effects_done(p.no());
         assert_eq!(view["order"]["status"], "paid");
