@@ -254,3 +254,98 @@ impl Handler<Snapshot> for OrderActor {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::supervisor::Lookup;
+    use crate::actors::Engine;
+    use crate::config::Settings;
+    use crate::db::orders::{place_order, Placement};
+    use crate::db::{catalog, connect};
+
+    /// Stops the actor's context as a failure would (tests only).
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct Crash;
+
+    impl Handler<Crash> for OrderActor {
+        type Result = ();
+
+        fn handle(&mut self, _msg: Crash, ctx: &mut Context<Self>) {
+            ctx.stop();
+        }
+    }
+
+    /// A stopped actor whose address the supervisor still holds is restarted by actix's
+    /// `Supervisor`: `restarts` counts it, the timer is re-armed from the stored deadline and
+    /// still cancels the order.
+    #[test]
+    fn a_crashed_actor_is_restarted_and_its_timer_still_fires() {
+        let dir = std::env::temp_dir().join(format!("oe-unit-{}", uuid::Uuid::new_v4().simple()));
+        let url = format!("sqlite://{}", dir.join("engine.db").display());
+        let env = [
+            ("ORDER_ENGINE__DATABASE__URL".to_string(), url),
+            (
+                "ORDER_ENGINE__ORDERS__PAYMENT_TIMEOUT_SECS".to_string(),
+                "1".to_string(),
+            ),
+        ];
+        let settings = Arc::new(Settings::load_from(None, env).unwrap());
+        let pool = connect(&settings.database).unwrap();
+        let order = {
+            let conn = &mut *pool.get().unwrap();
+            let now = time::now();
+            let user = catalog::create_user(conn, "u", 0, now).unwrap();
+            let course = catalog::create_course(conn, "c", 100, true, &[], now).unwrap();
+            let placement = Placement {
+                user_id: user.id,
+                course_ids: vec![course.id],
+                user_coupon_id: None,
+                points: 0,
+                cents_per_point: 1,
+                payment_timeout_secs: 1,
+                node_id: settings.cluster.node_id.clone(),
+                now,
+            };
+            place_order(conn, &placement, |_, _| Ok(())).unwrap()
+        };
+
+        actix::System::new().block_on(async {
+            // Start-up recovery gives the pending order its actor.
+            let engine = Engine::start(pool.clone(), settings.clone()).unwrap();
+            let addr = loop {
+                if let Some(addr) = engine
+                    .supervisor
+                    .send(Lookup(order.order_no.clone()))
+                    .await
+                    .unwrap()
+                {
+                    break addr;
+                }
+                actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+            };
+            addr.send(Crash).await.unwrap();
+            let snapshot = addr.send(Snapshot).await.unwrap();
+            assert_eq!((snapshot.restarts, snapshot.state), (1, ActorState::Armed));
+
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let stored =
+                    crate::db::orders::find_order(&mut pool.get().unwrap(), &order.order_no)
+                        .unwrap()
+                        .unwrap();
+                if stored.status == "cancelled" {
+                    assert_eq!(stored.close_reason.as_deref(), Some("timeout"));
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the timer never fired"
+                );
+                actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
