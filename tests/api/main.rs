@@ -10,6 +10,7 @@ mod concurrency;
 mod config_errors;
 mod dead_letter;
 mod errors;
+mod hostile;
 mod idempotency;
 mod lifecycle;
 mod placement;
