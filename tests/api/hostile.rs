@@ -12,6 +12,12 @@
 //! (413 > 401 > 400 > 404 > 409 > 422; a set of codes when the SPEC leaves the order within a
 //! class open), with exactly the error envelope, and leaves everything an admin or the user
 //! can see unchanged. `errors.rs` and `callbacks.rs` hold the example-based versions.
+//!
+//! Header values hold only bytes HTTP allows (visible ASCII, space, tab, obs-text); control
+//! bytes in headers, JSON arrays in place of objects, repeated `Authorization` headers and NUL
+//! characters in looked-up strings have test functions of their own at the end, so that each
+//! engine bug found there fails one test and does not hide what the others check.
+//! `PROPTEST_CASES=N` runs more cases.
 
 use std::cell::RefCell;
 use std::fmt;
