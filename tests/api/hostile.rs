@@ -493,6 +493,11 @@ fn object_of<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
     object.then(|| serde_json::from_slice(bytes).ok()).flatten()
 }
 
+/// Whether `bytes` are a JSON array (those are tested by `array_bodies`).
+fn json_array(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(bytes).is_ok_and(|v| v.is_array())
+}
+
 /// The SPEC's request shape, to tell a malformed body from a well-formed one.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -737,7 +742,9 @@ fn malformed_order_body(ids: &Ids) -> impl Strategy<Value = OrderBody> {
     let trailing = (shaped_text, visible(1..=8))
         .prop_map(|(text, tail)| ("trailing garbage", format!("{text}{tail}")));
     let not_object = json_value()
-        .prop_filter("not an object", |v| !v.is_object())
+        .prop_filter("neither an object nor an array", |v| {
+            !v.is_object() && !v.is_array()
+        })
         .prop_map(|v| ("not an object", v.to_string()));
     let missing = (any::<bool>(), any::<i64>()).prop_map(|(coupon, n)| {
         let body = if coupon {
@@ -756,6 +763,9 @@ fn malformed_order_body(ids: &Ids) -> impl Strategy<Value = OrderBody> {
     ]
     .prop_filter("a well-formed body", |(_, bytes)| {
         object_of::<OrderShape>(bytes).is_none()
+    })
+    .prop_filter("a JSON array (see array_bodies)", |(_, bytes)| {
+        !json_array(bytes)
     })
     .prop_map(|(what, bytes)| OrderBody::Malformed(what, Blob(bytes)))
 }
@@ -1323,7 +1333,9 @@ fn malformed_callback(ids: &Ids) -> impl Strategy<Value = CallbackBody> {
         )
     });
     let not_object = json_value()
-        .prop_filter("not an object", |v| !v.is_object())
+        .prop_filter("neither an object nor an array", |v| {
+            !v.is_object() && !v.is_array()
+        })
         .prop_map(|v| ("not an object", v.to_string()));
     let text =
         prop_oneof![wrong_type, bad_time, huge, unknown, missing, deep, truncated, not_object]
@@ -1334,6 +1346,9 @@ fn malformed_callback(ids: &Ids) -> impl Strategy<Value = CallbackBody> {
     ]
     .prop_filter("a well-formed body", |(_, bytes)| {
         !CallbackShape::valid(bytes)
+    })
+    .prop_filter("a JSON array (see array_bodies)", |(_, bytes)| {
+        !json_array(bytes)
     })
     .prop_map(|(what, bytes)| CallbackBody::Malformed(what, Blob(bytes)))
 }
@@ -1595,9 +1610,9 @@ impl AnyRequest {
     }
 }
 
-/// A body that is the right values in a JSON array instead of an object:
-/// `[[course_id], null, 0]` for an order, `[order_no, trade_no, code, amount, paid_at]` for a
-/// callback. The SPEC's bodies are objects: 400 invalid_request.
+/// A body that is a JSON array: the right values in an array instead of an object
+/// (`[[course_id], null, 0]` for an order, `[order_no, trade_no, code, amount, paid_at]` for a
+/// callback), or any array. The SPEC's bodies are objects: 400 invalid_request.
 fn array_bodies(app: &TestApp) {
     let world = World::new(app);
     let ids = world.ids.clone();
@@ -1647,7 +1662,27 @@ fn array_bodies(app: &TestApp) {
                 })
             })
     };
-    let strategy = prop_oneof![orders, callbacks];
+    let any_array = {
+        let arrays = json_value().prop_filter("an array", |v| v.is_array());
+        (arrays, any::<bool>()).prop_map(|(array, order)| {
+            let body = Blob(array.to_string().into_bytes());
+            if order {
+                AnyRequest::Order(OrderRequest {
+                    auth: Auth::Valid,
+                    idem: Idem::None,
+                    body: OrderBody::Malformed("an array", body),
+                    oversize: None,
+                })
+            } else {
+                AnyRequest::Callback(CallbackRequest {
+                    sig: Sig::Valid,
+                    body: CallbackBody::Malformed("an array", body),
+                    oversize: None,
+                })
+            }
+        })
+    };
+    let strategy = prop_oneof![orders, callbacks, any_array];
     run_cases(app, &world, strategy, |case| case.send(app, &world));
 }
 
