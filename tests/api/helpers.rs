@@ -840,21 +840,36 @@ impl Http {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Resp {
+        let headers: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
+        self.raw_request_bytes(method, path, &headers, body)
+    }
+
+    /// [`Http::raw_request`] with header values as raw bytes (which need not be UTF-8).
+    pub fn raw_request_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &[u8])],
+        body: &[u8],
+    ) -> Resp {
         use std::io::Read;
         let host = self.base.trim_start_matches("http://");
         let mut stream = std::net::TcpStream::connect(host).expect("connect to the engine");
         stream
             .set_read_timeout(Some(Duration::from_secs(60)))
             .expect("read timeout");
-        let mut head = format!(
+        let mut request = format!(
             "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
             body.len()
-        );
+        )
+        .into_bytes();
         for (name, value) in headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
+            request.extend_from_slice(name.as_bytes());
+            request.extend_from_slice(b": ");
+            request.extend_from_slice(value);
+            request.extend_from_slice(b"\r\n");
         }
-        head.push_str("\r\n");
-        let mut request = head.into_bytes();
+        request.extend_from_slice(b"\r\n");
         request.extend_from_slice(body);
         // A refusal (413) may come, and the connection close, before the whole body is sent:
         // the response is what counts.

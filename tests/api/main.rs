@@ -11,6 +11,7 @@ mod config_errors;
 mod crash_loop;
 mod dead_letter;
 mod errors;
+mod hostile;
 mod idempotency;
 mod lifecycle;
 mod outage;
