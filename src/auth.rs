@@ -75,11 +75,14 @@ impl JwtKeys {
 
 /// The token of an `Authorization: Bearer <token>` header.
 pub fn bearer_token(req: &actix_web::HttpRequest) -> Option<&str> {
-    let value = req
+    let mut values = req
         .headers()
-        .get(actix_web::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
+        .get_all(actix_web::http::header::AUTHORIZATION);
+    let value = values.next()?.to_str().ok()?;
+    if values.next().is_some() {
+        // Two credentials: trust neither.
+        return None;
+    }
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)

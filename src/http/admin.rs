@@ -28,8 +28,9 @@ fn check(ok: bool, message: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Not blank, and storable everywhere (PostgreSQL text cannot hold NUL).
 fn non_empty(text: &str) -> bool {
-    !text.trim().is_empty()
+    !text.trim().is_empty() && !text.contains('\0')
 }
 
 #[derive(Deserialize)]
@@ -47,7 +48,7 @@ pub async fn create_user(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let input: NewUser = admin_body(&state, &req, payload).await?;
-    check(non_empty(&input.name), "name must not be empty")?;
+    check(non_empty(&input.name), "name must not be empty or hold NUL")?;
     check(input.points >= 0, "points must not be negative")?;
     let user = run_db(&state, move |conn| {
         let user = catalog::create_user(conn, &input.name, input.points, time::now())?;
@@ -92,11 +93,14 @@ pub async fn create_course(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let input: NewCourse = admin_body(&state, &req, payload).await?;
-    check(non_empty(&input.title), "title must not be empty")?;
+    check(
+        non_empty(&input.title),
+        "title must not be empty or hold NUL",
+    )?;
     check(input.price_cents >= 0, "price_cents must not be negative")?;
     check(
         input.chapters.iter().all(|t| non_empty(t)),
-        "chapter titles must not be empty",
+        "chapter titles must not be empty or hold NUL",
     )?;
     let course = run_db(&state, move |conn| {
         Ok(catalog::create_course(
@@ -169,7 +173,10 @@ pub async fn create_coupon(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let input: NewCoupon = admin_body(&state, &req, payload).await?;
-    check(non_empty(&input.title), "title must not be empty")?;
+    check(
+        non_empty(&input.title),
+        "title must not be empty or hold NUL",
+    )?;
     check(
         input.discount_cents >= 1,
         "discount_cents must be at least 1",

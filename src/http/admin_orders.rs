@@ -138,7 +138,7 @@ pub async fn get_order(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&state, &req)?;
-    let order_no = path.into_inner();
+    let order_no = super::order_no_or_404(path.into_inner())?;
     let lookup = order_no.clone();
     let (order, effects) = run_db(&state, move |conn| {
         let order =

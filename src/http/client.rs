@@ -218,7 +218,7 @@ pub async fn get_order(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let user_id = authenticate_client(&state, &req).await?;
-    let order_no = path.into_inner();
+    let order_no = super::order_no_or_404(path.into_inner())?;
     let lookup = order_no.clone();
     let order = run_db(&state, move |conn| Ok(orders::find_order(conn, &lookup)?)).await?;
     match order {

@@ -74,8 +74,25 @@ pub async fn read_body(
     Ok(body.freeze())
 }
 
+/// Parses a request body, which must be one JSON object (serde would also read a struct
+/// from an array of its field values).
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::InvalidRequest(
+            "the body must be a JSON object".into(),
+        ));
+    }
     serde_json::from_slice(body).map_err(|e| ApiError::InvalidRequest(format!("invalid body: {e}")))
+}
+
+/// An order number that could exist: 1-64 characters without NUL (which PostgreSQL text
+/// cannot hold). Any other is simply not found.
+pub fn order_no_or_404(order_no: String) -> Result<String, ApiError> {
+    if order_no.is_empty() || order_no.chars().count() > 64 || order_no.contains('\0') {
+        Err(ApiError::OrderNotFound(order_no.replace('\0', "\\0")))
+    } else {
+        Ok(order_no)
+    }
 }
 
 /// The user a valid client JWT names; 401 unless that user exists.
@@ -107,6 +124,7 @@ pub async fn cancel(
     order_no: String,
     user_id: Option<i64>,
 ) -> Result<HttpResponse, ApiError> {
+    let order_no = order_no_or_404(order_no)?;
     let outcome = state
         .engine
         .deliver(&order_no, Command::Cancel { user_id })

@@ -39,16 +39,19 @@ pub fn parse_callback(body: &[u8]) -> Result<(String, Callback), ApiError> {
             "amount_cents must not be negative".into(),
         ));
     }
-    if input.order_no.is_empty() || input.order_no.chars().count() > 64 {
-        return Err(ApiError::OrderNotFound(input.order_no));
+    if input.trade_no.contains('\0') {
+        return Err(ApiError::InvalidRequest(
+            "trade_no must not contain NUL".into(),
+        ));
     }
+    let order_no = super::order_no_or_404(input.order_no)?;
     let callback = Callback {
         trade_no: input.trade_no,
         code: input.code,
         amount_cents: input.amount_cents,
         provider_paid_at: input.paid_at,
     };
-    Ok((input.order_no, callback))
+    Ok((order_no, callback))
 }
 
 pub async fn callback(

@@ -185,6 +185,16 @@ impl Expect {
         }
     }
 
+    /// A request the HTTP/1 parser itself refuses (a control byte in a header value, which
+    /// RFC 9110 forbids): actix answers a bare 400 before any route runs, so no envelope can
+    /// be sent. The engine never sees it; nothing may change.
+    fn protocol_400() -> Expect {
+        Expect {
+            status: 400,
+            codes: Vec::new(),
+        }
+    }
+
     /// `Some` when any code applies.
     fn any(status: u16, codes: Vec<&'static str>) -> Option<Expect> {
         (!codes.is_empty()).then_some(Expect { status, codes })
@@ -266,6 +276,10 @@ fn check_refusal(resp: &Resp, expect: &Expect, case: &dyn fmt::Debug) {
         resp.status,
         resp.text
     );
+    if expect.codes.is_empty() {
+        assert_eq!(resp.status, expect.status, "request: {case:#?}");
+        return;
+    }
     let code = resp.json["error"]["code"].as_str().unwrap_or_default();
     assert!(
         resp.status == expect.status && expect.codes.contains(&code),
@@ -1106,7 +1120,9 @@ impl CallbackBody {
         else {
             return Some(Expect::one(400, "invalid_request"));
         };
-        if matches!(trade, Trade::Bad(_)) || *amount < 0 {
+        // A trade_no holding NUL cannot be stored (PostgreSQL text): the engine refuses it.
+        let nul_trade = matches!(trade, Trade::Fresh(t) if t.contains('\0'));
+        if matches!(trade, Trade::Bad(_)) || *amount < 0 || nul_trade {
             return Some(Expect::one(400, "invalid_request"));
         }
         if matches!(target, Target::Missing(_)) {
@@ -1739,13 +1755,13 @@ impl ControlByte {
                 &[("X-Signature", &value)],
                 &body,
             );
-            return Some((Expect::one(401, "invalid_signature"), resp));
+            return Some((Expect::protocol_400(), resp));
         }
         let bearer = format!("Bearer {}", world.token);
         let body = json!({"course_ids": [ids.free]}).to_string();
         let (expect, headers) = if self.header == "Authorization" {
             (
-                Expect::one(401, "unauthenticated"),
+                Expect::protocol_400(),
                 vec![("Authorization", insert(bearer))],
             )
         } else {
@@ -1754,7 +1770,7 @@ impl ControlByte {
                 ("Authorization", bearer.into_bytes()),
                 ("Idempotency-Key", key),
             ];
-            (Expect::one(400, "invalid_request"), headers)
+            (Expect::protocol_400(), headers)
         };
         let headers: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, &v[..])).collect();
         Some((
@@ -1777,7 +1793,9 @@ fn control_bytes_in_headers(app: &TestApp) {
 }
 
 /// Order and trade numbers holding a NUL character, in validly signed callbacks that must
-/// be refused: an unknown order (404) or an amount one cent off (422).
+/// be refused: a trade_no with NUL cannot be stored (400), an order number with NUL cannot
+/// exist (404).
+
 fn nul_in_callback_strings(app: &TestApp) {
     let world = World::new(app);
     let strategy =
