@@ -1795,7 +1795,6 @@ fn control_bytes_in_headers(app: &TestApp) {
 /// Order and trade numbers holding a NUL character, in validly signed callbacks that must
 /// be refused: a trade_no with NUL cannot be stored (400), an order number with NUL cannot
 /// exist (404).
-
 fn nul_in_callback_strings(app: &TestApp) {
     let world = World::new(app);
     let strategy =
