@@ -182,3 +182,30 @@ on_both_backends! {
         one.assert_status(201);
     }
 }
+
+on_both_backends! {
+    /// A key is kept 24 hours: a day later the same key is new again (a different body is
+    /// placed, not refused as reused).
+    fn keys_expire_after_24_hours(app) {
+        use diesel::prelude::*;
+        use order_engine::db::schema::idempotency_keys;
+        let (_, token) = app.user_with_token(0);
+        let (first, second) = (app.course(1_000), app.course(1_000));
+        let key = "kept-a-day";
+        let placed = app.place_with_key(&token, key, &json!({"course_ids": [first]}));
+        placed.assert_status(201);
+        app.place_with_key(&token, key, &json!({"course_ids": [second]}))
+            .assert_error(422, "idempotency_key_reused");
+
+        // Age the stored key by just over a day.
+        let day_ago = chrono::Utc::now().naive_utc() - chrono::TimeDelta::hours(24) - chrono::TimeDelta::seconds(1);
+        diesel::update(idempotency_keys::table.filter(idempotency_keys::idempotency_key.eq(key)))
+            .set(idempotency_keys::created_at.eq(day_ago))
+            .execute(&mut app.db())
+            .expect("age the key");
+        let again = app.place_with_key(&token, key, &json!({"course_ids": [second]}));
+        assert_eq!(again.assert_status(201)["items"][0]["course_id"], second);
+        assert!(again.header("Idempotent-Replayed").is_none());
+        assert_ne!(again.json["order_no"], placed.json["order_no"]);
+    }
+}
