@@ -61,6 +61,19 @@ impl Drop for StopOnDrop<'_> {
 }
 
 impl Run {
+    /// Pauses the load and waits for the requests in flight to finish.
+    fn pause(&self) {
+        self.paused.store(true, Ordering::Release);
+        wait_for(
+            "requests in flight to finish",
+            Duration::from_secs(60),
+            || match self.in_flight.load(Ordering::Acquire) {
+                0 => Ok(()),
+                n => Err(format!("{n} in flight")),
+            },
+        );
+    }
+
     fn http(&self) -> Option<Http> {
         self.engine
             .read()
@@ -312,15 +325,7 @@ fn crash_loop(backend: Backend) {
             *run.engine.write().unwrap() = Some((engine.http_clone(), Instant::now()));
             if restarts % 3 == 0 {
                 // At this restart: pause the load, let the engine settle, check everything.
-                run.paused.store(true, Ordering::Release);
-                wait_for(
-                    "requests in flight to finish",
-                    Duration::from_secs(60),
-                    || match run.in_flight.load(Ordering::Acquire) {
-                        0 => Ok(()),
-                        n => Err(format!("{n} in flight")),
-                    },
-                );
+                run.pause();
                 invariants::check_db(
                     &mut db.connect(),
                     &format!("{backend:?} after restart {restarts}"),
@@ -328,15 +333,7 @@ fn crash_loop(backend: Backend) {
                 run.paused.store(false, Ordering::Release);
             }
         }
-        run.paused.store(true, Ordering::Release);
-        wait_for(
-            "requests in flight to finish",
-            Duration::from_secs(60),
-            || match run.in_flight.load(Ordering::Acquire) {
-                0 => Ok(()),
-                n => Err(format!("{n} in flight")),
-            },
-        );
+        run.pause();
         invariants::check_db(&mut db.connect(), &format!("{backend:?} at the end"));
         run.stop.store(true, Ordering::Relaxed);
     });

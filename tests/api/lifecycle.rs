@@ -9,25 +9,6 @@ use serde_json::{json, Value};
 use crate::helpers::*;
 use crate::on_both_backends;
 
-/// Every key of the SPEC's Order object.
-const ORDER_KEYS: &[&str] = &[
-    "order_no",
-    "user_id",
-    "status",
-    "items",
-    "total_cents",
-    "discount_cents",
-    "points_used",
-    "payable_cents",
-    "user_coupon_id",
-    "created_at",
-    "expires_at",
-    "paid_at",
-    "closed_at",
-    "close_reason",
-    "trade_no",
-];
-
 #[track_caller]
 fn assert_order_shape(order: &Value) {
     let keys: BTreeSet<&str> = order
