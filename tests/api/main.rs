@@ -14,6 +14,7 @@ mod errors;
 mod hostile;
 mod idempotency;
 mod lifecycle;
+mod migrations;
 mod outage;
 mod placement;
 mod process;
