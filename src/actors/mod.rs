@@ -11,6 +11,7 @@ pub mod supervisor;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::NaiveDateTime;
@@ -80,9 +81,18 @@ where
     T: Send + 'static,
     F: FnOnce(&mut crate::db::DbConnection) -> Result<T, ApiError> + Send + 'static,
 {
+    blocking_within(core, core.pool.connection_timeout(), f).await
+}
+
+/// Like [`blocking`], giving up after `wait` for a pooled connection (503 `unavailable`).
+pub async fn blocking_within<T, F>(core: &Arc<Core>, wait: Duration, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut crate::db::DbConnection) -> Result<T, ApiError> + Send + 'static,
+{
     let pool = core.pool.clone();
     actix_web::rt::task::spawn_blocking(move || {
-        let mut conn = pool.get()?;
+        let mut conn = pool.get_timeout(wait)?;
         f(&mut conn)
     })
     .await
@@ -192,7 +202,7 @@ impl Engine {
     async fn apply_direct(&self, order_no: &str, command: Command) -> Result<Outcome, ApiError> {
         let no = order_no.to_string();
         let outcome = blocking(&self.core, move |conn| {
-            transitions::apply(conn, &no, &command, time::now())
+            transitions::apply(conn, &no, &command, time::now)
         })
         .await?;
         for kind in &outcome.effects {

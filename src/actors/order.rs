@@ -12,12 +12,14 @@ use serde::Serialize;
 
 use super::effects::{EffectDispatcher, QueueEffect};
 use super::supervisor::{Forget, OrderSupervisor};
-use super::{blocking, ActorState, Core};
+use super::{blocking_within, ActorState, Core};
 use crate::db::effects::RetryPolicy;
 use crate::db::transitions::{self, Command, Outcome, OutcomeKind};
 use crate::domain::time::{self, serde_ts};
 use crate::error::ApiError;
 
+/// Longest wait for a pooled connection when the timer fires.
+const TIMER_CONNECTION_WAIT: Duration = Duration::from_secs(2);
 /// Longest wait between two attempts at a timeout transition.
 const MAX_TIMEOUT_BACKOFF_MS: u64 = 2_000;
 
@@ -87,7 +89,7 @@ impl OrderActor {
 
     /// Arms the timer for the deadline (at once when it has passed), or for `retry` after a
     /// failed attempt.
-    fn arm(&mut self, ctx: &mut Context<Self>, retry: Option<Duration>) {
+    pub fn arm(&mut self, ctx: &mut Context<Self>, retry: Option<Duration>) {
         if let Some(handle) = self.timer.take() {
             ctx.cancel_future(handle);
         }
@@ -146,9 +148,15 @@ impl OrderActor {
         self.set_state(ActorState::Transitioning);
         let order_no = self.order_no.clone();
         let core = self.core.clone();
+        // The timer waits less for a connection than a request does: while the database is
+        // down, a callback queued behind a failing timeout must not wait a whole pool timeout.
+        let wait = match command {
+            Command::Timeout => TIMER_CONNECTION_WAIT,
+            _ => core.pool.connection_timeout(),
+        };
         actix::fut::wrap_future(async move {
-            blocking(&core, move |conn| {
-                transitions::apply(conn, &order_no, &command, time::now())
+            blocking_within(&core, wait, move |conn| {
+                transitions::apply(conn, &order_no, &command, time::now)
             })
             .await
         })
@@ -189,8 +197,11 @@ impl OrderActor {
 impl Actor for OrderActor {
     type Context = Context<Self>;
 
+    /// Re-arms after a restart (the first start is armed by the supervisor already).
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.arm(ctx, None);
+        if self.timer.is_none() {
+            self.arm(ctx, None);
+        }
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
@@ -306,7 +317,7 @@ mod tests {
                 cents_per_point: 1,
                 payment_timeout_secs: 1,
                 node_id: settings.cluster.node_id.clone(),
-                now,
+                clock: time::now,
             };
             place_order(conn, &placement, |_, _| Ok(())).unwrap()
         };

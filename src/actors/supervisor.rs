@@ -88,7 +88,7 @@ impl OrderSupervisor {
                 for order_no in orphans {
                     let no = order_no.clone();
                     let outcome = blocking(&core, move |conn| {
-                        transitions::apply(conn, &no, &Command::Timeout, time::now())
+                        transitions::apply(conn, &no, &Command::Timeout, time::now)
                     })
                     .await;
                     match outcome {
@@ -155,8 +155,11 @@ impl Handler<Track> for OrderSupervisor {
         let supervisor = ctx.address();
         let effects = self.effects.clone();
         let order_no = msg.order_no.clone();
-        let addr = actix::Supervisor::start(move |_| {
-            OrderActor::new(order_no, msg.deadline, core, supervisor, effects)
+        // Armed here, not in `started`, so the timer is counted before `Track` is answered.
+        let addr = actix::Supervisor::start(move |ctx| {
+            let mut actor = OrderActor::new(order_no, msg.deadline, core, supervisor, effects);
+            actor.arm(ctx, None);
+            actor
         });
         self.actors.insert(msg.order_no, addr);
     }

@@ -24,7 +24,8 @@ pub struct Placement {
     pub payment_timeout_secs: u64,
     /// The engine process that will own the order's actor.
     pub node_id: String,
-    pub now: NaiveDateTime,
+    /// The engine's clock, read once the user's row is locked (the order's `created_at`).
+    pub clock: fn() -> NaiveDateTime,
 }
 
 /// Places an order in one transaction: points deducted with a `spend` ledger row, the coupon
@@ -45,6 +46,7 @@ pub fn place_order(
         if locked == 0 {
             return Err(ApiError::Unauthenticated("the token's user does not exist"));
         }
+        let now = (p.clock)();
         let available_points: i64 = users::table
             .find(p.user_id)
             .select(users::points)
@@ -67,7 +69,7 @@ pub fn place_order(
         };
 
         let owned = owned_course_ids(conn, p.user_id)?;
-        let pending = courses_in_open_orders(conn, p.user_id, &p.course_ids, p.now)?;
+        let pending = courses_in_open_orders(conn, p.user_id, &p.course_ids, now)?;
         for course in &items {
             if !course.on_sale {
                 return Err(ApiError::CourseNotOnSale(course.id));
@@ -96,7 +98,7 @@ pub fn place_order(
             p.points,
             available_points,
             p.cents_per_point,
-            p.now,
+            now,
         )?;
 
         let paid_now = q.payable_cents == 0;
@@ -105,7 +107,7 @@ pub fn place_order(
             .and_then(TimeDelta::try_seconds)
             .ok_or_else(|| ApiError::Internal("payment timeout out of range".into()))?;
         let row = OrderRow {
-            order_no: new_order_no(&p.now),
+            order_no: new_order_no(&now),
             user_id: p.user_id,
             status: if paid_now {
                 OrderStatus::Paid
@@ -119,9 +121,9 @@ pub fn place_order(
             points_used: q.points_used,
             payable_cents: q.payable_cents,
             user_coupon_id: p.user_coupon_id,
-            created_at: p.now,
-            expires_at: p.now + timeout,
-            paid_at: paid_now.then_some(p.now),
+            created_at: now,
+            expires_at: now + timeout,
+            paid_at: paid_now.then_some(now),
             closed_at: None,
             close_reason: None,
             trade_no: None,
@@ -156,7 +158,7 @@ pub fn place_order(
                     points_ledger::order_no.eq(&row.order_no),
                     points_ledger::kind.eq(ledger_kind::SPEND),
                     points_ledger::delta.eq(-q.points_used),
-                    points_ledger::created_at.eq(p.now),
+                    points_ledger::created_at.eq(now),
                 ))
                 .execute(conn)?;
         }
@@ -181,7 +183,7 @@ pub fn place_order(
             }
         }
         if paid_now {
-            insert_effect(conn, &row.order_no, effect::GRANT, p.now)?;
+            insert_effect(conn, &row.order_no, effect::GRANT, now)?;
         }
 
         let order = Order::new(row, item_rows);

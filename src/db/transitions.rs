@@ -86,16 +86,18 @@ impl Outcome {
     }
 }
 
-/// Applies `command` to the order at `now`. A concurrent callback with the same `trade_no`
-/// (caught by the unique index) is retried once, and then reads as a duplicate or conflict.
+/// Applies `command` to the order. `clock` is read inside the transaction, once the order's
+/// row is locked, so `paid_at` / `closed_at` and the deadline check are the engine's time at
+/// the transition. A concurrent callback with the same `trade_no` (caught by the unique
+/// index) is retried once, and then reads as a duplicate or conflict.
 pub fn apply(
     conn: &mut DbConnection,
     order_no: &str,
     command: &Command,
-    now: NaiveDateTime,
+    clock: fn() -> NaiveDateTime,
 ) -> Result<Outcome, ApiError> {
-    match apply_once(conn, order_no, command, now) {
-        Err(TxError::Race) => match apply_once(conn, order_no, command, now) {
+    match apply_once(conn, order_no, command, clock) {
+        Err(TxError::Race) => match apply_once(conn, order_no, command, clock) {
             Err(TxError::Race) => Err(ApiError::Internal(format!(
                 "order {order_no}: unique violation twice in a row"
             ))),
@@ -140,7 +142,7 @@ fn apply_once(
     conn: &mut DbConnection,
     order_no: &str,
     command: &Command,
-    now: NaiveDateTime,
+    clock: fn() -> NaiveDateTime,
 ) -> Result<Outcome, TxError> {
     write_transaction(conn, |conn| -> Result<Outcome, TxError> {
         // Lock the order's row: transitions of one order queue here, in every process.
@@ -166,6 +168,7 @@ fn apply_once(
             (row, _) => row,
         };
         let row = row.ok_or_else(|| ApiError::OrderNotFound(order_no.to_string()))?;
+        let now = clock();
         let status = OrderStatus::parse(&row.status).ok_or_else(|| {
             ApiError::Internal(format!("order {order_no} has status {}", row.status))
         })?;

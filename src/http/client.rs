@@ -84,7 +84,7 @@ pub async fn place_order(
         cents_per_point: state.settings.pricing.cents_per_point,
         payment_timeout_secs: state.settings.orders.payment_timeout_secs,
         node_id: state.settings.cluster.node_id.clone(),
-        now: time::now(),
+        clock: time::now,
     };
 
     let Some(key) = key else {
