@@ -95,6 +95,41 @@ pub fn claim(
     })
 }
 
+/// What a waiting duplicate sees, read-only: a stored response, a different body, still in
+/// flight, or `Fresh` when the key is free again (released, expired or abandoned: call
+/// [`claim`] to take it).
+pub fn peek(
+    conn: &mut DbConnection,
+    user_id: i64,
+    key: &str,
+    request_hash: &str,
+    now: NaiveDateTime,
+) -> QueryResult<Claim> {
+    let existing: Option<(String, Option<i32>, Option<String>, NaiveDateTime)> = keys::table
+        .find((user_id, key))
+        .select((
+            keys::request_hash,
+            keys::response_status,
+            keys::response_body,
+            keys::created_at,
+        ))
+        .first(conn)
+        .optional()?;
+    Ok(match existing {
+        None => Claim::Fresh,
+        Some((_, _, _, created_at)) if created_at + secs(RETENTION_SECS) <= now => Claim::Fresh,
+        Some((hash, _, _, _)) if hash != request_hash => Claim::Reused,
+        Some((_, Some(status), Some(body), _)) => Claim::Replay {
+            status: u16::try_from(status).unwrap_or(500),
+            body,
+        },
+        Some((_, _, _, created_at)) if created_at + secs(ABANDONED_AFTER_SECS) <= now => {
+            Claim::Fresh
+        }
+        Some(_) => Claim::InUse,
+    })
+}
+
 /// Stores the first response for replays.
 pub fn complete(
     conn: &mut DbConnection,

@@ -96,12 +96,7 @@ pub async fn place_order(
     };
 
     let hash = input.canonical_hash();
-    let claim_key = key.clone();
-    let claim = run_db(&state, move |conn| {
-        idempotency::claim(conn, user_id, &claim_key, &hash, time::now())
-    })
-    .await?;
-    match claim {
+    match claim_or_wait(&state, user_id, &key, &hash).await? {
         Claim::Fresh => {}
         Claim::InUse => return Err(ApiError::IdempotencyKeyInUse),
         Claim::Reused => return Err(ApiError::IdempotencyKeyReused),
@@ -180,6 +175,48 @@ fn release_claim(state: &web::Data<AppState>, user_id: i64, key: String) {
 
 /// Attempts at releasing a claim: about ten minutes of a database outage.
 const RELEASE_ATTEMPTS: u32 = 300;
+
+/// How long a duplicate waits for the first request with its key before 409
+/// `idempotency_key_in_use`: concurrent identical requests then all get the first's response.
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(3);
+
+/// Claims the key; while another request holds it, waits (reading, not locking) for that
+/// request's stored response, up to [`IN_FLIGHT_WAIT`].
+async fn claim_or_wait(
+    state: &AppState,
+    user_id: i64,
+    key: &str,
+    hash: &str,
+) -> Result<Claim, ApiError> {
+    let give_up = std::time::Instant::now() + IN_FLIGHT_WAIT;
+    loop {
+        let (k, h) = (key.to_string(), hash.to_string());
+        let claim = run_db(state, move |conn| {
+            idempotency::claim(conn, user_id, &k, &h, time::now())
+        })
+        .await?;
+        if claim != Claim::InUse {
+            return Ok(claim);
+        }
+        loop {
+            if std::time::Instant::now() >= give_up {
+                return Ok(Claim::InUse);
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+            let (k, h) = (key.to_string(), hash.to_string());
+            let seen = run_db(state, move |conn| {
+                Ok(idempotency::peek(conn, user_id, &k, &h, time::now())?)
+            })
+            .await?;
+            match seen {
+                Claim::InUse => continue,
+                // Free again: try to take it.
+                Claim::Fresh => break,
+                answered => return Ok(answered),
+            }
+        }
+    }
+}
 
 /// After the placement committed: give a pending order its actor (before the client hears
 /// of it), or queue the grant of one that was paid at once.
