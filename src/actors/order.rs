@@ -67,13 +67,14 @@ impl OrderActor {
         core: Arc<Core>,
         supervisor: Addr<OrderSupervisor>,
         effects: Addr<EffectDispatcher>,
+        restarts: u32,
     ) -> Self {
         Self {
             order_no,
             deadline,
             state: ActorState::Stopped,
             timer: None,
-            restarts: 0,
+            restarts,
             last_error: None,
             failed_timeouts: 0,
             core,

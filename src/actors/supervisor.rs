@@ -19,8 +19,16 @@ use crate::db::orders;
 use crate::db::transitions::{self, Command, OutcomeKind};
 use crate::domain::time;
 
+/// A live order actor, with what is needed to re-create it if its mailbox ever closes.
+struct Entry {
+    addr: Addr<OrderActor>,
+    deadline: NaiveDateTime,
+    /// Times this supervisor re-created the actor after its mailbox closed.
+    revivals: u32,
+}
+
 pub struct OrderSupervisor {
-    actors: HashMap<String, Addr<OrderActor>>,
+    actors: HashMap<String, Entry>,
     core: Arc<Core>,
     effects: Addr<EffectDispatcher>,
     sweeping: bool,
@@ -75,7 +83,12 @@ impl OrderSupervisor {
             let orphans: Vec<String> = match found {
                 Ok(found) => found
                     .into_iter()
-                    .filter(|no| !supervisor.actors.contains_key(no))
+                    .filter(|no| {
+                        !supervisor
+                            .actors
+                            .get(no)
+                            .is_some_and(|entry| entry.addr.connected())
+                    })
                     .collect(),
                 Err(err) => {
                     log::warn!("overdue order sweep failed: {err}");
@@ -144,35 +157,75 @@ pub struct SupervisorStats {
     pub transitioning: i64,
 }
 
+impl OrderSupervisor {
+    /// Starts an order's actor under actix's `Supervisor` (which restarts a stopped context
+    /// while this map holds the address). Armed here, not in `started`, so the timer is counted
+    /// before `Track` is answered.
+    fn start_actor(
+        &self,
+        ctx: &mut Context<Self>,
+        order_no: &str,
+        deadline: NaiveDateTime,
+        restarts: u32,
+    ) -> Addr<OrderActor> {
+        let core = self.core.clone();
+        let supervisor = ctx.address();
+        let effects = self.effects.clone();
+        let order_no = order_no.to_string();
+        actix::Supervisor::start(move |ctx| {
+            let mut actor =
+                OrderActor::new(order_no, deadline, core, supervisor, effects, restarts);
+            actor.arm(ctx, None);
+            actor
+        })
+    }
+
+    /// The live address of an order's actor. An actor whose mailbox closed anyway (its
+    /// context is gone) is re-created from the stored deadline, and the restart counted.
+    fn live(&mut self, order_no: &str, ctx: &mut Context<Self>) -> Option<Addr<OrderActor>> {
+        let (deadline, revivals) = match self.actors.get(order_no) {
+            None => return None,
+            Some(entry) if entry.addr.connected() => return Some(entry.addr.clone()),
+            Some(entry) => (entry.deadline, entry.revivals + 1),
+        };
+        log::warn!("order {order_no}: actor mailbox closed; re-creating it ({revivals} so far)");
+        let addr = self.start_actor(ctx, order_no, deadline, revivals);
+        self.actors.insert(
+            order_no.to_string(),
+            Entry {
+                addr: addr.clone(),
+                deadline,
+                revivals,
+            },
+        );
+        Some(addr)
+    }
+}
+
 impl Handler<Track> for OrderSupervisor {
     type Result = ();
 
     fn handle(&mut self, msg: Track, ctx: &mut Context<Self>) {
-        if self.actors.contains_key(&msg.order_no) {
+        if self.live(&msg.order_no, ctx).is_some() {
             return;
         }
-        let core = self.core.clone();
-        let supervisor = ctx.address();
-        let effects = self.effects.clone();
-        let order_no = msg.order_no.clone();
-        // Armed here, not in `started`, so the timer is counted before `Track` is answered.
-        let addr = actix::Supervisor::start(move |ctx| {
-            let mut actor = OrderActor::new(order_no, msg.deadline, core, supervisor, effects);
-            actor.arm(ctx, None);
-            actor
-        });
-        self.actors.insert(msg.order_no, addr);
+        let addr = self.start_actor(ctx, &msg.order_no, msg.deadline, 0);
+        self.actors.insert(
+            msg.order_no,
+            Entry {
+                addr,
+                deadline: msg.deadline,
+                revivals: 0,
+            },
+        );
     }
 }
 
 impl Handler<Lookup> for OrderSupervisor {
     type Result = Option<Addr<OrderActor>>;
 
-    fn handle(&mut self, msg: Lookup, _ctx: &mut Context<Self>) -> Self::Result {
-        self.actors
-            .get(&msg.0)
-            .filter(|addr| addr.connected())
-            .cloned()
+    fn handle(&mut self, msg: Lookup, ctx: &mut Context<Self>) -> Self::Result {
+        self.live(&msg.0, ctx)
     }
 }
 
