@@ -31,6 +31,9 @@ pub enum Claim {
     Reused,
 }
 
+/// Claims `key` for a new request: [`peek`] decides, and a free key is taken with an update
+/// conditional on it still being free (expired, or abandoned without a response), or a fresh
+/// insert; when a concurrent request took it first, the key is in use.
 pub fn claim(
     conn: &mut DbConnection,
     user_id: i64,
@@ -39,59 +42,44 @@ pub fn claim(
     now: NaiveDateTime,
 ) -> Result<Claim, ApiError> {
     write_transaction(conn, |conn| {
-        let existing: Option<(String, Option<i32>, Option<String>, NaiveDateTime)> = keys::table
-            .find((user_id, key))
-            .select((
-                keys::request_hash,
-                keys::response_status,
-                keys::response_body,
-                keys::created_at,
-            ))
-            .first(conn)
-            .optional()?;
+        let seen = peek(conn, user_id, key, request_hash, now)?;
+        if seen != Claim::Fresh {
+            return Ok(seen);
+        }
+        let expired = keys::created_at.le(now - secs(RETENTION_SECS));
+        let abandoned = keys::response_status
+            .is_null()
+            .and(keys::created_at.le(now - secs(ABANDONED_AFTER_SECS)));
+        let retaken = diesel::update(
+            keys::table
+                .find((user_id, key))
+                .filter(expired.or(abandoned)),
+        )
+        .set((
+            keys::request_hash.eq(request_hash),
+            keys::response_status.eq(None::<i32>),
+            keys::response_body.eq(None::<String>),
+            keys::created_at.eq(now),
+        ))
+        .execute(conn)?;
+        if retaken == 1 {
+            return Ok(Claim::Fresh);
+        }
         let row = (
             keys::user_id.eq(user_id),
             keys::idempotency_key.eq(key),
             keys::request_hash.eq(request_hash),
             keys::created_at.eq(now),
         );
-        match existing {
-            None => {
-                let inserted = per_backend!(conn, |c| diesel::insert_into(keys::table)
-                    .values(row)
-                    .on_conflict_do_nothing()
-                    .execute(c))?;
-                // Zero rows: a concurrent request claimed it first and is still running.
-                Ok(if inserted == 1 {
-                    Claim::Fresh
-                } else {
-                    Claim::InUse
-                })
-            }
-            Some((_, _, _, created_at)) if created_at + secs(RETENTION_SECS) <= now => {
-                diesel::update(keys::table.find((user_id, key)))
-                    .set((
-                        keys::request_hash.eq(request_hash),
-                        keys::response_status.eq(None::<i32>),
-                        keys::response_body.eq(None::<String>),
-                        keys::created_at.eq(now),
-                    ))
-                    .execute(conn)?;
-                Ok(Claim::Fresh)
-            }
-            Some((hash, _, _, _)) if hash != request_hash => Ok(Claim::Reused),
-            Some((_, Some(status), Some(body), _)) => Ok(Claim::Replay {
-                status: u16::try_from(status).unwrap_or(500),
-                body,
-            }),
-            Some((_, _, _, created_at)) if created_at + secs(ABANDONED_AFTER_SECS) <= now => {
-                diesel::update(keys::table.find((user_id, key)))
-                    .set(keys::created_at.eq(now))
-                    .execute(conn)?;
-                Ok(Claim::Fresh)
-            }
-            Some(_) => Ok(Claim::InUse),
-        }
+        let inserted = per_backend!(conn, |c| diesel::insert_into(keys::table)
+            .values(row)
+            .on_conflict_do_nothing()
+            .execute(c))?;
+        Ok(if inserted == 1 {
+            Claim::Fresh
+        } else {
+            Claim::InUse
+        })
     })
 }
 

@@ -313,17 +313,26 @@ fn pay(
     ))
     .execute(conn)?;
     left_pending(updated, &row.order_no)?;
-    diesel::update(
-        user_coupons::table
-            .filter(user_coupons::order_no.eq(&row.order_no))
-            .filter(user_coupons::status.eq(coupon_status::LOCKED)),
-    )
-    .set(user_coupons::status.eq(coupon_status::USED))
-    .execute(conn)?;
+    diesel::update(locked_coupon(&row.order_no))
+        .set(user_coupons::status.eq(coupon_status::USED))
+        .execute(conn)?;
     record_event(conn, &row.order_no, cb, now, "paid")?;
     insert_effect(conn, &row.order_no, effect::GRANT, now)?;
     effects.push(effect::GRANT);
     Ok(())
+}
+
+/// The query of the coupon an order holds locked.
+type LockedCoupon<'a> = diesel::dsl::Filter<
+    diesel::dsl::Filter<user_coupons::table, diesel::dsl::Eq<user_coupons::order_no, &'a str>>,
+    diesel::dsl::Eq<user_coupons::status, &'static str>,
+>;
+
+/// The coupon an order holds locked (none, or one: `user_coupons.order_no` is unique).
+fn locked_coupon(order_no: &str) -> LockedCoupon<'_> {
+    user_coupons::table
+        .filter(user_coupons::order_no.eq(order_no))
+        .filter(user_coupons::status.eq(coupon_status::LOCKED))
 }
 
 /// The conditional update out of `pending` must hit exactly the row locked at the start.
@@ -360,16 +369,12 @@ fn close(
     ))
     .execute(conn)?;
     left_pending(updated, &row.order_no)?;
-    diesel::update(
-        user_coupons::table
-            .filter(user_coupons::order_no.eq(&row.order_no))
-            .filter(user_coupons::status.eq(coupon_status::LOCKED)),
-    )
-    .set((
-        user_coupons::status.eq(coupon_status::UNUSED),
-        user_coupons::order_no.eq(None::<String>),
-    ))
-    .execute(conn)?;
+    diesel::update(locked_coupon(&row.order_no))
+        .set((
+            user_coupons::status.eq(coupon_status::UNUSED),
+            user_coupons::order_no.eq(None::<String>),
+        ))
+        .execute(conn)?;
     if row.points_used > 0 {
         insert_effect(conn, &row.order_no, effect::REFUND, now)?;
         effects.push(effect::REFUND);
