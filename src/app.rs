@@ -11,6 +11,7 @@ use crate::auth::JwtKeys;
 use crate::config::{DatabaseUrl, Settings};
 use crate::db::{self, DbSetupError};
 use crate::http::{self, AppState};
+use crate::redis_link::RedisLink;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -38,12 +39,10 @@ impl Application {
     /// called inside an actix system.
     pub fn build(settings: Settings) -> Result<Self, StartupError> {
         let pool = db::connect(&settings.database)?;
-        let redis = settings
-            .redis
-            .url
-            .as_deref()
-            .map(redis::Client::open)
-            .transpose()?;
+        let redis = match &settings.redis.url {
+            Some(url) => Some(Arc::new(RedisLink::open(url, &settings.redis.key_prefix)?)),
+            None => None,
+        };
         let bind = settings.server.bind.clone();
         let bind_err = |source| StartupError::Bind {
             bind: bind.clone(),
@@ -63,12 +62,11 @@ impl Application {
 
         let settings = Arc::new(settings);
         let engine =
-            Engine::start(pool.clone(), settings.clone()).map_err(StartupError::Recover)?;
+            Engine::start(pool.clone(), settings.clone(), redis).map_err(StartupError::Recover)?;
         let state = web::Data::new(AppState {
             pool,
             jwt: JwtKeys::new(&settings.auth.jwt_secret),
             settings,
-            redis,
             engine,
         });
         let server = HttpServer::new(move || {

@@ -1,4 +1,4 @@
-//! The command line: `serve` (default), `migrate`, `seed-demo`, `token`.
+//! The command line: `serve` (default), `migrate`, `seed-demo`, `token`, `events`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +41,18 @@ pub enum Command {
         #[arg(long, default_value_t = 86_400)]
         ttl_secs: u64,
     },
+    /// Print the order-event stream (Redis), one JSON line per event, as a consumer group.
+    Events {
+        /// Keep waiting for new events (else stop once the stream has nothing new).
+        #[arg(long)]
+        follow: bool,
+        /// Consumer group: each group gets every event once; readers in one group share them.
+        #[arg(long, default_value = "order-engine-cli")]
+        group: String,
+        /// This reader's name in the group (its unacknowledged events come back to it).
+        #[arg(long, default_value = "cli")]
+        consumer: String,
+    },
 }
 
 pub fn run() -> ExitCode {
@@ -60,6 +72,11 @@ pub fn run() -> ExitCode {
             .map_err(|e| e.to_string()),
         Command::SeedDemo => crate::seed::seed_demo(&settings),
         Command::Token { user, ttl_secs } => token(&settings, user, ttl_secs),
+        Command::Events {
+            follow,
+            group,
+            consumer,
+        } => events(&settings, follow, group, consumer),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -77,6 +94,28 @@ fn serve(settings: Settings) -> Result<(), String> {
         log::info!("stopped");
         Ok(())
     })
+}
+
+fn events(
+    settings: &Settings,
+    follow: bool,
+    group: String,
+    consumer: String,
+) -> Result<(), String> {
+    let url = settings
+        .redis
+        .url
+        .as_deref()
+        .ok_or("redis.url is not set: order events need Redis")?;
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let opts = crate::events::FollowOptions {
+        stream: settings.redis.events_stream.clone(),
+        group,
+        consumer,
+        follow,
+    };
+    let stdout = std::io::stdout();
+    crate::events::follow(&client, &opts, &mut stdout.lock()).map_err(|e| e.to_string())
 }
 
 fn token(settings: &Settings, user_id: i64, ttl_secs: u64) -> Result<(), String> {

@@ -89,6 +89,9 @@ pub struct RedisSettings {
     pub url: Option<String>,
     pub events_stream: String,
     pub events_maxlen: u64,
+    /// Prefix of every other key this engine keeps in Redis (heartbeats, rate limits,
+    /// idempotency records, stop channels), so several clusters can share one Redis.
+    pub key_prefix: String,
 }
 
 #[derive(Debug, Clone)]
@@ -342,6 +345,10 @@ impl Settings {
                     l.string("redis", "events_stream", "order-events")?,
                 )?,
                 events_maxlen: l.integer("redis", "events_maxlen", 1_000_000, 1, u64::MAX)?,
+                key_prefix: non_empty(
+                    "redis.key_prefix",
+                    l.string("redis", "key_prefix", "order-engine")?,
+                )?,
             },
             cluster: ClusterSettings {
                 node_id: {

@@ -62,14 +62,19 @@ fn policy(core: &Core) -> RetryPolicy {
 
 fn attempt(core: &Core, msg: &Apply) -> Result<Attempt, String> {
     let mut conn = core.pool.get().map_err(|e| e.to_string())?;
-    outbox::attempt(
+    let attempt = outbox::attempt(
         &mut conn,
         &msg.order_no,
         msg.kind,
         policy(core),
         time::now(),
+        core.journal,
     )
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?;
+    if matches!(attempt, Attempt::Applied | Attempt::DeadLettered(_)) {
+        core.kick_events();
+    }
+    Ok(attempt)
 }
 
 /// Gives the user the courses and chapters of a paid order.

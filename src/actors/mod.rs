@@ -17,11 +17,15 @@ use actix::prelude::*;
 use chrono::NaiveDateTime;
 use serde::Serialize;
 
+use crate::cluster::Cluster;
 use crate::config::Settings;
-use crate::db::transitions::{self, Command, Outcome};
+use crate::db::events::Journal;
+use crate::db::transitions::{self, Command, Outcome, OutcomeKind};
 use crate::db::DbPool;
 use crate::domain::time;
 use crate::error::ApiError;
+use crate::events::{spawn_publisher, Kick};
+use crate::redis_link::RedisLink;
 use effects::{EffectDispatcher, QueueEffect};
 use order::{ActorSnapshot, Deliver, Snapshot};
 use supervisor::{Forget, Lookup, OrderSupervisor, Stats, SupervisorStats, Track};
@@ -35,6 +39,37 @@ pub struct Core {
     pub pool: DbPool,
     pub settings: Arc<Settings>,
     pub gauges: Gauges,
+    /// Whether transactions write order events (Redis is configured).
+    pub journal: Journal,
+    pub redis: Option<Arc<RedisLink>>,
+    pub cluster: Option<Arc<Cluster>>,
+    /// When this process started.
+    pub started_at: NaiveDateTime,
+    events: Option<Kick>,
+}
+
+impl Core {
+    /// Wakes the event publisher: a transaction that wrote events committed.
+    pub fn kick_events(&self) {
+        if let Some(kick) = &self.events {
+            kick.kick();
+        }
+    }
+
+    /// After a transition committed: publish its events, and when another process owned the
+    /// order, tell it to let go of its actor (in the background: this may run on an actor's
+    /// thread).
+    pub fn after_transition(&self, order_no: &str, outcome: &Outcome) {
+        self.kick_events();
+        let (Some(cluster), Some(owner)) = (&self.cluster, &outcome.previous_owner) else {
+            return;
+        };
+        if outcome.kind != OutcomeKind::Transitioned || *owner == self.settings.cluster.node_id {
+            return;
+        }
+        let (cluster, owner, order_no) = (cluster.clone(), owner.clone(), order_no.to_string());
+        actix_web::rt::task::spawn_blocking(move || cluster.tell_owner_to_stop(&owner, &order_no));
+    }
 }
 
 /// Live actor counts by state, kept by the actors themselves (cheap to read for
@@ -108,16 +143,62 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Starts the supervisor and the effect actors, then re-creates an actor for every pending
-    /// order and replays every unfinished effect. Must run inside an actix system.
-    pub fn start(pool: DbPool, settings: Arc<Settings>) -> Result<Self, ApiError> {
+    /// Starts the supervisor and the effect actors (and with Redis the event publisher and
+    /// the cluster threads), then re-creates an actor for every pending order it owns and
+    /// replays every unfinished effect. Must run inside an actix system.
+    pub fn start(
+        pool: DbPool,
+        settings: Arc<Settings>,
+        redis: Option<Arc<RedisLink>>,
+    ) -> Result<Self, ApiError> {
+        let thread_error =
+            |e: std::io::Error| ApiError::Internal(format!("cannot start a thread: {e}"));
+        let events = match &redis {
+            Some(link) => Some(
+                spawn_publisher(
+                    pool.clone(),
+                    link.clone(),
+                    settings.redis.events_stream.clone(),
+                    settings.redis.events_maxlen,
+                )
+                .map_err(thread_error)?,
+            ),
+            None => None,
+        };
+        let cluster = redis.as_ref().map(|link| {
+            Arc::new(Cluster::new(
+                link.clone(),
+                settings.cluster.node_id.clone(),
+                settings.cluster.heartbeat_ttl_secs,
+            ))
+        });
         let core = Arc::new(Core {
             pool,
+            journal: Journal {
+                enabled: redis.is_some(),
+            },
+            redis,
+            cluster,
             settings,
             gauges: Gauges::default(),
+            started_at: time::now(),
+            events,
         });
         let effects = EffectDispatcher::start_with_workers(core.clone());
         let supervisor = OrderSupervisor::new(core.clone(), effects.clone()).start();
+        if let Some(cluster) = &core.cluster {
+            // The first beat before any order is served or adopted.
+            if let Err(err) = cluster
+                .link()
+                .connect(Duration::from_secs(1))
+                .and_then(|mut conn| cluster.heartbeat(&mut conn))
+            {
+                log::warn!("cannot write the first heartbeat (Redis down?): {err}");
+            }
+            cluster
+                .start(&core, supervisor.clone())
+                .map_err(thread_error)?;
+        }
         let engine = Engine {
             core,
             supervisor,
@@ -127,12 +208,34 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Adopts every pending order (its deadline may already have passed: that timer fires at
-    /// once) and queues every pending effect.
+    /// Adopts the pending orders this process should own (its deadline may already have
+    /// passed: that timer fires at once) and queues every pending effect. Without Redis that
+    /// is every pending order (one process); with Redis, those that are unowned, this node's
+    /// own, or owned by a node whose heartbeat lapsed — live nodes keep theirs.
     fn recover(&self) -> Result<(), ApiError> {
         let mut conn = self.core.pool.get()?;
         let node_id = &self.core.settings.cluster.node_id;
-        let pending = crate::db::orders::adopt_pending(&mut conn, node_id)?;
+        let pending = match &self.core.cluster {
+            None => crate::db::orders::adopt_pending(&mut conn, node_id)?,
+            Some(cluster) => {
+                let owners: Vec<String> = crate::db::orders::pending_by_owner(&mut conn)?
+                    .into_iter()
+                    .filter_map(|(owner, _)| owner)
+                    .collect();
+                let mut from = cluster.lapsed(&owners).unwrap_or_else(|| {
+                    log::warn!(
+                        "Redis unreachable at start: adopting only this node's own orders; \
+                         other lapsed nodes' orders are adopted once Redis answers"
+                    );
+                    Vec::new()
+                });
+                if !from.is_empty() {
+                    log::info!("adopting the pending orders of lapsed nodes {from:?}");
+                }
+                from.push(node_id.clone());
+                crate::db::orders::adopt_from(&mut conn, node_id, &from, true)?
+            }
+        };
         let count = pending.len();
         for (order_no, expires_at) in pending {
             self.supervisor.do_send(Track {
@@ -201,13 +304,15 @@ impl Engine {
 
     async fn apply_direct(&self, order_no: &str, command: Command) -> Result<Outcome, ApiError> {
         let no = order_no.to_string();
+        let journal = self.core.journal;
         let outcome = blocking(&self.core, move |conn| {
-            transitions::apply(conn, &no, &command, time::now)
+            transitions::apply(conn, &no, &command, time::now, journal)
         })
         .await?;
         for kind in &outcome.effects {
             self.queue_effect(order_no, kind);
         }
+        self.core.after_transition(order_no, &outcome);
         Ok(outcome)
     }
 

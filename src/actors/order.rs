@@ -155,9 +155,10 @@ impl OrderActor {
             Command::Timeout => TIMER_CONNECTION_WAIT,
             _ => core.pool.connection_timeout(),
         };
+        let journal = core.journal;
         actix::fut::wrap_future(async move {
             blocking_within(&core, wait, move |conn| {
-                transitions::apply(conn, &order_no, &command, time::now)
+                transitions::apply(conn, &order_no, &command, time::now, journal)
             })
             .await
         })
@@ -166,6 +167,7 @@ impl OrderActor {
     /// After a transaction: queue its effects; let go after a final transition; else keep
     /// (or re-arm) the timer.
     fn settle(&mut self, outcome: &Outcome, ctx: &mut Context<Self>) {
+        self.core.after_transition(&self.order_no, outcome);
         for kind in &outcome.effects {
             self.effects.do_send(QueueEffect {
                 order_no: self.order_no.clone(),
@@ -248,6 +250,23 @@ impl Handler<Deliver> for OrderActor {
     }
 }
 
+/// The order left `pending` in another process: disarm (the supervisor has dropped its
+/// address, so the actor stops once this is handled).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StandDown;
+
+impl Handler<StandDown> for OrderActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: StandDown, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.timer.take() {
+            ctx.cancel_future(handle);
+        }
+        self.set_state(ActorState::Stopped);
+    }
+}
+
 impl Handler<Snapshot> for OrderActor {
     type Result = MessageResult<Snapshot>;
 
@@ -319,13 +338,14 @@ mod tests {
                 payment_timeout_secs: 1,
                 node_id: settings.cluster.node_id.clone(),
                 clock: time::now,
+                journal: Default::default(),
             };
             place_order(conn, &placement, |_, _| Ok(())).unwrap()
         };
 
         actix::System::new().block_on(async {
             // Start-up recovery gives the pending order its actor.
-            let engine = Engine::start(pool.clone(), settings.clone()).unwrap();
+            let engine = Engine::start(pool.clone(), settings.clone(), None).unwrap();
             let addr = loop {
                 if let Some(addr) = engine
                     .supervisor

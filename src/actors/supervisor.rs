@@ -13,7 +13,7 @@ use chrono::{NaiveDateTime, TimeDelta};
 use serde::Serialize;
 
 use super::effects::{EffectDispatcher, QueueEffect};
-use super::order::OrderActor;
+use super::order::{OrderActor, StandDown};
 use super::{blocking, Core, MAILBOX_CAPACITY};
 use crate::db::orders;
 use crate::db::transitions::{self, Command, OutcomeKind};
@@ -100,12 +100,14 @@ impl OrderSupervisor {
             ctx.spawn(actix::fut::wrap_future(async move {
                 for order_no in orphans {
                     let no = order_no.clone();
+                    let journal = core.journal;
                     let outcome = blocking(&core, move |conn| {
-                        transitions::apply(conn, &no, &Command::Timeout, time::now)
+                        transitions::apply(conn, &no, &Command::Timeout, time::now, journal)
                     })
                     .await;
                     match outcome {
                         Ok(outcome) => {
+                            core.after_transition(&order_no, &outcome);
                             if outcome.kind == OutcomeKind::Transitioned {
                                 log::info!(
                                     "order {order_no} -> {} (timeout, by the sweep)",
@@ -145,6 +147,11 @@ pub struct Lookup(pub String);
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Forget(pub String);
+
+/// The order left `pending` in another process: stop its actor and timer here.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire(pub String);
 
 #[derive(Message)]
 #[rtype(result = "SupervisorStats")]
@@ -234,6 +241,20 @@ impl Handler<Forget> for OrderSupervisor {
 
     fn handle(&mut self, msg: Forget, _ctx: &mut Context<Self>) {
         self.actors.remove(&msg.0);
+    }
+}
+
+impl Handler<Retire> for OrderSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Retire, _ctx: &mut Context<Self>) {
+        if let Some(entry) = self.actors.remove(&msg.0) {
+            entry.addr.do_send(StandDown);
+            log::info!(
+                "order {}: left pending in another process; actor stopped",
+                msg.0
+            );
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use chrono::{NaiveDateTime, TimeDelta};
 use diesel::prelude::*;
 use serde::Serialize;
 
+use super::events::{kind as event, Journal};
 use super::models::Order;
 use super::schema::*;
 use super::{write_transaction, DbConnection};
@@ -63,18 +64,21 @@ impl RetryPolicy {
     }
 }
 
-/// Applies the `kind` effect of `order_no` once; on failure records the attempt.
+/// Applies the `kind` effect of `order_no` once; on failure records the attempt. With
+/// `journal` on, the same transaction writes the `granted` / `refunded` (or `dead_lettered`)
+/// event.
 pub fn attempt(
     conn: &mut DbConnection,
     order_no: &str,
     kind: &str,
     policy: RetryPolicy,
     now: NaiveDateTime,
+    journal: Journal,
 ) -> QueryResult<Attempt> {
-    match write_transaction(conn, |conn| apply(conn, order_no, kind, now)) {
+    match write_transaction(conn, |conn| apply(conn, order_no, kind, now, journal)) {
         Ok(true) => Ok(Attempt::Applied),
         Ok(false) => Ok(Attempt::AlreadySettled),
-        Err(err) => record_failure(conn, order_no, kind, &err.to_string(), policy, now),
+        Err(err) => record_failure(conn, order_no, kind, &err.to_string(), policy, now, journal),
     }
 }
 
@@ -84,6 +88,7 @@ fn apply(
     order_no: &str,
     kind: &str,
     now: NaiveDateTime,
+    journal: Journal,
 ) -> QueryResult<bool> {
     // Lock the effect's row, and only while it is pending.
     let mine = diesel::update(
@@ -122,6 +127,12 @@ fn apply(
         effects::updated_at.eq(now),
     ))
     .execute(conn)?;
+    let done = if kind == effect::GRANT {
+        event::GRANTED
+    } else {
+        event::REFUNDED
+    };
+    journal.record_of(conn, done, order_no, now)?;
     Ok(true)
 }
 
@@ -215,6 +226,7 @@ fn record_failure(
     error: &str,
     policy: RetryPolicy,
     now: NaiveDateTime,
+    journal: Journal,
 ) -> QueryResult<Attempt> {
     write_transaction(conn, |conn| {
         let attempts: Option<i32> = effects::table
@@ -248,6 +260,9 @@ fn record_failure(
             effects::updated_at.eq(now),
         ))
         .execute(conn)?;
+        if dead {
+            journal.record_of(conn, event::DEAD_LETTERED, order_no, now)?;
+        }
         Ok(if dead {
             Attempt::DeadLettered(error.to_string())
         } else {

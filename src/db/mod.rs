@@ -7,6 +7,7 @@
 
 pub mod catalog;
 pub mod effects;
+pub mod events;
 pub mod idempotency;
 pub mod models;
 pub mod orders;

@@ -6,12 +6,14 @@ use chrono::{NaiveDateTime, TimeDelta};
 use diesel::prelude::*;
 
 use super::catalog::{find_user_coupon, load_courses, owned_course_ids};
+use super::events::{kind as event, Journal};
 use super::models::*;
 use super::schema::*;
 use super::{write_transaction, DbConnection};
 use crate::domain::order::{coupon_status, effect, ledger_kind, new_order_no, OrderStatus};
 use crate::domain::placement::{quote, total, CouponTerms};
 use crate::error::ApiError;
+use crate::per_backend;
 
 /// A placement that passed the shape checks.
 #[derive(Debug, Clone)]
@@ -26,6 +28,8 @@ pub struct Placement {
     pub node_id: String,
     /// The engine's clock, read once the user's row is locked (the order's `created_at`).
     pub clock: fn() -> NaiveDateTime,
+    /// Whether the placement writes its order events.
+    pub journal: Journal,
 }
 
 /// Places an order in one transaction: points deducted with a `spend` ledger row, the coupon
@@ -187,6 +191,10 @@ pub fn place_order(
         }
 
         let order = Order::new(row, item_rows);
+        p.journal.record(conn, event::PLACED, &order, now)?;
+        if paid_now {
+            p.journal.record(conn, event::PAID, &order, now)?;
+        }
         before_commit(conn, &order)?;
         Ok(order)
     })
@@ -262,6 +270,49 @@ pub fn adopt_pending(
         .filter(orders::status.eq(OrderStatus::Pending.as_str()))
         .filter(orders::owner_node.eq(node_id))
         .select((orders::order_no, orders::expires_at))
+        .load(conn)
+}
+
+/// Claims for `me` the pending orders owned by one of `from` (and, with `unowned`, those with
+/// no owner) and returns them with their deadlines. The condition on the old owner is the
+/// fencing token: when several processes adopt at once, each order goes to exactly one.
+pub fn adopt_from(
+    conn: &mut DbConnection,
+    me: &str,
+    from: &[String],
+    unowned: bool,
+) -> QueryResult<Vec<(String, NaiveDateTime)>> {
+    let pending = orders::status.eq(OrderStatus::Pending.as_str());
+    let returning = (orders::order_no, orders::expires_at);
+    if unowned {
+        let owner = orders::owner_node
+            .eq_any(from)
+            .or(orders::owner_node.is_null());
+        per_backend!(conn, |c| diesel::update(
+            orders::table.filter(pending).filter(owner)
+        )
+        .set(orders::owner_node.eq(me))
+        .returning(returning)
+        .get_results(c))
+    } else {
+        per_backend!(conn, |c| diesel::update(
+            orders::table
+                .filter(pending)
+                .filter(orders::owner_node.eq_any(from))
+        )
+        .set(orders::owner_node.eq(me))
+        .returning(returning)
+        .get_results(c))
+    }
+}
+
+/// The owners of pending orders, with how many each owns.
+pub fn pending_by_owner(conn: &mut DbConnection) -> QueryResult<Vec<(Option<String>, i64)>> {
+    use diesel::dsl::count_star;
+    orders::table
+        .filter(orders::status.eq(OrderStatus::Pending.as_str()))
+        .group_by(orders::owner_node)
+        .select((orders::owner_node, count_star()))
         .load(conn)
 }
 

@@ -31,6 +31,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    order_events (id) {
+        id -> Int8,
+        #[max_length = 64]
+        order_no -> Varchar,
+        kind -> Text,
+        at -> Timestamp,
+        data -> Text,
+    }
+}
+
+diesel::table! {
     effects (id) {
         id -> Int8,
         #[max_length = 64]
@@ -185,6 +196,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     courses,
     effects,
     idempotency_keys,
+    order_events,
     order_items,
     orders,
     payment_events,

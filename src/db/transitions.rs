@@ -8,6 +8,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
+use super::events::{kind as event, Journal};
 use super::models::{Order, OrderRow};
 use super::orders::{find_order, insert_effect};
 use super::schema::*;
@@ -77,6 +78,8 @@ pub struct Outcome {
     /// Effects queued in the outbox by this transaction (`grant` / `refund`).
     pub effects: Vec<&'static str>,
     pub rejection: Option<Rejection>,
+    /// The process that owned the order (and armed its timer) before this transaction.
+    pub previous_owner: Option<String>,
 }
 
 impl Outcome {
@@ -89,15 +92,17 @@ impl Outcome {
 /// Applies `command` to the order. `clock` is read inside the transaction, once the order's
 /// row is locked, so `paid_at` / `closed_at` and the deadline check are the engine's time at
 /// the transition. A concurrent callback with the same `trade_no` (caught by the unique
-/// index) is retried once, and then reads as a duplicate or conflict.
+/// index) is retried once, and then reads as a duplicate or conflict. With `journal` on, the
+/// transaction also writes the order events it causes.
 pub fn apply(
     conn: &mut DbConnection,
     order_no: &str,
     command: &Command,
     clock: fn() -> NaiveDateTime,
+    journal: Journal,
 ) -> Result<Outcome, ApiError> {
-    match apply_once(conn, order_no, command, clock) {
-        Err(TxError::Race) => match apply_once(conn, order_no, command, clock) {
+    match apply_once(conn, order_no, command, clock, journal) {
+        Err(TxError::Race) => match apply_once(conn, order_no, command, clock, journal) {
             Err(TxError::Race) => Err(ApiError::Internal(format!(
                 "order {order_no}: unique violation twice in a row"
             ))),
@@ -143,6 +148,7 @@ fn apply_once(
     order_no: &str,
     command: &Command,
     clock: fn() -> NaiveDateTime,
+    journal: Journal,
 ) -> Result<Outcome, TxError> {
     write_transaction(conn, |conn| -> Result<Outcome, TxError> {
         // Lock the order's row: transitions of one order queue here, in every process.
@@ -175,7 +181,13 @@ fn apply_once(
 
         if let Command::Callback(cb) = command {
             if let Some(kind) = check_duplicate(conn, order_no, cb)? {
-                return Ok(finish(conn, order_no, kind, Vec::new(), None)?);
+                let done = Finish {
+                    kind,
+                    effects: Vec::new(),
+                    rejection: None,
+                    previous_owner: row.owner_node,
+                };
+                return Ok(done.load(conn, order_no, &[], journal, now)?);
             }
         }
 
@@ -186,7 +198,9 @@ fn apply_once(
             command.event(),
         );
         let mut effects = Vec::new();
+        let mut events: Vec<&'static str> = Vec::new();
         if p.close_for_timeout {
+            events.push(event::CANCELLED);
             close(
                 conn,
                 &row,
@@ -207,6 +221,7 @@ fn apply_once(
                     return Err(ApiError::Internal("only a callback pays".into()).into());
                 };
                 pay(conn, &row, cb, now, &mut effects)?;
+                events.push(event::PAID);
                 transitioned = true;
                 (OutcomeKind::Transitioned, None)
             }
@@ -218,6 +233,11 @@ fn apply_once(
                     _ => None,
                 };
                 close(conn, &row, to, reason, callback, now, &mut effects)?;
+                events.push(if to == OrderStatus::Failed {
+                    event::FAILED
+                } else {
+                    event::CANCELLED
+                });
                 if let Some(cb) = callback {
                     record_event(conn, order_no, cb, now, "failed")?;
                 }
@@ -226,10 +246,12 @@ fn apply_once(
             }
             Decision::RecordLatePayment => {
                 record_callback(conn, order_no, command, now, "late_payment")?;
+                events.push(event::LATE_PAYMENT);
                 (OutcomeKind::LatePayment, None)
             }
             Decision::RecordDoublePayment => {
                 record_callback(conn, order_no, command, now, "double_payment")?;
+                events.push(event::LATE_PAYMENT);
                 (OutcomeKind::DoublePayment, None)
             }
             Decision::RecordIgnored => {
@@ -245,25 +267,47 @@ fn apply_once(
         } else {
             kind
         };
-        Ok(finish(conn, order_no, kind, effects, rejection)?)
+        let done = Finish {
+            kind,
+            effects,
+            rejection,
+            previous_owner: row.owner_node,
+        };
+        Ok(done.load(conn, order_no, &events, journal, now)?)
     })
 }
 
-fn finish(
-    conn: &mut DbConnection,
-    order_no: &str,
+/// What a transaction did, before the order is read back.
+struct Finish {
     kind: OutcomeKind,
     effects: Vec<&'static str>,
     rejection: Option<Rejection>,
-) -> Result<Outcome, ApiError> {
-    let order =
-        find_order(conn, order_no)?.ok_or_else(|| ApiError::OrderNotFound(order_no.to_string()))?;
-    Ok(Outcome {
-        kind,
-        order,
-        effects,
-        rejection,
-    })
+    previous_owner: Option<String>,
+}
+
+impl Finish {
+    /// Reads the order as the transaction leaves it and journals `events` with it.
+    fn load(
+        self,
+        conn: &mut DbConnection,
+        order_no: &str,
+        events: &[&'static str],
+        journal: Journal,
+        now: NaiveDateTime,
+    ) -> Result<Outcome, ApiError> {
+        let order = find_order(conn, order_no)?
+            .ok_or_else(|| ApiError::OrderNotFound(order_no.to_string()))?;
+        for kind in events {
+            journal.record(conn, kind, &order, now)?;
+        }
+        Ok(Outcome {
+            kind: self.kind,
+            order,
+            effects: self.effects,
+            rejection: self.rejection,
+            previous_owner: self.previous_owner,
+        })
+    }
 }
 
 /// A callback whose `trade_no` was seen before: the same one again is a duplicate; a

@@ -1,6 +1,7 @@
 //! Admin routes over orders and actors: live actor state, order and effect listings, late
 //! payments, force-cancel, and retrying a dead-lettered effect.
 
+use crate::cluster::{describe_nodes, Beat};
 use std::collections::BTreeMap;
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -181,10 +182,34 @@ pub async fn actors(
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&state, &req)?;
     let stats = state.engine.stats().await?;
-    let (by_status, (pending_effects, dead_lettered)) = run_db(&state, |conn| {
-        Ok((orders::count_by_status(conn)?, outbox::backlog(conn)?))
-    })
-    .await?;
+    let (by_status, (pending_effects, dead_lettered), by_owner, unpublished) =
+        run_db(&state, |conn| {
+            Ok((
+                orders::count_by_status(conn)?,
+                outbox::backlog(conn)?,
+                orders::pending_by_owner(conn)?,
+                crate::db::events::backlog(conn)?,
+            ))
+        })
+        .await?;
+    let core = state.engine.core.clone();
+    let (me, known) = match core.cluster.clone() {
+        Some(cluster) => {
+            let beat = cluster.beat();
+            let known = web::block(move || cluster.nodes().ok()).await?;
+            (beat, known)
+        }
+        None => (
+            Beat {
+                node_id: state.settings.cluster.node_id.clone(),
+                started_at: core.started_at,
+                adopted_orders: 0,
+                adoptions: Vec::new(),
+            },
+            None,
+        ),
+    };
+    let nodes = describe_nodes(&me, stats.live_actors, by_owner, known);
     let mut orders_by_status: BTreeMap<&str, i64> =
         OrderStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
     for (status, count) in &by_status {
@@ -201,7 +226,8 @@ pub async fn actors(
         "actors_by_state": {"armed": stats.armed, "transitioning": stats.transitioning, "stopped": stopped},
         "orders_by_status": orders_by_status,
         "effects": {"pending": pending_effects, "dead_lettered": dead_lettered},
-        "nodes": [{"node_id": node_id, "alive": true, "live_actors": stats.live_actors}],
+        "events": {"unpublished": unpublished},
+        "nodes": nodes,
     })))
 }
 

@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{authenticate_client, parse_json, read_body, run_db, AppState};
+use super::{authenticate_client, fastpath, parse_json, read_body, run_db, AppState};
 use crate::db::catalog;
 use crate::db::idempotency::{self, Claim};
 use crate::db::models::Order;
@@ -76,6 +76,16 @@ pub async fn place_order(
         state.settings.pricing.cents_per_point,
     )?;
 
+    let hash = input.canonical_hash();
+    if let Some(key) = &key {
+        match fastpath::cached_response(&state, user_id, key, &hash).await {
+            Some(Claim::Replay { status, body }) => return replay(status, body),
+            Some(Claim::Reused) => return Err(ApiError::IdempotencyKeyReused),
+            _ => {}
+        }
+    }
+    fastpath::rate_limit(&state, user_id).await?;
+
     let placement = Placement {
         user_id,
         course_ids: input.course_ids.clone(),
@@ -85,6 +95,7 @@ pub async fn place_order(
         payment_timeout_secs: state.settings.orders.payment_timeout_secs,
         node_id: state.settings.cluster.node_id.clone(),
         clock: time::now,
+        journal: state.engine.core.journal,
     };
 
     let Some(key) = key else {
@@ -95,18 +106,13 @@ pub async fn place_order(
         return Ok(placed(&state, order).await);
     };
 
-    let hash = input.canonical_hash();
     match claim_or_wait(&state, user_id, &key, &hash).await? {
         Claim::Fresh => {}
         Claim::InUse => return Err(ApiError::IdempotencyKeyInUse),
         Claim::Reused => return Err(ApiError::IdempotencyKeyReused),
         Claim::Replay { status, body } => {
-            let status = actix_web::http::StatusCode::from_u16(status)
-                .map_err(|e| ApiError::Internal(format!("stored status: {e}")))?;
-            return Ok(HttpResponse::build(status)
-                .insert_header(("Idempotent-Replayed", "true"))
-                .content_type("application/json")
-                .body(body));
+            fastpath::remember_response(&state, user_id, &key, &hash, status, &body);
+            return replay(status, body);
         }
     }
 
@@ -122,18 +128,31 @@ pub async fn place_order(
     })
     .await;
     match placement {
-        Ok(order) => Ok(placed(&state, order).await),
+        Ok(order) => {
+            if let Ok(body) = serde_json::to_string(&order) {
+                fastpath::remember_response(&state, user_id, &key, &hash, 201, &body);
+            }
+            Ok(placed(&state, order).await)
+        }
         Err(err) => {
             let status = actix_web::ResponseError::status_code(&err).as_u16();
             if matches!(status, 404 | 409 | 422) {
                 let envelope = err.envelope().to_string();
                 let release_key = key.clone();
+                let (store_key, store_body) = (key.clone(), envelope.clone());
                 let stored = run_db(&state, move |conn| {
                     Ok(idempotency::complete(
-                        conn, user_id, &key, status, &envelope,
+                        conn,
+                        user_id,
+                        &store_key,
+                        status,
+                        &store_body,
                     )?)
                 })
                 .await;
+                if stored.is_ok() {
+                    fastpath::remember_response(&state, user_id, &key, &hash, status, &envelope);
+                }
                 if let Err(store_err) = stored {
                     log::warn!(
                         "user {user_id}: could not store the idempotent response: {store_err}"
@@ -146,6 +165,16 @@ pub async fn place_order(
             Err(err)
         }
     }
+}
+
+/// A stored first response, sent again.
+fn replay(status: u16, body: String) -> Result<HttpResponse, ApiError> {
+    let status = actix_web::http::StatusCode::from_u16(status)
+        .map_err(|e| ApiError::Internal(format!("stored status: {e}")))?;
+    Ok(HttpResponse::build(status)
+        .insert_header(("Idempotent-Replayed", "true"))
+        .content_type("application/json")
+        .body(body))
 }
 
 /// Gives an `Idempotency-Key` claim back so the client's retry can run, retrying in the
@@ -221,6 +250,7 @@ async fn claim_or_wait(
 /// After the placement committed: give a pending order its actor (before the client hears
 /// of it), or queue the grant of one that was paid at once.
 async fn placed(state: &AppState, order: Order) -> HttpResponse {
+    state.engine.core.kick_events();
     log::info!(
         "order {} placed by user {}: {}",
         order.order_no,

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod admin_orders;
 pub mod client;
+pub mod fastpath;
 pub mod ops;
 pub mod provider;
 pub mod signature;
@@ -29,7 +30,6 @@ pub struct AppState {
     pub pool: DbPool,
     pub settings: Arc<Settings>,
     pub jwt: JwtKeys,
-    pub redis: Option<redis::Client>,
     pub engine: Engine,
 }
 

@@ -18,7 +18,7 @@ pub async fn healthz() -> HttpResponse {
 /// down), 503 when the database does not.
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let pool = state.pool.clone();
-    let redis = state.redis.clone();
+    let redis = state.engine.core.redis.clone();
     let (database_ok, redis_state) = web::block(move || {
         let database_ok = pool
             .get_timeout(Duration::from_secs(2))
@@ -26,11 +26,8 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
             .is_some_and(|mut conn| diesel::sql_query("SELECT 1").execute(&mut *conn).is_ok());
         let redis_state = match redis {
             None => "off",
-            Some(client) => {
-                let pong = client
-                    .get_connection_with_timeout(Duration::from_secs(1))
-                    .and_then(|mut conn| redis::cmd("PING").query::<String>(&mut conn));
-                if pong.is_ok() {
+            Some(link) => {
+                if link.ping() {
                     "ok"
                 } else {
                     "down"

@@ -1,0 +1,2 @@
+DROP INDEX orders_pending_owner;
+DROP TABLE order_events;

@@ -1,0 +1,126 @@
+//! The order-event outbox. When Redis is configured, every transaction that changes an order or
+//! applies one of its effects also writes an event row here; the publisher
+//! ([`crate::events`]) appends committed rows to the Redis stream and then deletes them. So an
+//! event exists iff its change committed, and none is lost while Redis is away.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::models::Order;
+use super::orders::find_order;
+use super::schema::order_events;
+use super::DbConnection;
+
+/// Event kinds, as the stream's `kind` field spells them.
+pub mod kind {
+    pub const PLACED: &str = "placed";
+    pub const PAID: &str = "paid";
+    pub const FAILED: &str = "failed";
+    pub const CANCELLED: &str = "cancelled";
+    pub const GRANTED: &str = "granted";
+    pub const REFUNDED: &str = "refunded";
+    pub const LATE_PAYMENT: &str = "late_payment";
+    pub const DEAD_LETTERED: &str = "dead_lettered";
+}
+
+/// Whether transactions write order events (Redis is configured).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Journal {
+    pub enabled: bool,
+}
+
+impl Journal {
+    pub const OFF: Journal = Journal { enabled: false };
+    pub const ON: Journal = Journal { enabled: true };
+
+    /// Writes a `kind` event carrying `order` (as it is now, in this transaction).
+    pub fn record(
+        self,
+        conn: &mut DbConnection,
+        kind: &str,
+        order: &Order,
+        at: NaiveDateTime,
+    ) -> QueryResult<()> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let data = serde_json::to_string(order)
+            .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
+        diesel::insert_into(order_events::table)
+            .values((
+                order_events::order_no.eq(&order.order_no),
+                order_events::kind.eq(kind),
+                order_events::at.eq(at),
+                order_events::data.eq(data),
+            ))
+            .execute(conn)?;
+        Ok(())
+    }
+
+    /// Like [`Journal::record`], loading the order first.
+    pub fn record_of(
+        self,
+        conn: &mut DbConnection,
+        kind: &str,
+        order_no: &str,
+        at: NaiveDateTime,
+    ) -> QueryResult<()> {
+        if !self.enabled {
+            return Ok(());
+        }
+        match find_order(conn, order_no)? {
+            Some(order) => self.record(conn, kind, &order, at),
+            None => Err(diesel::result::Error::NotFound),
+        }
+    }
+}
+
+/// One unpublished event.
+#[derive(Debug, Clone, Queryable, Selectable, PartialEq, Eq)]
+#[diesel(table_name = order_events)]
+pub struct EventRow {
+    pub id: i64,
+    pub order_no: String,
+    pub kind: String,
+    pub at: NaiveDateTime,
+    pub data: String,
+}
+
+/// The oldest `limit` unpublished events, by id.
+pub fn oldest(conn: &mut DbConnection, limit: i64) -> QueryResult<Vec<EventRow>> {
+    order_events::table
+        .order(order_events::id)
+        .limit(limit)
+        .select(EventRow::as_select())
+        .load(conn)
+}
+
+/// Forgets published events.
+pub fn delete(conn: &mut DbConnection, ids: &[i64]) -> QueryResult<usize> {
+    diesel::delete(order_events::table.filter(order_events::id.eq_any(ids))).execute(conn)
+}
+
+/// How many events wait to be published.
+pub fn backlog(conn: &mut DbConnection) -> QueryResult<i64> {
+    order_events::table.count().get_result(conn)
+}
+
+/// On PostgreSQL, takes the cluster-wide publisher lock for this transaction (`false` when
+/// another process holds it: it is publishing, and doing it from two processes at once could
+/// reorder an order's events). SQLite has one process and one publisher.
+pub fn try_publisher_lock(conn: &mut DbConnection) -> QueryResult<bool> {
+    #[derive(QueryableByName)]
+    struct Locked {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        locked: bool,
+    }
+    match conn {
+        DbConnection::Postgresql(pg) => {
+            let row: Locked =
+                diesel::sql_query("SELECT pg_try_advisory_xact_lock(7400430180002) AS locked")
+                    .get_result(pg)?;
+            Ok(row.locked)
+        }
+        DbConnection::Sqlite(_) => Ok(true),
+    }
+}
