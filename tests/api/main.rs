@@ -18,5 +18,6 @@ mod migrations;
 mod outage;
 mod placement;
 mod process;
+mod redis;
 mod restart;
 mod smoke;
