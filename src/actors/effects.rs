@@ -13,6 +13,7 @@ use actix::prelude::*;
 use chrono::TimeDelta;
 
 use super::{blocking, Core, MAILBOX_CAPACITY};
+use crate::db::batch::{apply_refunds, MAX_BATCH};
 use crate::db::effects::{self as outbox, Attempt, EffectRow, RetryPolicy};
 use crate::domain::order::effect;
 use crate::domain::time;
@@ -107,12 +108,36 @@ impl Handler<Apply> for RefundActor {
     }
 }
 
+/// Apply the pending refunds of these orders in one transaction; answers the orders whose
+/// refund it applied.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<String>, String>")]
+pub struct ApplyRefunds(pub Vec<String>);
+
+impl Handler<ApplyRefunds> for RefundActor {
+    type Result = Result<Vec<String>, String>;
+
+    fn handle(&mut self, msg: ApplyRefunds, _ctx: &mut SyncContext<Self>) -> Self::Result {
+        let core = &self.0;
+        let mut conn = core.pool.get().map_err(|e| e.to_string())?;
+        let applied = apply_refunds(&mut conn, &msg.0, time::now(), core.journal)
+            .map_err(|e| e.to_string())?;
+        if !applied.is_empty() {
+            core.kick_events();
+        }
+        Ok(applied)
+    }
+}
+
 pub struct EffectDispatcher {
     core: Arc<Core>,
     grant: Recipient<Apply>,
-    refund: Recipient<Apply>,
+    refund: Addr<RefundActor>,
     /// Effects sent to an actor and not answered yet, so a sweep does not send them twice.
     in_flight: HashSet<(String, &'static str)>,
+    /// Refunds waiting for the next batch, and batches in flight.
+    refund_queue: Vec<String>,
+    refund_batches: usize,
 }
 
 impl EffectDispatcher {
@@ -124,21 +149,86 @@ impl EffectDispatcher {
         EffectDispatcher {
             core,
             grant: grant.recipient(),
-            refund: refund.recipient(),
+            refund,
             in_flight: HashSet::new(),
+            refund_queue: Vec::new(),
+            refund_batches: 0,
         }
         .start()
     }
 
+    /// Queues an effect: refunds go in batches (one transaction for all the refunds that wait
+    /// together), grants one at a time.
     fn dispatch(&mut self, msg: QueueEffect, ctx: &mut Context<Self>) {
-        let key = (msg.order_no.clone(), msg.kind);
-        if !self.in_flight.insert(key.clone()) {
+        if !self.in_flight.insert((msg.order_no.clone(), msg.kind)) {
             return;
         }
-        let worker = if msg.kind == effect::GRANT {
-            &self.grant
+        if msg.kind == effect::REFUND {
+            self.refund_queue.push(msg.order_no);
+            self.flush_refunds(ctx);
         } else {
-            &self.refund
+            self.apply_alone(msg, ctx);
+        }
+    }
+
+    /// Sends waiting refunds to the refund actors, up to one batch per worker in flight. A
+    /// batch that fails is retried one refund at a time (with the retry policy).
+    fn flush_refunds(&mut self, ctx: &mut Context<Self>) {
+        while self.refund_batches < WORKERS_PER_KIND && !self.refund_queue.is_empty() {
+            let take = self.refund_queue.len().min(MAX_BATCH);
+            let batch: Vec<String> = self.refund_queue.drain(..take).collect();
+            self.refund_batches += 1;
+            let request = self.refund.send(ApplyRefunds(batch.clone()));
+            ctx.spawn(actix::fut::wrap_future(request).map(
+                move |result, actor: &mut Self, ctx| {
+                    actor.refund_batches -= 1;
+                    match result {
+                        Ok(Ok(applied)) => {
+                            if applied.len() <= 8 && !applied.is_empty() {
+                                log::info!("order {}: refund applied", applied.join(", "));
+                            } else if !applied.is_empty() {
+                                log::info!("{} refunds applied in one transaction", applied.len());
+                                for no in &applied {
+                                    log::debug!("order {no}: refund applied");
+                                }
+                            }
+                            for order_no in batch {
+                                actor.in_flight.remove(&(order_no, effect::REFUND));
+                            }
+                        }
+                        failed => {
+                            let error = match failed {
+                                Ok(Err(error)) => error,
+                                Err(mailbox) => mailbox.to_string(),
+                                Ok(Ok(_)) => String::new(),
+                            };
+                            log::warn!(
+                                "a batch of {} refunds failed; each retries alone: {error}",
+                                batch.len()
+                            );
+                            for order_no in batch {
+                                let msg = QueueEffect {
+                                    order_no,
+                                    kind: effect::REFUND,
+                                };
+                                actor.apply_alone(msg, ctx);
+                            }
+                        }
+                    }
+                    actor.flush_refunds(ctx);
+                },
+            ));
+        }
+    }
+
+    /// Applies one effect in a transaction of its own; retries with backoff.
+    fn apply_alone(&mut self, msg: QueueEffect, ctx: &mut Context<Self>) {
+        let key = (msg.order_no.clone(), msg.kind);
+        self.in_flight.insert(key.clone());
+        let worker = if msg.kind == effect::GRANT {
+            self.grant.clone()
+        } else {
+            self.refund.clone().recipient()
         };
         let request = worker.send(Apply {
             order_no: msg.order_no.clone(),

@@ -5,12 +5,13 @@
 //! HTTP handlers talk to it through [`Engine`]: `track` a placed order, `deliver` a callback or
 //! cancel, `inspect` a live actor.
 
+pub mod closer;
 pub mod effects;
 pub mod order;
 pub mod supervisor;
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -26,6 +27,7 @@ use crate::domain::time;
 use crate::error::ApiError;
 use crate::events::{spawn_publisher, Kick};
 use crate::redis_link::RedisLink;
+use closer::Closer;
 use effects::{EffectDispatcher, QueueEffect};
 use order::{ActorSnapshot, Deliver, Snapshot};
 use supervisor::{Forget, Lookup, OrderSupervisor, Stats, SupervisorStats, Track};
@@ -45,6 +47,8 @@ pub struct Core {
     pub cluster: Option<Arc<Cluster>>,
     /// When this process started.
     pub started_at: NaiveDateTime,
+    /// Batches timeouts (set once at start).
+    pub closer: OnceLock<Addr<Closer>>,
     events: Option<Kick>,
 }
 
@@ -182,9 +186,13 @@ impl Engine {
             settings,
             gauges: Gauges::default(),
             started_at: time::now(),
+            closer: OnceLock::new(),
             events,
         });
         let effects = EffectDispatcher::start_with_workers(core.clone());
+        let _ = core
+            .closer
+            .set(Closer::new(core.clone(), effects.clone()).start());
         let supervisor = OrderSupervisor::new(core.clone(), effects.clone()).start();
         if let Some(cluster) = &core.cluster {
             // The first beat before any order is served or adopted.

@@ -10,6 +10,7 @@ use actix::prelude::*;
 use chrono::NaiveDateTime;
 use serde::Serialize;
 
+use super::closer::Expire;
 use super::effects::{EffectDispatcher, QueueEffect};
 use super::supervisor::{Forget, OrderSupervisor};
 use super::{blocking_within, ActorState, Core};
@@ -106,10 +107,44 @@ impl OrderActor {
         }));
     }
 
-    /// The deadline passed: cancel the order (the mailbox waits until this is done).
+    /// The deadline passed: cancel the order (the mailbox waits until this is done). The
+    /// closer tries first, batched with other timers firing together; what it does not close
+    /// goes through the one-order transition.
     fn fire(&mut self, ctx: &mut Context<Self>) {
-        let attempt = self
-            .transition(Command::Timeout)
+        self.set_state(ActorState::Transitioning);
+        let closer = self.core.closer.get().cloned();
+        let order_no = self.order_no.clone();
+        let batched = actix::fut::wrap_future(async move {
+            match closer {
+                Some(closer) => closer.send(Expire(order_no)).await.unwrap_or(false),
+                None => false,
+            }
+        });
+        let attempt = batched.then(|closed, actor: &mut Self, ctx| {
+            if closed {
+                actor.closed_by_closer(ctx);
+                futures_util::future::Either::Left(actix::fut::ready(()))
+            } else {
+                futures_util::future::Either::Right(actor.timeout_alone())
+            }
+        });
+        ctx.wait(attempt);
+    }
+
+    /// The closer cancelled the order (and queued its refund): let go.
+    fn closed_by_closer(&mut self, ctx: &mut Context<Self>) {
+        self.failed_timeouts = 0;
+        log::debug!("order {} -> cancelled (timeout)", self.order_no);
+        if let Some(handle) = self.timer.take() {
+            ctx.cancel_future(handle);
+        }
+        self.set_state(ActorState::Stopped);
+        self.supervisor.do_send(Forget(self.order_no.clone()));
+    }
+
+    /// The timeout as a transaction of its own: retried with backoff while it fails.
+    fn timeout_alone(&mut self) -> impl ActorFuture<Self, Output = ()> {
+        self.transition(Command::Timeout)
             .map(|result, actor, ctx| match result {
                 Ok(outcome) => {
                     actor.failed_timeouts = 0;
@@ -125,8 +160,7 @@ impl OrderActor {
                     actor.last_error = Some(err.to_string());
                     actor.arm(ctx, Some(backoff));
                 }
-            });
-        ctx.wait(attempt);
+            })
     }
 
     /// The wait before retrying a failed timeout: exponential from `effects.backoff_base_ms`,

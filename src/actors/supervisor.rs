@@ -12,6 +12,7 @@ use actix::prelude::*;
 use chrono::{NaiveDateTime, TimeDelta};
 use serde::Serialize;
 
+use super::closer::Expire;
 use super::effects::{EffectDispatcher, QueueEffect};
 use super::order::{OrderActor, StandDown};
 use super::{blocking, Core, MAILBOX_CAPACITY};
@@ -97,8 +98,22 @@ impl OrderSupervisor {
             };
             let core = supervisor.core.clone();
             let effects = supervisor.effects.clone();
+            let closer = core.closer.get().cloned();
             ctx.spawn(actix::fut::wrap_future(async move {
-                for order_no in orphans {
+                // Batched through the closer first; what it did not close goes alone.
+                let mut left = Vec::new();
+                if let Some(closer) = closer {
+                    let asks = orphans.iter().map(|no| closer.send(Expire(no.clone())));
+                    let answers = futures_util::future::join_all(asks).await;
+                    for (order_no, closed) in orphans.into_iter().zip(answers) {
+                        if closed != Ok(true) {
+                            left.push(order_no);
+                        }
+                    }
+                } else {
+                    left = orphans;
+                }
+                for order_no in left {
                     let no = order_no.clone();
                     let journal = core.journal;
                     let outcome = blocking(&core, move |conn| {

@@ -5,6 +5,7 @@
 //! (`RETURNING`, `ON CONFLICT`), [`per_backend!`] runs the same Diesel code on each concrete
 //! connection type.
 
+pub mod batch;
 pub mod catalog;
 pub mod effects;
 pub mod events;

@@ -442,3 +442,52 @@ on_both_backends! {
         }
     }
 }
+
+on_both_backends! {
+    /// Many orders whose deadlines bunch up (placed at once by 40 users) are closed together —
+    /// batched — never before their deadline, each with its coupon back and its points
+    /// refunded exactly once (the invariant checker), while one of them is paid in time.
+    fn deadlines_that_bunch_up_close_together(app) with [("orders.payment_timeout_secs", "3")] {
+        const USERS: usize = 40;
+        let courses: Vec<i64> = (0..3).map(|_| app.course(1_000)).collect();
+        let coupon = app.create_coupon(100, 0, None);
+        let users: Vec<(i64, String, i64)> = (0..USERS)
+            .map(|_| {
+                let (id, token) = app.user_with_token(1_000);
+                let user_coupon = app.give_coupon(id, coupon);
+                (id, token, user_coupon)
+            })
+            .collect();
+        let placed: Vec<Value> = in_parallel(USERS, |i| {
+            let (_, token, user_coupon) = &users[i];
+            let mut orders = vec![app.place_ok(token, &[courses[0]], Some(*user_coupon), 10)];
+            orders.push(app.place_ok(token, &[courses[1], courses[2]], None, 25));
+            orders
+        })
+        .into_iter()
+        .flatten()
+        .collect();
+        let paid = &placed[0];
+        app.pay(paid);
+        for order in &placed[1..] {
+            let no = order["order_no"].as_str().unwrap();
+            let closed = app.wait_order_status(no, "cancelled", Duration::from_secs(30));
+            assert_eq!(closed["close_reason"], "timeout");
+            let lateness = ts(&closed["closed_at"]) - ts(&closed["expires_at"]);
+            assert!(lateness >= chrono::TimeDelta::zero(), "order {no} closed early");
+            app.wait_effects_done(no);
+        }
+        for (id, _, user_coupon) in &users[1..] {
+            let user = app.admin_user(*id);
+            assert_eq!(user["points"], 1_000, "{user}");
+            let coupon = user["coupons"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["user_coupon_id"] == *user_coupon)
+                .unwrap()
+                .clone();
+            assert_eq!(coupon["status"], "unused");
+        }
+    }
+}
