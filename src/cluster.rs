@@ -304,7 +304,7 @@ impl Cluster {
         dead: &str,
     ) -> Result<(), String> {
         let mut conn = core.pool.get().map_err(|e| e.to_string())?;
-        let adopted = orders::adopt_from(&mut conn, &self.node_id, &[dead.to_string()], false)
+        let adopted = orders::adopt_from(&mut conn, &self.node_id, &[dead.to_string()])
             .map_err(|e| e.to_string())?;
         drop(conn);
         let count = adopted.len();

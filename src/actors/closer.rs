@@ -22,15 +22,26 @@ const PARALLEL: usize = 2;
 /// Longest wait for a pooled connection.
 const CONNECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Close this order for timeout, if it is pending and due: `true` when this closed it.
+/// Close this order for timeout, if it is pending and due.
 #[derive(Message)]
-#[rtype(result = "bool")]
+#[rtype(result = "Expired")]
 pub struct Expire(pub String);
+
+/// What the closer did with an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expired {
+    /// Closed (and its refund queued).
+    Closed,
+    /// Left as it was: not pending or not due; the one-order path decides what it needs.
+    Untouched,
+    /// The batch failed (the database is unavailable): try again later.
+    Failed(String),
+}
 
 pub struct Closer {
     core: Arc<Core>,
     effects: Addr<EffectDispatcher>,
-    queue: Vec<(String, oneshot::Sender<bool>)>,
+    queue: Vec<(String, oneshot::Sender<Expired>)>,
     running: usize,
 }
 
@@ -47,7 +58,7 @@ impl Closer {
     fn flush(&mut self, ctx: &mut Context<Self>) {
         while self.running < PARALLEL && !self.queue.is_empty() {
             let take = self.queue.len().min(MAX_BATCH);
-            let batch: Vec<(String, oneshot::Sender<bool>)> = self.queue.drain(..take).collect();
+            let batch: Vec<(String, oneshot::Sender<Expired>)> = self.queue.drain(..take).collect();
             let numbers: Vec<String> = batch.iter().map(|(no, _)| no.clone()).collect();
             let core = self.core.clone();
             let journal = core.journal;
@@ -78,20 +89,23 @@ impl Closer {
                                                 kind: effect::REFUND,
                                             });
                                         }
-                                        true
+                                        Expired::Closed
                                     }
-                                    None => false,
+                                    None => Expired::Untouched,
                                 };
                                 let _ = reply.send(done);
                             }
                         }
                         Err(err) => {
                             log::warn!(
-                                "a batch of {} timeouts failed; each order retries alone: {err}",
+                                "a batch of {} timeouts failed; each order retries: {err}",
                                 batch.len()
                             );
-                            for (_, reply) in batch {
-                                let _ = reply.send(false);
+                            // The database is unavailable for the waiting ones too: they back
+                            // off rather than queue up behind more failing batches.
+                            let waiting: Vec<_> = closer.queue.drain(..).collect();
+                            for (_, reply) in batch.into_iter().chain(waiting) {
+                                let _ = reply.send(Expired::Failed(err.to_string()));
                             }
                         }
                     }
@@ -111,13 +125,16 @@ impl Actor for Closer {
 }
 
 impl Handler<Expire> for Closer {
-    type Result = ResponseFuture<bool>;
+    type Result = ResponseFuture<Expired>;
 
     fn handle(&mut self, msg: Expire, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
         self.queue.push((msg.0, tx));
         self.flush(ctx);
-        Box::pin(async move { rx.await.unwrap_or(false) })
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Expired::Failed("the closer stopped".into()))
+        })
     }
 }
 

@@ -230,7 +230,7 @@ impl Engine {
                     .into_iter()
                     .filter_map(|(owner, _)| owner)
                     .collect();
-                let mut from = cluster.lapsed(&owners).unwrap_or_else(|| {
+                let from = cluster.lapsed(&owners).unwrap_or_else(|| {
                     log::warn!(
                         "Redis unreachable at start: adopting only this node's own orders; \
                          other lapsed nodes' orders are adopted once Redis answers"
@@ -240,8 +240,7 @@ impl Engine {
                 if !from.is_empty() {
                     log::info!("adopting the pending orders of lapsed nodes {from:?}");
                 }
-                from.push(node_id.clone());
-                crate::db::orders::adopt_from(&mut conn, node_id, &from, true)?
+                crate::db::orders::claim_at_start(&mut conn, node_id, &from)?
             }
         };
         let count = pending.len();

@@ -10,7 +10,7 @@ use actix::prelude::*;
 use chrono::NaiveDateTime;
 use serde::Serialize;
 
-use super::closer::Expire;
+use super::closer::{Expire, Expired};
 use super::effects::{EffectDispatcher, QueueEffect};
 use super::supervisor::{Forget, OrderSupervisor};
 use super::{blocking_within, ActorState, Core};
@@ -116,17 +116,23 @@ impl OrderActor {
         let order_no = self.order_no.clone();
         let batched = actix::fut::wrap_future(async move {
             match closer {
-                Some(closer) => closer.send(Expire(order_no)).await.unwrap_or(false),
-                None => false,
+                Some(closer) => closer
+                    .send(Expire(order_no))
+                    .await
+                    .unwrap_or(Expired::Untouched),
+                None => Expired::Untouched,
             }
         });
-        let attempt = batched.then(|closed, actor: &mut Self, ctx| {
-            if closed {
+        let attempt = batched.then(|expired, actor: &mut Self, ctx| match expired {
+            Expired::Closed => {
                 actor.closed_by_closer(ctx);
                 futures_util::future::Either::Left(actix::fut::ready(()))
-            } else {
-                futures_util::future::Either::Right(actor.timeout_alone())
             }
+            Expired::Failed(err) => {
+                actor.timeout_failed(err, ctx);
+                futures_util::future::Either::Left(actix::fut::ready(()))
+            }
+            Expired::Untouched => futures_util::future::Either::Right(actor.timeout_alone()),
         });
         ctx.wait(attempt);
     }
@@ -150,17 +156,20 @@ impl OrderActor {
                     actor.failed_timeouts = 0;
                     actor.settle(&outcome, ctx)
                 }
-                Err(err) => {
-                    actor.failed_timeouts += 1;
-                    let backoff = actor.timeout_backoff();
-                    log::warn!(
-                        "order {}: timeout transition failed, retrying in {backoff:?}: {err}",
-                        actor.order_no
-                    );
-                    actor.last_error = Some(err.to_string());
-                    actor.arm(ctx, Some(backoff));
-                }
+                Err(err) => actor.timeout_failed(err.to_string(), ctx),
             })
+    }
+
+    /// A timeout could not be written (the database is unavailable): back off and retry.
+    fn timeout_failed(&mut self, err: String, ctx: &mut Context<Self>) {
+        self.failed_timeouts += 1;
+        let backoff = self.timeout_backoff();
+        log::warn!(
+            "order {}: timeout transition failed, retrying in {backoff:?}: {err}",
+            self.order_no
+        );
+        self.last_error = Some(err);
+        self.arm(ctx, Some(backoff));
     }
 
     /// The wait before retrying a failed timeout: exponential from `effects.backoff_base_ms`,

@@ -12,7 +12,7 @@ use actix::prelude::*;
 use chrono::{NaiveDateTime, TimeDelta};
 use serde::Serialize;
 
-use super::closer::Expire;
+use super::closer::{Expire, Expired};
 use super::effects::{EffectDispatcher, QueueEffect};
 use super::order::{OrderActor, StandDown};
 use super::{blocking, Core, MAILBOX_CAPACITY};
@@ -106,7 +106,7 @@ impl OrderSupervisor {
                     let asks = orphans.iter().map(|no| closer.send(Expire(no.clone())));
                     let answers = futures_util::future::join_all(asks).await;
                     for (order_no, closed) in orphans.into_iter().zip(answers) {
-                        if closed != Ok(true) {
+                        if closed != Ok(Expired::Closed) {
                             left.push(order_no);
                         }
                     }

@@ -257,15 +257,50 @@ pub fn find_order(conn: &mut DbConnection, order_no: &str) -> QueryResult<Option
     Ok(Some(Order::new(row, items)))
 }
 
-/// Claims every pending order for `node_id` and returns them with their deadlines (at start:
-/// this process re-creates their actors).
+/// Claims every pending order for `node_id` and returns them with their deadlines (at start,
+/// without Redis: this process re-creates their actors). Rows it already owns are not
+/// rewritten, so a restart with a fixed `cluster.node_id` only reads.
 pub fn adopt_pending(
     conn: &mut DbConnection,
     node_id: &str,
 ) -> QueryResult<Vec<(String, NaiveDateTime)>> {
-    diesel::update(orders::table.filter(orders::status.eq(OrderStatus::Pending.as_str())))
-        .set(orders::owner_node.eq(node_id))
-        .execute(conn)?;
+    diesel::update(
+        orders::table
+            .filter(orders::status.eq(OrderStatus::Pending.as_str()))
+            .filter(
+                orders::owner_node
+                    .is_null()
+                    .or(orders::owner_node.ne(node_id)),
+            ),
+    )
+    .set(orders::owner_node.eq(node_id))
+    .execute(conn)?;
+    owned_by(conn, node_id)
+}
+
+/// At start with Redis: claims the pending orders that are unowned or owned by one of `from`
+/// (lapsed nodes), then returns every pending order `node_id` owns, with its deadline.
+pub fn claim_at_start(
+    conn: &mut DbConnection,
+    node_id: &str,
+    from: &[String],
+) -> QueryResult<Vec<(String, NaiveDateTime)>> {
+    let others: Vec<&String> = from.iter().filter(|n| *n != node_id).collect();
+    diesel::update(
+        orders::table
+            .filter(orders::status.eq(OrderStatus::Pending.as_str()))
+            .filter(
+                orders::owner_node
+                    .is_null()
+                    .or(orders::owner_node.eq_any(others)),
+            ),
+    )
+    .set(orders::owner_node.eq(node_id))
+    .execute(conn)?;
+    owned_by(conn, node_id)
+}
+
+fn owned_by(conn: &mut DbConnection, node_id: &str) -> QueryResult<Vec<(String, NaiveDateTime)>> {
     orders::table
         .filter(orders::status.eq(OrderStatus::Pending.as_str()))
         .filter(orders::owner_node.eq(node_id))
@@ -273,37 +308,21 @@ pub fn adopt_pending(
         .load(conn)
 }
 
-/// Claims for `me` the pending orders owned by one of `from` (and, with `unowned`, those with
-/// no owner) and returns them with their deadlines. The condition on the old owner is the
-/// fencing token: when several processes adopt at once, each order goes to exactly one.
+/// Claims for `me` the pending orders owned by one of `from` and returns them with their
+/// deadlines. The condition on the old owner is the fencing token: when several processes
+/// adopt at once, each order goes to exactly one.
 pub fn adopt_from(
     conn: &mut DbConnection,
     me: &str,
     from: &[String],
-    unowned: bool,
 ) -> QueryResult<Vec<(String, NaiveDateTime)>> {
-    let pending = orders::status.eq(OrderStatus::Pending.as_str());
-    let returning = (orders::order_no, orders::expires_at);
-    if unowned {
-        let owner = orders::owner_node
-            .eq_any(from)
-            .or(orders::owner_node.is_null());
-        per_backend!(conn, |c| diesel::update(
-            orders::table.filter(pending).filter(owner)
-        )
+    let target = orders::table
+        .filter(orders::status.eq(OrderStatus::Pending.as_str()))
+        .filter(orders::owner_node.eq_any(from));
+    per_backend!(conn, |c| diesel::update(target)
         .set(orders::owner_node.eq(me))
-        .returning(returning)
+        .returning((orders::order_no, orders::expires_at))
         .get_results(c))
-    } else {
-        per_backend!(conn, |c| diesel::update(
-            orders::table
-                .filter(pending)
-                .filter(orders::owner_node.eq_any(from))
-        )
-        .set(orders::owner_node.eq(me))
-        .returning(returning)
-        .get_results(c))
-    }
 }
 
 /// The owners of pending orders, with how many each owns.
