@@ -49,10 +49,30 @@ pub struct Core {
     pub started_at: NaiveDateTime,
     /// Batches timeouts (set once at start).
     pub closer: OnceLock<Addr<Closer>>,
+    /// The order supervisor and the effect dispatcher (set once at start).
+    supervisor: OnceLock<Addr<OrderSupervisor>>,
+    effects: OnceLock<Addr<EffectDispatcher>>,
     events: Option<Kick>,
 }
 
 impl Core {
+    /// An order left `pending`: its actor can go.
+    pub fn forget(&self, order_no: &str) {
+        if let Some(supervisor) = self.supervisor.get() {
+            supervisor.do_send(Forget(order_no.to_string()));
+        }
+    }
+
+    /// Queues an effect a committed transaction wrote.
+    pub fn queue_effect(&self, order_no: &str, kind: &'static str) {
+        if let Some(effects) = self.effects.get() {
+            effects.do_send(QueueEffect {
+                order_no: order_no.to_string(),
+                kind,
+            });
+        }
+    }
+
     /// Wakes the event publisher: a transaction that wrote events committed.
     pub fn kick_events(&self) {
         if let Some(kick) = &self.events {
@@ -187,6 +207,8 @@ impl Engine {
             gauges: Gauges::default(),
             started_at: time::now(),
             closer: OnceLock::new(),
+            supervisor: OnceLock::new(),
+            effects: OnceLock::new(),
             events,
         });
         let effects = EffectDispatcher::start_with_workers(core.clone());
@@ -194,6 +216,8 @@ impl Engine {
             .closer
             .set(Closer::new(core.clone(), effects.clone()).start());
         let supervisor = OrderSupervisor::new(core.clone(), effects.clone()).start();
+        let _ = core.supervisor.set(supervisor.clone());
+        let _ = core.effects.set(effects.clone());
         if let Some(cluster) = &core.cluster {
             // The first beat before any order is served or adopted.
             if let Err(err) = cluster

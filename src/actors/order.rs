@@ -11,8 +11,6 @@ use chrono::NaiveDateTime;
 use serde::Serialize;
 
 use super::closer::{Expire, Expired};
-use super::effects::{EffectDispatcher, QueueEffect};
-use super::supervisor::{Forget, OrderSupervisor};
 use super::{blocking_within, ActorState, Core};
 use crate::db::effects::RetryPolicy;
 use crate::db::transitions::{self, Command, Outcome, OutcomeKind};
@@ -33,9 +31,9 @@ pub struct OrderActor {
     last_error: Option<String>,
     /// Timeout transitions that failed in a row (the database is down): they back off.
     failed_timeouts: u32,
+    /// Shared with every actor; the supervisor's and effect dispatcher's addresses live there
+    /// too (an address held here would cost two allocations per pending order).
     core: Arc<Core>,
-    supervisor: Addr<OrderSupervisor>,
-    effects: Addr<EffectDispatcher>,
 }
 
 /// A callback or cancel for this order.
@@ -62,14 +60,7 @@ pub struct ActorSnapshot {
 }
 
 impl OrderActor {
-    pub fn new(
-        order_no: String,
-        deadline: NaiveDateTime,
-        core: Arc<Core>,
-        supervisor: Addr<OrderSupervisor>,
-        effects: Addr<EffectDispatcher>,
-        restarts: u32,
-    ) -> Self {
+    pub fn new(order_no: String, deadline: NaiveDateTime, core: Arc<Core>, restarts: u32) -> Self {
         Self {
             order_no,
             deadline,
@@ -79,8 +70,6 @@ impl OrderActor {
             last_error: None,
             failed_timeouts: 0,
             core,
-            supervisor,
-            effects,
         }
     }
 
@@ -145,7 +134,7 @@ impl OrderActor {
             ctx.cancel_future(handle);
         }
         self.set_state(ActorState::Stopped);
-        self.supervisor.do_send(Forget(self.order_no.clone()));
+        self.core.forget(&self.order_no);
     }
 
     /// The timeout as a transaction of its own: retried with backoff while it fails.
@@ -212,10 +201,7 @@ impl OrderActor {
     fn settle(&mut self, outcome: &Outcome, ctx: &mut Context<Self>) {
         self.core.after_transition(&self.order_no, outcome);
         for kind in &outcome.effects {
-            self.effects.do_send(QueueEffect {
-                order_no: self.order_no.clone(),
-                kind,
-            });
+            self.core.queue_effect(&self.order_no, kind);
         }
         if outcome.is_final() {
             if outcome.kind == OutcomeKind::Transitioned {
@@ -231,7 +217,7 @@ impl OrderActor {
             }
             self.set_state(ActorState::Stopped);
             // Dropping the supervisor's address stops this actor for good.
-            self.supervisor.do_send(Forget(self.order_no.clone()));
+            self.core.forget(&self.order_no);
         } else if self.timer.is_none() {
             self.arm(ctx, None);
         } else {

@@ -185,18 +185,14 @@ impl OrderSupervisor {
     /// before `Track` is answered.
     fn start_actor(
         &self,
-        ctx: &mut Context<Self>,
         order_no: &str,
         deadline: NaiveDateTime,
         restarts: u32,
     ) -> Addr<OrderActor> {
         let core = self.core.clone();
-        let supervisor = ctx.address();
-        let effects = self.effects.clone();
         let order_no = order_no.to_string();
         actix::Supervisor::start(move |ctx| {
-            let mut actor =
-                OrderActor::new(order_no, deadline, core, supervisor, effects, restarts);
+            let mut actor = OrderActor::new(order_no, deadline, core, restarts);
             actor.arm(ctx, None);
             actor
         })
@@ -204,14 +200,14 @@ impl OrderSupervisor {
 
     /// The live address of an order's actor. An actor whose mailbox closed anyway (its
     /// context is gone) is re-created from the stored deadline, and the restart counted.
-    fn live(&mut self, order_no: &str, ctx: &mut Context<Self>) -> Option<Addr<OrderActor>> {
+    fn live(&mut self, order_no: &str) -> Option<Addr<OrderActor>> {
         let (deadline, revivals) = match self.actors.get(order_no) {
             None => return None,
             Some(entry) if entry.addr.connected() => return Some(entry.addr.clone()),
             Some(entry) => (entry.deadline, entry.revivals + 1),
         };
         log::warn!("order {order_no}: actor mailbox closed; re-creating it ({revivals} so far)");
-        let addr = self.start_actor(ctx, order_no, deadline, revivals);
+        let addr = self.start_actor(order_no, deadline, revivals);
         self.actors.insert(
             order_no.to_string(),
             Entry {
@@ -227,11 +223,11 @@ impl OrderSupervisor {
 impl Handler<Track> for OrderSupervisor {
     type Result = ();
 
-    fn handle(&mut self, msg: Track, ctx: &mut Context<Self>) {
-        if self.live(&msg.order_no, ctx).is_some() {
+    fn handle(&mut self, msg: Track, _ctx: &mut Context<Self>) {
+        if self.live(&msg.order_no).is_some() {
             return;
         }
-        let addr = self.start_actor(ctx, &msg.order_no, msg.deadline, 0);
+        let addr = self.start_actor(&msg.order_no, msg.deadline, 0);
         self.actors.insert(
             msg.order_no,
             Entry {
@@ -246,8 +242,8 @@ impl Handler<Track> for OrderSupervisor {
 impl Handler<Lookup> for OrderSupervisor {
     type Result = Option<Addr<OrderActor>>;
 
-    fn handle(&mut self, msg: Lookup, ctx: &mut Context<Self>) -> Self::Result {
-        self.live(&msg.0, ctx)
+    fn handle(&mut self, msg: Lookup, _ctx: &mut Context<Self>) -> Self::Result {
+        self.live(&msg.0)
     }
 }
 
