@@ -1,0 +1,294 @@
+//! A fresh database per run and the engine as a child process.
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, PgConnection};
+use order_engine::config::DatabaseUrl;
+use order_engine::db::{self, ConnectionManager, DbConnection};
+
+use crate::Backend;
+
+/// The run's database: a temporary SQLite file or `bench_<random>` on the PostgreSQL server;
+/// removed when dropped.
+pub struct Database {
+    /// What the engine's `database.url` is set to.
+    pub url: String,
+    /// For PostgreSQL: the server's maintenance URL and the database's name.
+    pg: Option<(String, String)>,
+    dir: PathBuf,
+    keep: bool,
+}
+
+impl Database {
+    pub fn create(backend: Backend, pg_url: &str, keep: bool) -> Result<Self, String> {
+        let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        let dir = std::env::temp_dir().join(format!("loadgen-{tag}"));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        match backend {
+            Backend::Sqlite => Ok(Self {
+                url: format!("sqlite://{}", dir.join("engine.db").display()),
+                pg: None,
+                dir,
+                keep,
+            }),
+            Backend::Postgres => {
+                let name = format!("bench_{tag}");
+                let mut admin = PgConnection::establish(pg_url)
+                    .map_err(|e| format!("connecting to {pg_url}: {e}"))?;
+                admin
+                    .batch_execute(&format!("CREATE DATABASE {name}"))
+                    .map_err(|e| format!("CREATE DATABASE {name}: {e}"))?;
+                let base = pg_url
+                    .rsplit_once('/')
+                    .map(|(b, _)| b)
+                    .ok_or("--pg-url has no database part")?;
+                Ok(Self {
+                    url: format!("{base}/{name}"),
+                    pg: Some((pg_url.to_string(), name)),
+                    dir,
+                    keep,
+                })
+            }
+        }
+    }
+
+    /// The folder for this run's logs (and the SQLite file).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A direct connection with the engine's schema migrated (for seeding).
+    pub fn connect(&self) -> Result<DbConnection, String> {
+        let url = DatabaseUrl::parse(&self.url)?;
+        let mut conn = ConnectionManager::new(url)
+            .establish()
+            .map_err(|e| format!("connecting to {}: {e}", self.url))?;
+        db::migrate(&mut conn).map_err(|e| e.to_string())?;
+        Ok(conn)
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        if self.keep {
+            eprintln!("keeping the database {} (--keep)", self.url);
+            return;
+        }
+        if let Some((admin_url, name)) = &self.pg {
+            if let Ok(mut admin) = PgConnection::establish(admin_url) {
+                if let Err(e) =
+                    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                {
+                    eprintln!("could not drop {name}: {e}");
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Settings the engine is started with (as `ORDER_ENGINE__*` variables).
+pub struct EngineConfig {
+    pub admin_token: String,
+    pub jwt_secret: String,
+    pub payment_secret: String,
+    pub payment_timeout_secs: u64,
+    pub rust_log: Option<String>,
+    pub extra_env: Vec<(String, String)>,
+}
+
+/// The engine as a child process; killed when dropped.
+pub struct Engine {
+    child: Child,
+    pub port: u16,
+    pub started: Instant,
+    pub log: PathBuf,
+}
+
+/// `--engine`, else `order-engine` next to this executable.
+pub fn engine_binary(flag: Option<&Path>) -> Result<PathBuf, String> {
+    let path = match flag {
+        Some(p) => p.to_path_buf(),
+        None => std::env::current_exe()
+            .map_err(|e| format!("current_exe: {e}"))?
+            .with_file_name("order-engine"),
+    };
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "engine binary {} not found: run `cargo build --release --bins` or pass --engine",
+            path.display()
+        ))
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("finding a free port: {e}"))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| format!("finding a free port: {e}"))
+}
+
+impl Engine {
+    pub fn spawn(
+        bin: &Path,
+        db: &Database,
+        cfg: &EngineConfig,
+        label: &str,
+    ) -> Result<Self, String> {
+        let port = free_port()?;
+        let log = db.dir().join(format!("engine-{label}.log"));
+        let log_file = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve")
+            .env("ORDER_ENGINE__SERVER__BIND", format!("127.0.0.1:{port}"))
+            .env("ORDER_ENGINE__DATABASE__URL", &db.url)
+            .env("ORDER_ENGINE__REDIS__URL", "")
+            .env("ORDER_ENGINE__ADMIN__TOKEN", &cfg.admin_token)
+            .env("ORDER_ENGINE__AUTH__JWT_SECRET", &cfg.jwt_secret)
+            .env("ORDER_ENGINE__PAYMENT__SECRET", &cfg.payment_secret)
+            .env(
+                "ORDER_ENGINE__ORDERS__PAYMENT_TIMEOUT_SECS",
+                cfg.payment_timeout_secs.to_string(),
+            )
+            .env(
+                "ORDER_ENGINE__LIMITS__ORDERS_PER_USER_PER_MINUTE",
+                "1000000",
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log_file));
+        match &cfg.rust_log {
+            Some(level) => {
+                cmd.env("RUST_LOG", level);
+            }
+            None => {
+                cmd.env_remove("RUST_LOG");
+            }
+        }
+        for (k, v) in &cfg.extra_env {
+            cmd.env(k, v);
+        }
+        let started = Instant::now();
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", bin.display()))?;
+        Ok(Self {
+            child,
+            port,
+            started,
+            log,
+        })
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until `GET /healthz` answers 200; fails if the process exits first.
+    pub fn wait_healthy(&mut self, timeout: Duration) -> Result<Duration, String> {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(2))
+            .build();
+        let url = format!("{}/healthz", self.base_url());
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "the engine exited with {status} before it was healthy:\n{}",
+                    self.log_tail()
+                ));
+            }
+            if agent.get(&url).call().is_ok() {
+                return Ok(self.started.elapsed());
+            }
+            if self.started.elapsed() > timeout {
+                return Err(format!(
+                    "the engine was not healthy within {timeout:?}; see {}",
+                    self.log.display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The last lines of the engine's log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Resident set size of the engine process, in bytes (`VmRSS` of /proc/PID/status).
+    pub fn rss_bytes(&self) -> Result<u64, String> {
+        proc_rss_bytes(self.pid())
+    }
+
+    /// CPU time (user + system) the engine has used so far, in seconds.
+    pub fn cpu_secs(&self) -> f64 {
+        proc_cpu_secs(self.pid()).unwrap_or(f64::NAN)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn proc_rss_bytes(pid: u32) -> Result<u64, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .ok_or_else(|| "no VmRSS line".to_string())
+}
+
+/// utime + stime of a process, in seconds (clock ticks of 100 Hz, as on Linux by default).
+pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// Total CPU seconds of every `postgres` process on the machine (the server's backends).
+pub fn postgres_cpu_secs() -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return f64::NAN;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|c| c.trim() == "postgres")
+                .unwrap_or(false)
+        })
+        .filter_map(proc_cpu_secs)
+        .sum()
+}
