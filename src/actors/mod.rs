@@ -245,10 +245,11 @@ impl Engine {
     /// is every pending order (one process); with Redis, those that are unowned, this node's
     /// own, or owned by a node whose heartbeat lapsed — live nodes keep theirs.
     fn recover(&self) -> Result<(), ApiError> {
+        let started = std::time::Instant::now();
         let mut conn = self.core.pool.get()?;
         let node_id = &self.core.settings.cluster.node_id;
         let pending = match &self.core.cluster {
-            None => crate::db::orders::adopt_pending(&mut conn, node_id)?,
+            None => crate::db::orders::all_pending(&mut conn)?,
             Some(cluster) => {
                 let owners: Vec<String> = crate::db::orders::pending_by_owner(&mut conn)?
                     .into_iter()
@@ -268,6 +269,7 @@ impl Engine {
             }
         };
         let count = pending.len();
+        let loaded = started.elapsed();
         for (order_no, expires_at) in pending {
             self.supervisor.do_send(Track {
                 order_no,
@@ -279,7 +281,11 @@ impl Engine {
         for effect in effects {
             self.effects.do_send(QueueEffect::from_row(&effect));
         }
-        log::info!("recovered {count} pending orders and {effect_count} unfinished effects");
+        log::info!(
+            "recovered {count} pending orders (read in {loaded:?}, queued to the supervisor in \
+             {:?}) and {effect_count} unfinished effects",
+            started.elapsed()
+        );
         Ok(())
     }
 

@@ -34,11 +34,33 @@ pub fn close_expired(
         return Ok(Vec::new());
     }
     write_transaction(conn, |conn| {
-        let target = orders::table
+        // Lock the rows by primary key and decide here which to close: a predicate on
+        // `status` could lead the planner to the partial index of pending deadlines, which is
+        // full of dead entries while a burst of orders leaves `pending`.
+        let query = orders::table
             .filter(orders::order_no.eq_any(order_nos))
-            .filter(orders::status.eq(OrderStatus::Pending.as_str()))
-            .filter(orders::expires_at.le(now));
-        let closed: Vec<(String, i64)> = per_backend!(conn, |c| diesel::update(target)
+            .select((
+                orders::order_no,
+                orders::status,
+                orders::expires_at,
+                orders::points_used,
+            ));
+        let rows: Vec<(String, String, NaiveDateTime, i64)> = match conn {
+            DbConnection::Postgresql(c) => query.for_update().load(c)?,
+            DbConnection::Sqlite(c) => query.load(c)?,
+        };
+        let closed: Vec<(String, i64)> = rows
+            .into_iter()
+            .filter(|(_, status, expires_at, _)| {
+                status == OrderStatus::Pending.as_str() && *expires_at <= now
+            })
+            .map(|(no, _, _, points)| (no, points))
+            .collect();
+        if closed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let closing: Vec<&str> = closed.iter().map(|(no, _)| no.as_str()).collect();
+        diesel::update(orders::table.filter(orders::order_no.eq_any(&closing)))
             .set((
                 orders::status.eq(OrderStatus::Cancelled.as_str()),
                 orders::closed_at.eq(now),
@@ -46,11 +68,7 @@ pub fn close_expired(
                 orders::trade_no.eq(None::<String>),
                 orders::owner_node.eq(None::<String>),
             ))
-            .returning((orders::order_no, orders::points_used))
-            .get_results(c))?;
-        if closed.is_empty() {
-            return Ok(Vec::new());
-        }
+            .execute(conn)?;
         let numbers: Vec<&str> = closed.iter().map(|(no, _)| no.as_str()).collect();
         diesel::update(
             user_coupons::table
@@ -107,15 +125,21 @@ pub fn apply_refunds(
         return Ok(Vec::new());
     }
     write_transaction(conn, |conn| {
-        // Lock the pending refund rows; only those are ours to apply.
-        let target = effects::table
+        // Lock the refund rows through the (order_no, kind) index and keep the pending ones
+        // (see `close_expired` on why not filter `status` in SQL).
+        let query = effects::table
             .filter(effects::order_no.eq_any(order_nos))
             .filter(effects::kind.eq(effect::REFUND))
-            .filter(effects::status.eq(effect::PENDING));
-        let mine: Vec<String> = per_backend!(conn, |c| diesel::update(target)
-            .set(effects::updated_at.eq(now))
-            .returning(effects::order_no)
-            .get_results(c))?;
+            .select((effects::order_no, effects::status));
+        let rows: Vec<(String, String)> = match conn {
+            DbConnection::Postgresql(c) => query.for_update().load(c)?,
+            DbConnection::Sqlite(c) => query.load(c)?,
+        };
+        let mine: Vec<String> = rows
+            .into_iter()
+            .filter(|(_, status)| status == effect::PENDING)
+            .map(|(no, _)| no)
+            .collect();
         if mine.is_empty() {
             return Ok(Vec::new());
         }
@@ -123,6 +147,16 @@ pub fn apply_refunds(
             .filter(orders::order_no.eq_any(&mine))
             .select((orders::order_no, orders::user_id, orders::points_used))
             .load(conn)?;
+        // Lock the users first, in id order: the ledger insert below takes key-share locks on
+        // them (its foreign key) in its own order, which would deadlock with a concurrent batch.
+        let users_touched: Vec<i64> = spent
+            .iter()
+            .filter(|(_, _, points)| *points > 0)
+            .map(|(_, user, _)| *user)
+            .collect::<std::collections::BTreeSet<i64>>()
+            .into_iter()
+            .collect();
+        lock_users(conn, &users_touched)?;
         let rows: Vec<_> = spent
             .iter()
             .filter(|(_, _, points)| *points > 0)
@@ -152,12 +186,7 @@ pub fn apply_refunds(
                 *per_user.entry(*user).or_default() += points;
             }
         }
-        // Users in id order, so concurrent batches lock them in one order.
-        for (user, points) in per_user {
-            diesel::update(users::table.find(user))
-                .set(users::points.eq(users::points + points))
-                .execute(conn)?;
-        }
+        add_points(conn, per_user)?;
         diesel::update(
             effects::table
                 .filter(effects::order_no.eq_any(&mine))
@@ -206,4 +235,43 @@ fn load_orders(conn: &mut DbConnection, order_nos: &[&str]) -> QueryResult<Vec<O
             Order::new(row, items)
         })
         .collect())
+}
+
+/// Locks users' rows in id order (PostgreSQL; SQLite's write transaction holds the database).
+fn lock_users(conn: &mut DbConnection, ids: &[i64]) -> QueryResult<()> {
+    use diesel::sql_types::{Array, BigInt};
+    if let DbConnection::Postgresql(pg) = conn {
+        if !ids.is_empty() {
+            diesel::sql_query("SELECT 1 FROM users WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+                .bind::<Array<BigInt>, _>(ids)
+                .execute(pg)?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds points to users (locked first by [`lock_users`]): one statement on PostgreSQL, one per
+/// user on SQLite (in-process, no round trips).
+fn add_points(conn: &mut DbConnection, per_user: BTreeMap<i64, i64>) -> QueryResult<()> {
+    use diesel::sql_types::{Array, BigInt};
+    match conn {
+        DbConnection::Postgresql(pg) => {
+            let (ids, deltas): (Vec<i64>, Vec<i64>) = per_user.into_iter().unzip();
+            diesel::sql_query(
+                "UPDATE users SET points = users.points + d.delta \
+                 FROM unnest($1::bigint[], $2::bigint[]) AS d(id, delta) WHERE users.id = d.id",
+            )
+            .bind::<Array<BigInt>, _>(ids)
+            .bind::<Array<BigInt>, _>(deltas)
+            .execute(pg)?;
+        }
+        DbConnection::Sqlite(_) => {
+            for (user, points) in per_user {
+                diesel::update(users::table.find(user))
+                    .set(users::points.eq(users::points + points))
+                    .execute(conn)?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -257,25 +257,13 @@ pub fn find_order(conn: &mut DbConnection, order_no: &str) -> QueryResult<Option
     Ok(Some(Order::new(row, items)))
 }
 
-/// Claims every pending order for `node_id` and returns them with their deadlines (at start,
-/// without Redis: this process re-creates their actors). Rows it already owns are not
-/// rewritten, so a restart with a fixed `cluster.node_id` only reads.
-pub fn adopt_pending(
-    conn: &mut DbConnection,
-    node_id: &str,
-) -> QueryResult<Vec<(String, NaiveDateTime)>> {
-    diesel::update(
-        orders::table
-            .filter(orders::status.eq(OrderStatus::Pending.as_str()))
-            .filter(
-                orders::owner_node
-                    .is_null()
-                    .or(orders::owner_node.ne(node_id)),
-            ),
-    )
-    .set(orders::owner_node.eq(node_id))
-    .execute(conn)?;
-    owned_by(conn, node_id)
+/// Every pending order with its deadline (at start, without Redis: one process re-creates
+/// the actors of all of them; nothing is written, so a start costs one read).
+pub fn all_pending(conn: &mut DbConnection) -> QueryResult<Vec<(String, NaiveDateTime)>> {
+    orders::table
+        .filter(orders::status.eq(OrderStatus::Pending.as_str()))
+        .select((orders::order_no, orders::expires_at))
+        .load(conn)
 }
 
 /// At start with Redis: claims the pending orders that are unowned or owned by one of `from`
