@@ -25,8 +25,9 @@ pub struct Database {
 }
 
 impl Database {
-    /// `pg_settings` (`KEY=VALUE`) are set on the PostgreSQL database with `ALTER DATABASE ..
-    /// SET` before the engine connects (e.g. `log_min_duration_statement=0` for profiling).
+    /// `pg_settings` (`KEY=VALUE`) are set for the connecting role in the new database (`ALTER
+    /// ROLE CURRENT_USER IN DATABASE .. SET`, which wins over role-wide and database-wide settings)
+    /// before the engine connects (e.g. `log_min_duration_statement=0` for profiling).
     pub fn create(
         backend: Backend,
         pg_url: &str,
@@ -56,7 +57,9 @@ impl Database {
                         .ok_or_else(|| format!("--pg-set {setting}: expected KEY=VALUE"))?;
                     let value = value.replace('\'', "''");
                     admin
-                        .batch_execute(&format!("ALTER DATABASE {name} SET {key} = '{value}'"))
+                        .batch_execute(&format!(
+                            "ALTER ROLE CURRENT_USER IN DATABASE {name} SET {key} = '{value}'"
+                        ))
                         .map_err(|e| format!("--pg-set {setting}: {e}"))?;
                 }
                 let base = pg_url
