@@ -1,26 +1,32 @@
 #!/usr/bin/env bash
-# Runs every loadgen scenario on both backends RUNS times (1M-order scenarios once) and appends
-# each run's JSON summary to bench/results/RESULTS.jsonl; bench/medians.py prints the medians.
-#   bash bench/run-all.sh            # RUNS=3 by default
-#   RUNS=1 SCENARIOS="place callback" bash bench/run-all.sh
+# Runs the scenarios of BENCHMARKS.md on both backends and appends each run's JSON summary to
+# $OUT; bench/medians.py prints the medians. place and callback run RUNS times (default 3),
+# the long scenarios once.
+#   bash bench/run-all.sh
+#   RUNS=1 SCENARIOS="place callback" BACKENDS=postgres bash bench/run-all.sh
 set -u
 cd "$(dirname "$0")/.."
 cargo build --release --bins
 RUNS=${RUNS:-3}
 OUT=${OUT:-bench/results/$(date -u +%Y%m%dT%H%M%S).jsonl}
-SCENARIOS=${SCENARIOS:-"place callback expiry burst memory recovery"}
+SCENARIOS=${SCENARIOS:-"place callback memory burst expiry"}
 BACKENDS=${BACKENDS:-"sqlite postgres"}
 mkdir -p "$(dirname "$OUT")"
+run() {
+  echo "== $(date -u +%T) loadgen $*" >&2
+  target/release/loadgen "$@" --json >> "$OUT"
+}
 for scenario in $SCENARIOS; do
   for backend in $BACKENDS; do
-    runs=$RUNS
-    case $scenario in recovery) runs=1 ;; esac
-    for i in $(seq 1 "$runs"); do
-      extra=()
-      case $scenario in memory) extra=(--orders "${MEMORY_ORDERS:-100000}") ;; esac
-      echo "== $scenario $backend run $i ${extra[*]}" >&2
-      target/release/loadgen "$scenario" --backend "$backend" --json "${extra[@]}" >> "$OUT"
-    done
+    case $scenario in
+      place) for i in $(seq 1 "$RUNS"); do run place --backend "$backend"; done ;;
+      callback) for i in $(seq 1 "$RUNS"); do run callback --backend "$backend" --orders 10000; done ;;
+      memory)
+        run memory --backend "$backend" --orders 100000
+        run memory --backend "$backend" --orders 1000000 ;;  # also the 1M recovery figure
+      recovery) run recovery --backend "$backend" ;;
+      burst | expiry) run "$scenario" --backend "$backend" --orders 100000 --settle-secs 240 ;;
+    esac
   done
 done
 echo "results in $OUT" >&2

@@ -25,7 +25,15 @@ pub struct Database {
 }
 
 impl Database {
-    pub fn create(backend: Backend, pg_url: &str, keep: bool) -> Result<Self, String> {
+    /// `pg_settings` (`KEY=VALUE`) are set for the connecting role in the new database (`ALTER
+    /// ROLE CURRENT_USER IN DATABASE .. SET`, which wins over role-wide and database-wide settings)
+    /// before the engine connects (e.g. `log_min_duration_statement=0` for profiling).
+    pub fn create(
+        backend: Backend,
+        pg_url: &str,
+        keep: bool,
+        pg_settings: &[String],
+    ) -> Result<Self, String> {
         let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         let dir = std::env::temp_dir().join(format!("loadgen-{tag}"));
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
@@ -43,6 +51,17 @@ impl Database {
                 admin
                     .batch_execute(&format!("CREATE DATABASE {name}"))
                     .map_err(|e| format!("CREATE DATABASE {name}: {e}"))?;
+                for setting in pg_settings {
+                    let (key, value) = setting
+                        .split_once('=')
+                        .ok_or_else(|| format!("--pg-set {setting}: expected KEY=VALUE"))?;
+                    let value = value.replace('\'', "''");
+                    admin
+                        .batch_execute(&format!(
+                            "ALTER ROLE CURRENT_USER IN DATABASE {name} SET {key} = '{value}'"
+                        ))
+                        .map_err(|e| format!("--pg-set {setting}: {e}"))?;
+                }
                 let base = pg_url
                     .rsplit_once('/')
                     .map(|(b, _)| b)
@@ -58,6 +77,10 @@ impl Database {
     }
 
     /// The folder for this run's logs (and the SQLite file).
+    pub fn pg_name(&self) -> Option<&str> {
+        self.pg.as_ref().map(|(_, n)| n.as_str())
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -276,8 +299,13 @@ pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
-/// Total CPU seconds of every `postgres` process on the machine (the server's backends).
-pub fn postgres_cpu_secs() -> f64 {
+/// Total CPU seconds of the PostgreSQL backends serving database `db` (their command line,
+/// `postgres: USER DB HOST(PORT) ...`, names it); other databases' backends on the shared server
+/// are not counted.
+pub fn postgres_cpu_secs(db: Option<&str>) -> f64 {
+    let Some(db) = db else {
+        return f64::NAN;
+    };
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return f64::NAN;
     };
@@ -285,8 +313,11 @@ pub fn postgres_cpu_secs() -> f64 {
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .map(|c| c.trim() == "postgres")
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    let c = String::from_utf8_lossy(&c);
+                    c.starts_with("postgres:") && c.split_whitespace().any(|w| w == db)
+                })
                 .unwrap_or(false)
         })
         .filter_map(proc_cpu_secs)

@@ -113,6 +113,10 @@ struct Args {
     /// Skip the end-of-run invariant check.
     #[arg(long)]
     no_check: bool,
+    /// PostgreSQL: `KEY=VALUE` set on the run's database before the engine connects
+    /// (repeatable), e.g. `--pg-set log_min_duration_statement=0` to log every statement's time.
+    #[arg(long = "pg-set")]
+    pg_set: Vec<String>,
     /// Keep the database (and the engine log folder) after the run.
     #[arg(long)]
     keep: bool,
@@ -211,13 +215,14 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<Report, String> {
     let bin = engine::engine_binary(args.engine.as_deref())?;
-    let db = Database::create(args.backend, &args.pg_url, args.keep)?;
+    let db = Database::create(args.backend, &args.pg_url, args.keep, &args.pg_set)?;
     let ctx = Ctx {
         args,
         bin,
         secrets: Secrets::random(),
         db,
     };
+    let _ = PG_DB.set(ctx.db.pg_name().map(str::to_string));
     let load_before = loadavg();
     let mut report = match ctx.args.scenario {
         Scenario::Place => place(&ctx),
@@ -233,6 +238,13 @@ fn run(args: Args) -> Result<Report, String> {
         loadavg()
     ));
     Ok(report)
+}
+
+/// The run's PostgreSQL database, whose backends' CPU time is reported.
+static PG_DB: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+fn pg_cpu() -> f64 {
+    engine::postgres_cpu_secs(PG_DB.get().and_then(|d| d.as_deref()))
 }
 
 fn loadavg() -> String {
@@ -345,7 +357,7 @@ fn place_all(
 ) -> Placements {
     let users = cat.users.len();
     let pb = bar(n as u64, "place");
-    let cpu0 = (engine.cpu_secs(), engine::postgres_cpu_secs());
+    let cpu0 = (engine.cpu_secs(), pg_cpu());
     let start = Instant::now();
     let parts = parallel::each(clients, |t| {
         let mut orders = Vec::new();
@@ -376,7 +388,7 @@ fn place_all(
     });
     let wall = start.elapsed();
     let engine_cpu = engine.cpu_secs() - cpu0.0;
-    let pg_cpu = engine::postgres_cpu_secs() - cpu0.1;
+    let pg_cpu = pg_cpu() - cpu0.1;
     pb.finish_and_clear();
     let mut out = Placements {
         orders: Vec::new(),
@@ -549,7 +561,7 @@ fn callback(ctx: &Ctx) -> Result<Report, String> {
     } else {
         (100 / ctx.args.fail_percent.min(100)) as usize
     };
-    let cpu0 = (engine.cpu_secs(), engine::postgres_cpu_secs());
+    let cpu0 = (engine.cpu_secs(), pg_cpu());
     let start = Instant::now();
     let parts = parallel::each(ctx.args.clients, |_| {
         let (mut lat, mut errs, mut outcome) = (Vec::new(), Vec::new(), Vec::new());
@@ -574,10 +586,7 @@ fn callback(ctx: &Ctx) -> Result<Report, String> {
         (lat, errs, outcome)
     });
     let wall = start.elapsed().as_secs_f64();
-    let cpu = (
-        engine.cpu_secs() - cpu0.0,
-        engine::postgres_cpu_secs() - cpu0.1,
-    );
+    let cpu = (engine.cpu_secs() - cpu0.0, pg_cpu() - cpu0.1);
     pb.finish_and_clear();
     let mut expect = Expect::default();
     for o in &p.orders {
@@ -686,7 +695,7 @@ fn timeouts(ctx: &Ctx, burst: bool) -> Result<Report, String> {
     while now_ms() < first {
         std::thread::sleep(Duration::from_millis(5));
     }
-    let cpu0 = (engine.cpu_secs(), engine::postgres_cpu_secs());
+    let cpu0 = (engine.cpu_secs(), pg_cpu());
     let pb = bar(n as u64, "closed");
     let mut closed_at = None;
     let mut refunded_at = None;
@@ -719,10 +728,7 @@ fn timeouts(ctx: &Ctx, burst: bool) -> Result<Report, String> {
     pb.finish_and_clear();
     let end = refunded_at.unwrap_or_else(now_ms);
     let wall = (end - first) as f64 / 1000.0;
-    let cpu = (
-        engine.cpu_secs() - cpu0.0,
-        engine::postgres_cpu_secs() - cpu0.1,
-    );
+    let cpu = (engine.cpu_secs() - cpu0.0, pg_cpu() - cpu0.1);
     add_cpu(
         &mut r,
         name,
@@ -759,7 +765,11 @@ fn timeouts(ctx: &Ctx, burst: bool) -> Result<Report, String> {
         // Unsettled (or asked not to check): lateness of the orders closed so far only.
         if refunded_at.is_none() {
             r.add("pending_at_give_up", still_pending as f64, "");
-            r.note("lateness figures cover only the orders closed before giving up: a lower bound");
+            if still_pending > 0 {
+                r.note(
+                    "lateness figures cover only the orders closed before giving up: a lower bound",
+                );
+            }
         }
         api.admin_list_all("/admin/orders?status=cancelled")?
     } else {
