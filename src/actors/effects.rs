@@ -146,15 +146,16 @@ impl EffectDispatcher {
         let grant = SyncArbiter::start(WORKERS_PER_KIND, move || GrantActor(grant_core.clone()));
         let refund_core = core.clone();
         let refund = SyncArbiter::start(WORKERS_PER_KIND, move || RefundActor(refund_core.clone()));
-        EffectDispatcher {
+        let dispatcher = EffectDispatcher {
             core,
             grant: grant.recipient(),
             refund,
             in_flight: HashSet::new(),
             refund_queue: Vec::new(),
             refund_batches: 0,
-        }
-        .start()
+        };
+        // A thread of its own: a burst of effects must not hold up the order actors' timers.
+        EffectDispatcher::start_in_arbiter(&Arbiter::new().handle(), move |_| dispatcher)
     }
 
     /// Queues an effect: refunds go in batches (one transaction for all the refunds that wait
@@ -234,61 +235,14 @@ impl EffectDispatcher {
             order_no: msg.order_no.clone(),
             kind: msg.kind,
         });
-        ctx.spawn(
-            actix::fut::wrap_future(request).map(move |result, actor: &mut Self, ctx| {
-                actor.in_flight.remove(&key);
-                let retry = match result {
-                    Ok(Ok(Attempt::Applied)) => {
-                        log::info!("order {}: {} applied", msg.order_no, msg.kind);
-                        None
-                    }
-                    Ok(Ok(Attempt::AlreadySettled)) => None,
-                    Ok(Ok(Attempt::RetryAfter(delay))) => {
-                        log::warn!(
-                            "order {}: {} failed, retrying in {delay:?}",
-                            msg.order_no,
-                            msg.kind
-                        );
-                        Some(delay)
-                    }
-                    Ok(Ok(Attempt::DeadLettered(error))) => {
-                        log::error!(
-                            "order {}: {} dead-lettered: {error}",
-                            msg.order_no,
-                            msg.kind
-                        );
-                        None
-                    }
-                    // The database (or the worker) could not even record the attempt: try again
-                    // without counting it.
-                    Ok(Err(error)) => {
-                        log::warn!(
-                            "order {}: {} could not run: {error}",
-                            msg.order_no,
-                            msg.kind
-                        );
-                        Some(Duration::from_millis(
-                            actor.core.settings.effects.backoff_base_ms,
-                        ))
-                    }
-                    Err(mailbox) => {
-                        log::error!(
-                            "order {}: {} worker unreachable: {mailbox}",
-                            msg.order_no,
-                            msg.kind
-                        );
-                        Some(Duration::from_millis(
-                            actor.core.settings.effects.backoff_base_ms,
-                        ))
-                    }
-                };
-                if let Some(delay) = retry {
-                    ctx.run_later(delay, move |actor, ctx| actor.dispatch(msg, ctx));
-                }
-            }),
-        );
+        // The reply comes back as a message: a future spawned in this context per effect would
+        // be polled on every wake-up of the dispatcher (quadratic in the backlog).
+        let me = ctx.address();
+        actix::spawn(async move {
+            let result = request.await.map_err(|e| e.to_string());
+            me.do_send(Attempted { msg, result });
+        });
     }
-
     /// Queues pending effects that are overdue and not in flight here.
     fn sweep(&mut self, ctx: &mut Context<Self>) {
         let core = self.core.clone();
@@ -317,6 +271,71 @@ impl Actor for EffectDispatcher {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         ctx.run_interval(SWEEP_EVERY, |actor, ctx| actor.sweep(ctx));
+    }
+}
+
+/// The answer of one effect's attempt.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Attempted {
+    msg: QueueEffect,
+    /// `Err` when the worker was unreachable.
+    result: Result<Result<Attempt, String>, String>,
+}
+
+impl Handler<Attempted> for EffectDispatcher {
+    type Result = ();
+
+    fn handle(&mut self, Attempted { msg, result }: Attempted, ctx: &mut Context<Self>) {
+        self.in_flight.remove(&(msg.order_no.clone(), msg.kind));
+        let retry = match result {
+            Ok(Ok(Attempt::Applied)) => {
+                log::info!("order {}: {} applied", msg.order_no, msg.kind);
+                None
+            }
+            Ok(Ok(Attempt::AlreadySettled)) => None,
+            Ok(Ok(Attempt::RetryAfter(delay))) => {
+                log::warn!(
+                    "order {}: {} failed, retrying in {delay:?}",
+                    msg.order_no,
+                    msg.kind
+                );
+                Some(delay)
+            }
+            Ok(Ok(Attempt::DeadLettered(error))) => {
+                log::error!(
+                    "order {}: {} dead-lettered: {error}",
+                    msg.order_no,
+                    msg.kind
+                );
+                None
+            }
+            // The database (or the worker) could not even record the attempt: try again
+            // without counting it.
+            Ok(Err(error)) => {
+                log::warn!(
+                    "order {}: {} could not run: {error}",
+                    msg.order_no,
+                    msg.kind
+                );
+                Some(Duration::from_millis(
+                    self.core.settings.effects.backoff_base_ms,
+                ))
+            }
+            Err(mailbox) => {
+                log::error!(
+                    "order {}: {} worker unreachable: {mailbox}",
+                    msg.order_no,
+                    msg.kind
+                );
+                Some(Duration::from_millis(
+                    self.core.settings.effects.backoff_base_ms,
+                ))
+            }
+        };
+        if let Some(delay) = retry {
+            ctx.run_later(delay, move |actor, ctx| actor.dispatch(msg, ctx));
+        }
     }
 }
 

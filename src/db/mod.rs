@@ -68,7 +68,13 @@ impl ConnectionManager {
     pub fn establish(&self) -> Result<DbConnection, diesel::r2d2::Error> {
         match &self.url {
             DatabaseUrl::Postgres(url) => {
-                Ok(DbConnection::Postgresql(PgConnection::establish(url)?))
+                let mut conn = PgConnection::establish(url)?;
+                // Diesel binds every value and caches prepared statements; a generic plan made
+                // while a table was small (or ignorant of which status is bound) can scan a
+                // whole index per placement. Custom plans cost a short planning each time.
+                conn.batch_execute("SET plan_cache_mode = force_custom_plan")
+                    .map_err(diesel::r2d2::Error::QueryError)?;
+                Ok(DbConnection::Postgresql(conn))
             }
             DatabaseUrl::Sqlite(path) => {
                 let path = path.to_str().ok_or_else(|| {
