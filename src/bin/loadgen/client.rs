@@ -186,6 +186,16 @@ impl Api {
         }
     }
 
+    /// Whether any order is still pending and any effect still pending: two one-row pages,
+    /// cheap on the database whatever the number of orders (unlike `/admin/actors`, whose
+    /// counts scan every order), so polling them does not load the run it measures.
+    pub fn anything_pending(&self) -> Result<(bool, bool), String> {
+        let orders = self.admin_get_ok("/admin/orders?status=pending&limit=1")?;
+        let effects = self.admin_get_ok("/admin/effects?status=pending&limit=1")?;
+        let some = |v: &Value| v["data"].as_array().is_some_and(|d| !d.is_empty());
+        Ok((some(&orders), some(&effects)))
+    }
+
     pub fn actors(&self) -> Result<Value, String> {
         self.admin_get_ok("/admin/actors")
     }

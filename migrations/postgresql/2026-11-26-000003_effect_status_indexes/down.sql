@@ -1,0 +1,2 @@
+DROP INDEX effects_dead_lettered_id;
+DROP INDEX effects_pending_id;
