@@ -181,6 +181,9 @@ pub async fn actors(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&state, &req)?;
+    // The cluster's beat (adoptions) before the actor counts: an adoption shown here already
+    // has its actors counted below.
+    let beat = state.engine.core.cluster.as_ref().map(|c| c.beat());
     let stats = state.engine.stats().await?;
     let (by_status, (pending_effects, dead_lettered), by_owner, unpublished) =
         run_db(&state, |conn| {
@@ -193,13 +196,12 @@ pub async fn actors(
         })
         .await?;
     let core = state.engine.core.clone();
-    let (me, known) = match core.cluster.clone() {
-        Some(cluster) => {
-            let beat = cluster.beat();
+    let (me, known) = match (core.cluster.clone(), beat) {
+        (Some(cluster), Some(beat)) => {
             let known = web::block(move || cluster.nodes().ok()).await?;
             (beat, known)
         }
-        None => (
+        _ => (
             Beat {
                 node_id: state.settings.cluster.node_id.clone(),
                 started_at: core.started_at,

@@ -569,10 +569,21 @@ fn three_processes_one_killed() {
         },
     );
     assert_eq!(adopted.0, 7, "each order adopted exactly once");
-    let live =
-        adopted.1["live_actors"].as_i64().unwrap() + adopted.2["live_actors"].as_i64().unwrap();
-    assert_eq!(live, 8, "node b's own order and node a's 7 have actors");
     let adoption_delay = chrono::Utc::now() - killed_at;
+    // The adopter creates the actors right after its claim commits.
+    wait_for(
+        "actors for the adopted orders",
+        Duration::from_secs(10),
+        || {
+            let live = admin_actors(&b)["live_actors"].as_i64().unwrap()
+                + admin_actors(&c)["live_actors"].as_i64().unwrap();
+            if live == 8 {
+                Ok(())
+            } else {
+                Err(format!("{live} live actors on nodes b and c, expected 8"))
+            }
+        },
+    );
     assert!(
         adoption_delay.num_milliseconds() <= (TTL_SECS + 1) * 1000 + 3000,
         "adopted after {adoption_delay}"
