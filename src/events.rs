@@ -153,10 +153,11 @@ impl Publisher {
 
     /// Appends the oldest unpublished events to the stream, then deletes them. Returns how many.
     fn publish_batch(&mut self) -> Result<usize, PublishError> {
-        let mut db = self.pool.get_timeout(PUBLISH_TIMEOUT)?;
+        // Redis first: while it is down no database connection is borrowed for nothing.
         if self.redis.is_none() {
             self.redis = Some(self.link.connect(PUBLISH_TIMEOUT)?);
         }
+        let mut db = self.pool.get_timeout(PUBLISH_TIMEOUT)?;
         let Some(redis) = self.redis.as_mut() else {
             return Ok(0);
         };

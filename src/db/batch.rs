@@ -10,8 +10,10 @@ use std::collections::BTreeMap;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
+use super::effects::mark_done;
 use super::events::{kind as event, Journal};
-use super::models::{Order, OrderItemRow, OrderRow};
+use super::models::{Order, OrderRow};
+use super::orders::with_items;
 use super::schema::*;
 use super::{write_transaction, DbConnection};
 use crate::domain::order::{coupon_status, effect, ledger_kind, CloseReason, OrderStatus};
@@ -187,20 +189,9 @@ pub fn apply_refunds(
             }
         }
         add_points(conn, per_user)?;
-        diesel::update(
-            effects::table
-                .filter(effects::order_no.eq_any(&mine))
-                .filter(effects::kind.eq(effect::REFUND)),
-        )
-        .set((
-            effects::status.eq(effect::DONE),
-            effects::attempts.eq(effects::attempts + 1),
-            effects::last_error.eq(None::<String>),
-            effects::updated_at.eq(now),
-        ))
-        .execute(conn)?;
+        let numbers: Vec<&str> = mine.iter().map(String::as_str).collect();
+        mark_done(conn, &numbers, effect::REFUND, now)?;
         if journal.enabled {
-            let numbers: Vec<&str> = mine.iter().map(String::as_str).collect();
             for order in load_orders(conn, &numbers)? {
                 journal.record(conn, event::REFUNDED, &order, now)?;
             }
@@ -213,28 +204,9 @@ pub fn apply_refunds(
 fn load_orders(conn: &mut DbConnection, order_nos: &[&str]) -> QueryResult<Vec<Order>> {
     let rows: Vec<OrderRow> = orders::table
         .filter(orders::order_no.eq_any(order_nos))
-        .order(orders::order_no)
         .select(OrderRow::as_select())
         .load(conn)?;
-    let items: Vec<OrderItemRow> = order_items::table
-        .filter(order_items::order_no.eq_any(order_nos))
-        .order((order_items::order_no, order_items::position))
-        .select(OrderItemRow::as_select())
-        .load(conn)?;
-    let mut by_order: BTreeMap<String, Vec<OrderItemRow>> = BTreeMap::new();
-    for item in items {
-        by_order
-            .entry(item.order_no.clone())
-            .or_default()
-            .push(item);
-    }
-    Ok(rows
-        .into_iter()
-        .map(|row| {
-            let items = by_order.remove(&row.order_no).unwrap_or_default();
-            Order::new(row, items)
-        })
-        .collect())
+    with_items(conn, rows)
 }
 
 /// Locks users' rows in id order (PostgreSQL; SQLite's write transaction holds the database).

@@ -115,9 +115,26 @@ fn apply(
             ))
         }
     }
+    mark_done(conn, &[order_no], kind, now)?;
+    let done = if kind == effect::GRANT {
+        event::GRANTED
+    } else {
+        event::REFUNDED
+    };
+    journal.record_of(conn, done, order_no, now)?;
+    Ok(true)
+}
+
+/// Marks the `kind` effects of `order_nos` done (one more attempt, no error).
+pub fn mark_done(
+    conn: &mut DbConnection,
+    order_nos: &[&str],
+    kind: &str,
+    now: NaiveDateTime,
+) -> QueryResult<usize> {
     diesel::update(
         effects::table
-            .filter(effects::order_no.eq(order_no))
+            .filter(effects::order_no.eq_any(order_nos))
             .filter(effects::kind.eq(kind)),
     )
     .set((
@@ -126,14 +143,7 @@ fn apply(
         effects::last_error.eq(None::<String>),
         effects::updated_at.eq(now),
     ))
-    .execute(conn)?;
-    let done = if kind == effect::GRANT {
-        event::GRANTED
-    } else {
-        event::REFUNDED
-    };
-    journal.record_of(conn, done, order_no, now)?;
-    Ok(true)
+    .execute(conn)
 }
 
 /// Gives the user each course of the order and every chapter of each.

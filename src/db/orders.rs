@@ -345,6 +345,11 @@ pub fn page(
         .order(orders::order_no.desc())
         .limit(limit)
         .load(conn)?;
+    with_items(conn, rows)
+}
+
+/// Joins order rows with their items (one query for all), keeping the rows' order.
+pub fn with_items(conn: &mut DbConnection, rows: Vec<OrderRow>) -> QueryResult<Vec<Order>> {
     let numbers: Vec<&str> = rows.iter().map(|r| r.order_no.as_str()).collect();
     let mut items: Vec<OrderItemRow> = order_items::table
         .filter(order_items::order_no.eq_any(&numbers))

@@ -229,19 +229,23 @@ fn init_logging() {
 /// a missing URL is a failure.
 pub fn postgres_server_url() -> Option<String> {
     static SKIP: Once = Once::new();
-    match std::env::var("TEST_DATABASE_URL") {
+    service_url("TEST_DATABASE_URL", "PostgreSQL", &SKIP)
+}
+
+/// The URL in `var`, or `None` after printing one `skipped: <suite> tests (<var> not set)`
+/// line (once per `skip`); under CI a missing URL is a failure, so CI never passes without
+/// the suite.
+pub fn service_url(var: &str, suite: &str, skip: &Once) -> Option<String> {
+    match std::env::var(var) {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
             assert!(
                 std::env::var_os("CI").is_none(),
-                "TEST_DATABASE_URL is not set, but CI is: the PostgreSQL suite must run in CI"
+                "{var} is not set, but CI is: the {suite} suite must run in CI"
             );
-            SKIP.call_once(|| {
+            skip.call_once(|| {
                 // Written past the test harness's capture so it shows in `cargo test` output.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "skipped: PostgreSQL tests (TEST_DATABASE_URL not set)"
-                );
+                let _ = writeln!(std::io::stderr(), "skipped: {suite} tests ({var} not set)");
             });
             None
         }

@@ -7,7 +7,6 @@
 //! at the end); the outage test runs its own `redis-server` on a free port.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Once;
@@ -24,22 +23,7 @@ use crate::process::{free_port, EngineProcess};
 /// Under CI a missing URL is a failure.
 pub fn redis_url() -> Option<String> {
     static SKIP: Once = Once::new();
-    match std::env::var("TEST_REDIS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "TEST_REDIS_URL is not set, but CI is: the Redis suite must run in CI"
-            );
-            SKIP.call_once(|| {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "skipped: Redis tests (TEST_REDIS_URL not set)"
-                );
-            });
-            None
-        }
-    }
+    service_url("TEST_REDIS_URL", "Redis", &SKIP)
 }
 
 /// One test's corner of a Redis server: its own key prefix and event stream, deleted on drop.
