@@ -273,8 +273,14 @@ fn events_of_order_stories(backend: Backend) {
     assert_eq!(last["status"], "cancelled");
     assert_eq!(last["close_reason"], "user");
 
-    let actors = app.admin("GET", "/admin/actors", None);
-    assert_eq!(actors.assert_status(200)["events"]["unpublished"], 0);
+    // The publisher deletes a batch from the outbox just after appending it to the stream.
+    wait_for("the outbox to be empty", Duration::from_secs(10), || {
+        let actors = app.admin("GET", "/admin/actors", None);
+        match &actors.assert_status(200)["events"]["unpublished"] {
+            n if *n == 0 => Ok(()),
+            n => Err(format!("{n} events unpublished")),
+        }
+    });
 
     let printed = events_cli(&scope, "indexer");
     assert_eq!(printed.len(), 12, "{printed:?}");
