@@ -7,6 +7,7 @@
 
 pub mod closer;
 pub mod effects;
+pub mod key;
 pub mod order;
 pub mod supervisor;
 
@@ -29,6 +30,7 @@ use crate::events::{spawn_publisher, Kick};
 use crate::redis_link::RedisLink;
 use closer::Closer;
 use effects::{EffectDispatcher, QueueEffect};
+use key::OrderKey;
 use order::{ActorSnapshot, Deliver, Snapshot};
 use supervisor::{Forget, Lookup, OrderSupervisor, Stats, SupervisorStats, Track};
 
@@ -57,9 +59,9 @@ pub struct Core {
 
 impl Core {
     /// An order left `pending`: its actor can go.
-    pub fn forget(&self, order_no: &str) {
+    pub fn forget(&self, key: &OrderKey) {
         if let Some(supervisor) = self.supervisor.get() {
-            supervisor.do_send(Forget(order_no.to_string()));
+            supervisor.do_send(Forget(key.clone()));
         }
     }
 
@@ -321,7 +323,7 @@ impl Engine {
     pub async fn deliver(&self, order_no: &str, command: Command) -> Result<Outcome, ApiError> {
         let actor = self
             .supervisor
-            .send(Lookup(order_no.to_string()))
+            .send(Lookup(order_no.into()))
             .await
             .ok()
             .flatten();
@@ -334,7 +336,7 @@ impl Engine {
             None => self.apply_direct(order_no, command).await?,
         };
         if outcome.is_final() {
-            let _ = self.supervisor.send(Forget(order_no.to_string())).await;
+            let _ = self.supervisor.send(Forget(order_no.into())).await;
         }
         Ok(outcome)
     }
@@ -357,7 +359,7 @@ impl Engine {
     pub async fn inspect(&self, order_no: &str) -> Option<ActorSnapshot> {
         let addr = self
             .supervisor
-            .send(Lookup(order_no.to_string()))
+            .send(Lookup(order_no.into()))
             .await
             .ok()
             .flatten()?;

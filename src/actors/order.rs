@@ -1,7 +1,14 @@
-//! `OrderActor`: one per pending order. It arms a timer for the order's absolute deadline;
-//! the timer firing cancels the order. Callbacks and cancels arrive as [`Deliver`] messages;
-//! the mailbox runs one at a time (`AtomicResponse`), so timer and callback never interleave
-//! in this process, and the database's conditional update settles races between processes.
+//! `OrderActor`: one per pending order. Its timer for the order's absolute deadline is an
+//! entry in the supervisor's timer heap, which sends it [`Fire`] when the deadline passes; the
+//! timer firing cancels the order. Callbacks and cancels arrive as [`Deliver`] messages; the
+//! mailbox runs one at a time (`AtomicResponse`), so timer and callback never interleave in
+//! this process, and the database's conditional update settles races between processes.
+//!
+//! Memory per pending order is what bounds a million of them (BENCHMARKS.md): the actor is kept
+//! within 64 bytes, because actix runs it inside a tokio task whose allocation grows in 128-byte
+//! steps and at 64 bytes the whole task is 512 bytes rather than 640 (a test below keeps it so);
+//! and the supervisor holds only a weak address (a strong one costs two allocations), so the
+//! actor keeps itself alive and stops itself when its order leaves `pending`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +18,7 @@ use chrono::NaiveDateTime;
 use serde::Serialize;
 
 use super::closer::{Expire, Expired};
+use super::key::OrderKey;
 use super::{blocking_within, ActorState, Core};
 use crate::db::effects::RetryPolicy;
 use crate::db::transitions::{self, Command, Outcome, OutcomeKind};
@@ -23,18 +31,31 @@ const TIMER_CONNECTION_WAIT: Duration = Duration::from_secs(2);
 const MAX_TIMEOUT_BACKOFF_MS: u64 = 2_000;
 
 pub struct OrderActor {
-    order_no: String,
+    key: OrderKey,
     deadline: NaiveDateTime,
     state: ActorState,
-    timer: Option<SpawnHandle>,
     restarts: u32,
-    last_error: Option<String>,
-    /// Timeout transitions that failed in a row (the database is down): they back off.
-    failed_timeouts: u32,
+    /// What only an actor in trouble needs, boxed so the healthy many stay small.
+    trouble: Option<Box<Trouble>>,
     /// Shared with every actor; the supervisor's and effect dispatcher's addresses live there
     /// too (an address held here would cost two allocations per pending order).
     core: Arc<Core>,
 }
+
+#[derive(Default)]
+struct Trouble {
+    /// A timer of the actor's own: a retry after a failed timeout, or a deadline the database
+    /// did not yet see as passed.
+    retry: Option<SpawnHandle>,
+    /// Timeout transitions that failed in a row (the database is down): they back off.
+    failed_timeouts: u32,
+    last_error: Option<String>,
+}
+
+/// The order's deadline passed (sent by the supervisor's timers; ignored unless armed).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Fire;
 
 /// A callback or cancel for this order.
 #[derive(Message)]
@@ -60,17 +81,18 @@ pub struct ActorSnapshot {
 }
 
 impl OrderActor {
-    pub fn new(order_no: String, deadline: NaiveDateTime, core: Arc<Core>, restarts: u32) -> Self {
-        Self {
-            order_no,
+    /// An armed actor (its deadline is the supervisor's timer entry).
+    pub fn new(key: OrderKey, deadline: NaiveDateTime, core: Arc<Core>, restarts: u32) -> Self {
+        let mut actor = Self {
+            key,
             deadline,
             state: ActorState::Stopped,
-            timer: None,
             restarts,
-            last_error: None,
-            failed_timeouts: 0,
+            trouble: None,
             core,
-        }
+        };
+        actor.set_state(ActorState::Armed);
+        actor
     }
 
     fn set_state(&mut self, state: ActorState) {
@@ -78,31 +100,40 @@ impl OrderActor {
         self.state = state;
     }
 
-    /// Arms the timer for the deadline (at once when it has passed), or for `retry` after a
-    /// failed attempt.
-    pub fn arm(&mut self, ctx: &mut Context<Self>, retry: Option<Duration>) {
-        if let Some(handle) = self.timer.take() {
+    fn trouble(&mut self) -> &mut Trouble {
+        self.trouble.get_or_insert_with(Box::default)
+    }
+
+    fn cancel_retry(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.trouble.as_mut().and_then(|t| t.retry.take()) {
             ctx.cancel_future(handle);
         }
-        let delay = retry.unwrap_or_else(|| {
-            (self.deadline - time::now_precise())
-                .to_std()
-                .unwrap_or(Duration::ZERO)
-        });
+    }
+
+    /// Arms a timer of the actor's own: the timeout is attempted after `delay`.
+    fn fire_in(&mut self, delay: Duration, ctx: &mut Context<Self>) {
+        self.cancel_retry(ctx);
         self.set_state(ActorState::Armed);
-        self.timer = Some(ctx.run_later(delay, |actor, ctx| {
-            actor.timer = None;
+        let handle = ctx.run_later(delay, |actor, ctx| {
+            actor.trouble().retry = None;
             actor.fire(ctx);
-        }));
+        });
+        self.trouble().retry = Some(handle);
     }
 
     /// The deadline passed: cancel the order (the mailbox waits until this is done). The
     /// closer tries first, batched with other timers firing together; what it does not close
-    /// goes through the one-order transition.
+    /// goes through the one-order transition. Only an armed actor fires: a second firing
+    /// (the sweep's, or a timer entry left from before a restart) finds it transitioning or
+    /// stopped.
     fn fire(&mut self, ctx: &mut Context<Self>) {
+        if self.state != ActorState::Armed {
+            return;
+        }
+        self.cancel_retry(ctx);
         self.set_state(ActorState::Transitioning);
         let closer = self.core.closer.get().cloned();
-        let order_no = self.order_no.clone();
+        let order_no = self.key.to_string();
         let batched = actix::fut::wrap_future(async move {
             match closer {
                 Some(closer) => closer
@@ -128,13 +159,16 @@ impl OrderActor {
 
     /// The closer cancelled the order (and queued its refund): let go.
     fn closed_by_closer(&mut self, ctx: &mut Context<Self>) {
-        self.failed_timeouts = 0;
-        log::debug!("order {} -> cancelled (timeout)", self.order_no);
-        if let Some(handle) = self.timer.take() {
-            ctx.cancel_future(handle);
-        }
+        log::debug!("order {} -> cancelled (timeout)", self.key);
+        self.let_go(ctx);
+    }
+
+    /// The order left `pending`: the supervisor forgets the actor, which stops.
+    fn let_go(&mut self, ctx: &mut Context<Self>) {
+        self.cancel_retry(ctx);
         self.set_state(ActorState::Stopped);
-        self.core.forget(&self.order_no);
+        self.core.forget(&self.key);
+        ctx.stop();
     }
 
     /// The timeout as a transaction of its own: retried with backoff while it fails.
@@ -142,8 +176,16 @@ impl OrderActor {
         self.transition(Command::Timeout)
             .map(|result, actor, ctx| match result {
                 Ok(outcome) => {
-                    actor.failed_timeouts = 0;
-                    actor.settle(&outcome, ctx)
+                    if let Some(trouble) = &mut actor.trouble {
+                        trouble.failed_timeouts = 0;
+                    }
+                    actor.settle(&outcome, ctx);
+                    if !outcome.is_final() {
+                        // Still pending and, by the database's clock, not yet due.
+                        let left = (actor.deadline - time::now_precise()).to_std();
+                        let left = left.unwrap_or_default().max(Duration::from_millis(1));
+                        actor.fire_in(left, ctx);
+                    }
                 }
                 Err(err) => actor.timeout_failed(err.to_string(), ctx),
             })
@@ -151,14 +193,15 @@ impl OrderActor {
 
     /// A timeout could not be written (the database is unavailable): back off and retry.
     fn timeout_failed(&mut self, err: String, ctx: &mut Context<Self>) {
-        self.failed_timeouts += 1;
+        let trouble = self.trouble();
+        trouble.failed_timeouts += 1;
         let backoff = self.timeout_backoff();
         log::warn!(
             "order {}: timeout transition failed, retrying in {backoff:?}: {err}",
-            self.order_no
+            self.key
         );
-        self.last_error = Some(err);
-        self.arm(ctx, Some(backoff));
+        self.trouble().last_error = Some(err);
+        self.fire_in(backoff, ctx);
     }
 
     /// The wait before retrying a failed timeout: exponential from `effects.backoff_base_ms`,
@@ -170,7 +213,7 @@ impl OrderActor {
             backoff_base_ms: e.backoff_base_ms,
             backoff_max_ms: e.backoff_max_ms.min(MAX_TIMEOUT_BACKOFF_MS),
         };
-        policy.delay_after(self.failed_timeouts)
+        policy.delay_after(self.trouble.as_ref().map_or(0, |t| t.failed_timeouts))
     }
 
     /// Runs one command's database transition off the actor's thread.
@@ -179,7 +222,7 @@ impl OrderActor {
         command: Command,
     ) -> impl ActorFuture<Self, Output = Result<Outcome, ApiError>> {
         self.set_state(ActorState::Transitioning);
-        let order_no = self.order_no.clone();
+        let order_no = self.key.to_string();
         let core = self.core.clone();
         // The timer waits less for a connection than a request does: while the database is
         // down, a callback queued behind a failing timeout must not wait a whole pool timeout.
@@ -196,30 +239,23 @@ impl OrderActor {
         })
     }
 
-    /// After a transaction: queue its effects; let go after a final transition; else keep
-    /// (or re-arm) the timer.
+    /// After a transaction: queue its effects; let go after a final transition; else stay
+    /// armed (the supervisor's timer entry, or a retry of our own, still stands).
     fn settle(&mut self, outcome: &Outcome, ctx: &mut Context<Self>) {
-        self.core.after_transition(&self.order_no, outcome);
+        let order_no = self.key.to_string();
+        self.core.after_transition(&order_no, outcome);
         for kind in &outcome.effects {
-            self.core.queue_effect(&self.order_no, kind);
+            self.core.queue_effect(&order_no, kind);
         }
         if outcome.is_final() {
             if outcome.kind == OutcomeKind::Transitioned {
                 log::info!(
-                    "order {} -> {} ({})",
-                    self.order_no,
+                    "order {order_no} -> {} ({})",
                     outcome.order.status,
                     outcome.order.close_reason.as_deref().unwrap_or("callback")
                 );
             }
-            if let Some(handle) = self.timer.take() {
-                ctx.cancel_future(handle);
-            }
-            self.set_state(ActorState::Stopped);
-            // Dropping the supervisor's address stops this actor for good.
-            self.core.forget(&self.order_no);
-        } else if self.timer.is_none() {
-            self.arm(ctx, None);
+            self.let_go(ctx);
         } else {
             self.set_state(ActorState::Armed);
         }
@@ -229,11 +265,11 @@ impl OrderActor {
 impl Actor for OrderActor {
     type Context = Context<Self>;
 
-    /// Re-arms after a restart (the first start is armed by the supervisor already).
+    /// The supervisor holds only a weak address, so nothing else keeps the context running:
+    /// a future that never finishes does (it is zero-sized, so boxing it allocates nothing).
+    /// The actor stops itself when its order leaves `pending`.
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if self.timer.is_none() {
-            self.arm(ctx, None);
-        }
+        ctx.spawn(actix::fut::wrap_future(std::future::pending::<()>()));
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
@@ -241,18 +277,11 @@ impl Actor for OrderActor {
     }
 }
 
-impl Supervised for OrderActor {
-    /// The context stopped while the supervisor still holds the address: start again from the
-    /// stored deadline (`started` re-arms; a passed deadline fires at once).
-    fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        self.restarts += 1;
-        self.timer = None;
-        self.set_state(ActorState::Stopped);
-        log::warn!(
-            "order {}: actor restarted ({} restarts)",
-            self.order_no,
-            self.restarts
-        );
+impl Handler<Fire> for OrderActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Fire, ctx: &mut Context<Self>) {
+        self.fire(ctx);
     }
 }
 
@@ -268,7 +297,7 @@ impl Handler<Deliver> for OrderActor {
                         // A refused request (404, 409, ...) is the caller's problem, not the
                         // actor's: only the engine's own failures become `last_error`.
                         if err.is_server_error() {
-                            actor.last_error = Some(err.to_string());
+                            actor.trouble().last_error = Some(err.to_string());
                         }
                         actor.set_state(ActorState::Armed);
                     }
@@ -279,8 +308,7 @@ impl Handler<Deliver> for OrderActor {
     }
 }
 
-/// The order left `pending` in another process: disarm (the supervisor has dropped its
-/// address, so the actor stops once this is handled).
+/// The order left `pending` in another process: stop (the supervisor has forgotten the actor).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct StandDown;
@@ -289,10 +317,9 @@ impl Handler<StandDown> for OrderActor {
     type Result = ();
 
     fn handle(&mut self, _msg: StandDown, ctx: &mut Context<Self>) {
-        if let Some(handle) = self.timer.take() {
-            ctx.cancel_future(handle);
-        }
+        self.cancel_retry(ctx);
         self.set_state(ActorState::Stopped);
+        ctx.stop();
     }
 }
 
@@ -310,7 +337,7 @@ impl Handler<Snapshot> for OrderActor {
             deadline: self.deadline,
             remaining_ms: remaining,
             restarts: self.restarts,
-            last_error: self.last_error.clone(),
+            last_error: self.trouble.as_ref().and_then(|t| t.last_error.clone()),
         })
     }
 }
@@ -337,18 +364,62 @@ mod tests {
         }
     }
 
-    /// A stopped actor whose address the supervisor still holds is restarted by actix's
-    /// `Supervisor`: `restarts` counts it, the timer is re-armed from the stored deadline and
-    /// still cancels the order.
+    /// Crashes an actor and waits until its mailbox has closed.
+    async fn crash(addr: &Addr<OrderActor>) {
+        addr.send(Crash).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while addr.connected() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the actor never stopped"
+            );
+            actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The order's live actor, waiting for start-up recovery to create it.
+    async fn engine_lookup(engine: &Engine, order_no: &str) -> Addr<OrderActor> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(addr) = engine
+                .supervisor
+                .send(Lookup(order_no.into()))
+                .await
+                .unwrap()
+            {
+                break addr;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no actor for {order_no}"
+            );
+            actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The actor and its context stay small enough for the 512-byte task (see the module
+    /// comment). tokio's task cell on x86-64 is aligned to 128 bytes and holds a 32-byte
+    /// header, the scheduler and task id (16), the stage's tag (8), the future and a 48-byte
+    /// trailer: a future of at most 408 bytes makes a 512-byte task.
     #[test]
-    fn a_crashed_actor_is_restarted_and_its_timer_still_fires() {
+    fn an_order_actor_fits_a_512_byte_task() {
+        assert!(std::mem::size_of::<OrderActor>() <= 64);
+        let future = std::mem::size_of::<actix::dev::ContextFut<OrderActor, Context<OrderActor>>>();
+        assert!(future <= 512 - 32 - 16 - 8 - 48, "{future} bytes");
+    }
+
+    /// An actor whose context stops anyway is re-created by the supervisor from the stored
+    /// deadline: when next asked for (`restarts` counts it, armed again), and when its timer
+    /// is due, which still cancels the order.
+    #[test]
+    fn a_crashed_actor_is_re_created_and_its_timer_still_fires() {
         let dir = std::env::temp_dir().join(format!("oe-unit-{}", uuid::Uuid::new_v4().simple()));
         let url = format!("sqlite://{}", dir.join("engine.db").display());
         let env = [
             ("ORDER_ENGINE__DATABASE__URL".to_string(), url),
             (
                 "ORDER_ENGINE__ORDERS__PAYMENT_TIMEOUT_SECS".to_string(),
-                "1".to_string(),
+                "5".to_string(),
             ),
         ];
         let settings = Arc::new(Settings::load_from(None, env).unwrap());
@@ -364,7 +435,7 @@ mod tests {
                 user_coupon_id: None,
                 points: 0,
                 cents_per_point: 1,
-                payment_timeout_secs: 1,
+                payment_timeout_secs: 5,
                 node_id: settings.cluster.node_id.clone(),
                 clock: time::now,
                 journal: Default::default(),
@@ -375,20 +446,15 @@ mod tests {
         actix::System::new().block_on(async {
             // Start-up recovery gives the pending order its actor.
             let engine = Engine::start(pool.clone(), settings.clone(), None).unwrap();
-            let addr = loop {
-                if let Some(addr) = engine
-                    .supervisor
-                    .send(Lookup(order.order_no.clone()))
-                    .await
-                    .unwrap()
-                {
-                    break addr;
-                }
-                actix_web::rt::time::sleep(Duration::from_millis(5)).await;
-            };
-            addr.send(Crash).await.unwrap();
-            let snapshot = addr.send(Snapshot).await.unwrap();
+            let lookup = || engine_lookup(&engine, &order.order_no);
+            let addr = lookup().await;
+            crash(&addr).await;
+            let revived = lookup().await;
+            let snapshot = revived.send(Snapshot).await.unwrap();
             assert_eq!((snapshot.restarts, snapshot.state), (1, ActorState::Armed));
+            assert_eq!(snapshot.deadline, order.expires_at);
+            // Crashed again and not asked for: its timer re-creates it and still fires.
+            crash(&revived).await;
 
             let deadline = std::time::Instant::now() + Duration::from_secs(30);
             loop {
