@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Runs the scenarios of BENCHMARKS.md on both backends and appends each run's JSON summary to
-# $OUT; bench/medians.py prints the medians. place and callback run RUNS times (default 3),
-# the long scenarios once.
+# $OUT; bench/medians.py prints the medians. Every scenario runs RUNS times (default 3).
 #   bash bench/run-all.sh
 #   RUNS=1 SCENARIOS="place callback" BACKENDS=postgres bash bench/run-all.sh
 set -u
@@ -18,15 +17,17 @@ run() {
 }
 for scenario in $SCENARIOS; do
   for backend in $BACKENDS; do
-    case $scenario in
-      place) for i in $(seq 1 "$RUNS"); do run place --backend "$backend"; done ;;
-      callback) for i in $(seq 1 "$RUNS"); do run callback --backend "$backend" --orders 10000; done ;;
-      memory)
-        run memory --backend "$backend" --orders 100000
-        run memory --backend "$backend" --orders 1000000 ;;  # also the 1M recovery figure
-      recovery) run recovery --backend "$backend" ;;
-      burst | expiry) run "$scenario" --backend "$backend" --orders 100000 --settle-secs 240 ;;
-    esac
+    for i in $(seq 1 "$RUNS"); do
+      case $scenario in
+        place) run place --backend "$backend" ;;
+        callback) run callback --backend "$backend" --orders 10000 ;;
+        memory)
+          run memory --backend "$backend" --orders 100000
+          run memory --backend "$backend" --orders 1000000 ;;  # also the 1M recovery figure
+        recovery) run recovery --backend "$backend" ;;
+        burst | expiry) run "$scenario" --backend "$backend" --orders 100000 --settle-secs 240 ;;
+      esac
+    done
   done
 done
 echo "results in $OUT" >&2
