@@ -67,11 +67,13 @@ fn series(backend: Backend, n: i64, cols: &str) -> String {
     }
 }
 
-/// The order number of order `i` (1-based SQL expression).
+/// The order number of order `i` (1-based SQL expression): 32 lowercase hex digits, the form
+/// of the numbers the engine itself makes (`domain::order::new_order_no`), so the actors keep
+/// seeded orders exactly as they keep placed ones.
 fn order_no(backend: Backend) -> &'static str {
     match backend {
-        Backend::Postgres => "'seed' || lpad(i::text, 10, '0')",
-        Backend::Sqlite => "printf('seed%010d', i)",
+        Backend::Postgres => "lpad(to_hex(i), 32, '0')",
+        Backend::Sqlite => "printf('%032x', i)",
     }
 }
 
@@ -181,6 +183,6 @@ mod tests {
         assert_eq!(s.courses, 4);
         let sql = sql(Backend::Sqlite, &s);
         assert!(sql.contains("WITH RECURSIVE"));
-        assert!(sql.contains("printf('seed%010d', i)"));
+        assert!(sql.contains("printf('%032x', i)"));
     }
 }
