@@ -1,7 +1,8 @@
 //! The effect actors. `GrantActor` and `RefundActor` are `SyncArbiter` actors owning pooled
-//! connections (Diesel is blocking: they run on their own threads); each applies one outbox
-//! row at a time, idempotently. `EffectDispatcher` routes queued effects to them and retries
-//! failures with exponential backoff; after `effects.max_attempts` an effect is dead-lettered
+//! connections (Diesel is blocking: they run on their own threads); each applies, idempotently,
+//! a batch of the outbox rows of its kind that wait together in one transaction, or one row
+//! alone. `EffectDispatcher` routes queued effects to them and retries failures one at a time
+//! with exponential backoff; after `effects.max_attempts` an effect is dead-lettered
 //! for admins. Every few seconds it also picks up overdue effects that no message announced
 //! (queued by a process that died, or retried across a database outage).
 
@@ -13,7 +14,7 @@ use actix::prelude::*;
 use chrono::TimeDelta;
 
 use super::{blocking, Core, MAILBOX_CAPACITY};
-use crate::db::batch::{apply_refunds, MAX_BATCH};
+use crate::db::batch::{apply_grants, apply_refunds, MAX_BATCH};
 use crate::db::effects::{self as outbox, Attempt, EffectRow, RetryPolicy};
 use crate::domain::order::effect;
 use crate::domain::time;
@@ -108,36 +109,58 @@ impl Handler<Apply> for RefundActor {
     }
 }
 
-/// Apply the pending refunds of these orders in one transaction; answers the orders whose
-/// refund it applied.
+/// Apply the pending effects (of the worker's kind) of these orders in one transaction;
+/// answers the orders whose effect it applied.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<String>, String>")]
-pub struct ApplyRefunds(pub Vec<String>);
+pub struct ApplyBatch(pub Vec<String>);
 
-impl Handler<ApplyRefunds> for RefundActor {
+fn apply_batch(core: &Core, kind: &str, order_nos: &[String]) -> Result<Vec<String>, String> {
+    let mut conn = core.pool.get().map_err(|e| e.to_string())?;
+    let apply = if kind == effect::GRANT {
+        apply_grants
+    } else {
+        apply_refunds
+    };
+    let applied =
+        apply(&mut conn, order_nos, time::now(), core.journal).map_err(|e| e.to_string())?;
+    if !applied.is_empty() {
+        core.kick_events();
+    }
+    Ok(applied)
+}
+
+impl Handler<ApplyBatch> for GrantActor {
     type Result = Result<Vec<String>, String>;
 
-    fn handle(&mut self, msg: ApplyRefunds, _ctx: &mut SyncContext<Self>) -> Self::Result {
-        let core = &self.0;
-        let mut conn = core.pool.get().map_err(|e| e.to_string())?;
-        let applied = apply_refunds(&mut conn, &msg.0, time::now(), core.journal)
-            .map_err(|e| e.to_string())?;
-        if !applied.is_empty() {
-            core.kick_events();
-        }
-        Ok(applied)
+    fn handle(&mut self, msg: ApplyBatch, _ctx: &mut SyncContext<Self>) -> Self::Result {
+        apply_batch(&self.0, effect::GRANT, &msg.0)
     }
+}
+
+impl Handler<ApplyBatch> for RefundActor {
+    type Result = Result<Vec<String>, String>;
+
+    fn handle(&mut self, msg: ApplyBatch, _ctx: &mut SyncContext<Self>) -> Self::Result {
+        apply_batch(&self.0, effect::REFUND, &msg.0)
+    }
+}
+
+/// Effects of one kind waiting for the next batch, and that kind's batches in flight.
+#[derive(Default)]
+struct Batches {
+    waiting: Vec<String>,
+    in_flight: usize,
 }
 
 pub struct EffectDispatcher {
     core: Arc<Core>,
-    grant: Recipient<Apply>,
+    grant: Addr<GrantActor>,
     refund: Addr<RefundActor>,
     /// Effects sent to an actor and not answered yet, so a sweep does not send them twice.
     in_flight: HashSet<(String, &'static str)>,
-    /// Refunds waiting for the next batch, and batches in flight.
-    refund_queue: Vec<String>,
-    refund_batches: usize,
+    grants: Batches,
+    refunds: Batches,
 }
 
 impl EffectDispatcher {
@@ -148,53 +171,66 @@ impl EffectDispatcher {
         let refund = SyncArbiter::start(WORKERS_PER_KIND, move || RefundActor(refund_core.clone()));
         let dispatcher = EffectDispatcher {
             core,
-            grant: grant.recipient(),
+            grant,
             refund,
             in_flight: HashSet::new(),
-            refund_queue: Vec::new(),
-            refund_batches: 0,
+            grants: Batches::default(),
+            refunds: Batches::default(),
         };
         // A thread of its own: a burst of effects must not hold up the order actors' timers.
         EffectDispatcher::start_in_arbiter(&Arbiter::new().handle(), move |_| dispatcher)
     }
 
-    /// Queues an effect: refunds go in batches (one transaction for all the refunds that wait
-    /// together), grants one at a time.
+    /// Queues an effect for the next batch of its kind (one transaction for all the effects
+    /// that wait together; a lone effect is a batch of one, sent at once).
     fn dispatch(&mut self, msg: QueueEffect, ctx: &mut Context<Self>) {
         if !self.in_flight.insert((msg.order_no.clone(), msg.kind)) {
             return;
         }
-        if msg.kind == effect::REFUND {
-            self.refund_queue.push(msg.order_no);
-            self.flush_refunds(ctx);
+        self.batches(msg.kind).waiting.push(msg.order_no);
+        self.flush(msg.kind, ctx);
+    }
+
+    fn batches(&mut self, kind: &str) -> &mut Batches {
+        if kind == effect::GRANT {
+            &mut self.grants
         } else {
-            self.apply_alone(msg, ctx);
+            &mut self.refunds
         }
     }
 
-    /// Sends waiting refunds to the refund actors, up to one batch per worker in flight. A
-    /// batch that fails is retried one refund at a time (with the retry policy).
-    fn flush_refunds(&mut self, ctx: &mut Context<Self>) {
-        while self.refund_batches < WORKERS_PER_KIND && !self.refund_queue.is_empty() {
-            let take = self.refund_queue.len().min(MAX_BATCH);
-            let batch: Vec<String> = self.refund_queue.drain(..take).collect();
-            self.refund_batches += 1;
-            let request = self.refund.send(ApplyRefunds(batch.clone()));
+    /// Sends waiting effects of `kind` to their actors, up to one batch per worker in flight.
+    /// A batch that fails is retried one effect at a time (with the retry policy).
+    fn flush(&mut self, kind: &'static str, ctx: &mut Context<Self>) {
+        loop {
+            let batches = self.batches(kind);
+            if batches.in_flight >= WORKERS_PER_KIND || batches.waiting.is_empty() {
+                return;
+            }
+            let take = batches.waiting.len().min(MAX_BATCH);
+            let batch: Vec<String> = batches.waiting.drain(..take).collect();
+            batches.in_flight += 1;
+            let worker: Recipient<ApplyBatch> = if kind == effect::GRANT {
+                self.grant.clone().recipient()
+            } else {
+                self.refund.clone().recipient()
+            };
+            let request = worker.send(ApplyBatch(batch.clone()));
             ctx.spawn(actix::fut::wrap_future(request).map(
                 move |result, actor: &mut Self, ctx| {
-                    actor.refund_batches -= 1;
+                    actor.batches(kind).in_flight -= 1;
                     match result {
                         Ok(Ok(applied)) => {
                             if applied.len() <= 8 && !applied.is_empty() {
-                                log::info!("order {}: refund applied", applied.join(", "));
+                                log::info!("order {}: {kind} applied", applied.join(", "));
                             } else if !applied.is_empty() {
-                                log::info!("{} refunds applied in one transaction", applied.len());
+                                log::info!("{} {kind}s applied in one transaction", applied.len());
                                 for no in &applied {
-                                    log::debug!("order {no}: refund applied");
+                                    log::debug!("order {no}: {kind} applied");
                                 }
                             }
                             for order_no in batch {
-                                actor.in_flight.remove(&(order_no, effect::REFUND));
+                                actor.in_flight.remove(&(order_no, kind));
                             }
                         }
                         failed => {
@@ -204,19 +240,15 @@ impl EffectDispatcher {
                                 Ok(Ok(_)) => String::new(),
                             };
                             log::warn!(
-                                "a batch of {} refunds failed; each retries alone: {error}",
+                                "a batch of {} {kind}s failed; each retries alone: {error}",
                                 batch.len()
                             );
                             for order_no in batch {
-                                let msg = QueueEffect {
-                                    order_no,
-                                    kind: effect::REFUND,
-                                };
-                                actor.apply_alone(msg, ctx);
+                                actor.apply_alone(QueueEffect { order_no, kind }, ctx);
                             }
                         }
                     }
-                    actor.flush_refunds(ctx);
+                    actor.flush(kind, ctx);
                 },
             ));
         }
@@ -226,8 +258,8 @@ impl EffectDispatcher {
     fn apply_alone(&mut self, msg: QueueEffect, ctx: &mut Context<Self>) {
         let key = (msg.order_no.clone(), msg.kind);
         self.in_flight.insert(key.clone());
-        let worker = if msg.kind == effect::GRANT {
-            self.grant.clone()
+        let worker: Recipient<Apply> = if msg.kind == effect::GRANT {
+            self.grant.clone().recipient()
         } else {
             self.refund.clone().recipient()
         };

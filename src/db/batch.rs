@@ -1,9 +1,9 @@
-//! Set-based transactions for many orders at once, for when deadlines bunch up (a burst of
-//! orders sharing one deadline second, or a restart after downtime): a constant number of
-//! statements per batch instead of per order, so the database's commit rate stops being the
-//! limit. Each does exactly what the one-order path does for each order it touches
-//! ([`super::transitions::apply`] with `Timeout`, [`super::effects::attempt`] for a refund);
-//! orders it does not touch are left to that path.
+//! Set-based transactions for many orders at once, for when deadlines or payments bunch up (a
+//! burst of orders sharing one deadline second, a restart after downtime, many callbacks): a
+//! constant number of statements per batch instead of per order, so the database's commit rate
+//! stops being the limit. Each does exactly what the one-order path does for each order it
+//! touches ([`super::transitions::apply`] with `Timeout`, [`super::effects::attempt`] for a
+//! refund or a grant); orders it does not touch are left to that path.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +21,9 @@ use crate::per_backend;
 
 /// Most orders in one batch (well under SQLite's bound-parameter limit).
 pub const MAX_BATCH: usize = 500;
+/// Most rows in one multi-row `INSERT` of a grant batch (4 parameters a row; an order may hold
+/// several courses of many chapters).
+const INSERT_CHUNK: usize = 1000;
 
 /// Closes for timeout, in one transaction, those of `order_nos` that are still pending and
 /// whose deadline is at or before `now`: each becomes `cancelled` (reason `timeout`,
@@ -123,81 +126,211 @@ pub fn apply_refunds(
     now: NaiveDateTime,
     journal: Journal,
 ) -> QueryResult<Vec<String>> {
+    apply_effects(conn, order_nos, effect::REFUND, now, journal, refund)
+}
+
+/// Applies, in one transaction, the pending grants of `order_nos`: each order's user gets the
+/// order's courses and every chapter of each (rows already there are kept), and the effects are
+/// marked done. Returns the orders whose grant this applied (the others were not pending: done,
+/// dead-lettered or unknown).
+pub fn apply_grants(
+    conn: &mut DbConnection,
+    order_nos: &[String],
+    now: NaiveDateTime,
+    journal: Journal,
+) -> QueryResult<Vec<String>> {
+    apply_effects(conn, order_nos, effect::GRANT, now, journal, grant)
+}
+
+/// One transaction for the pending `kind` effects of `order_nos`: locks them, runs `apply` on
+/// the pending ones' orders, marks those done and journals them.
+fn apply_effects(
+    conn: &mut DbConnection,
+    order_nos: &[String],
+    kind: &str,
+    now: NaiveDateTime,
+    journal: Journal,
+    apply: fn(&mut DbConnection, &[String], NaiveDateTime) -> QueryResult<()>,
+) -> QueryResult<Vec<String>> {
     if order_nos.is_empty() {
         return Ok(Vec::new());
     }
     write_transaction(conn, |conn| {
-        // Lock the refund rows through the (order_no, kind) index and keep the pending ones
-        // (see `close_expired` on why not filter `status` in SQL).
-        let query = effects::table
-            .filter(effects::order_no.eq_any(order_nos))
-            .filter(effects::kind.eq(effect::REFUND))
-            .select((effects::order_no, effects::status));
-        let rows: Vec<(String, String)> = match conn {
-            DbConnection::Postgresql(c) => query.for_update().load(c)?,
-            DbConnection::Sqlite(c) => query.load(c)?,
-        };
-        let mine: Vec<String> = rows
-            .into_iter()
-            .filter(|(_, status)| status == effect::PENDING)
-            .map(|(no, _)| no)
-            .collect();
+        let mine = lock_pending(conn, order_nos, kind)?;
         if mine.is_empty() {
             return Ok(Vec::new());
         }
-        let spent: Vec<(String, i64, i64)> = orders::table
-            .filter(orders::order_no.eq_any(&mine))
-            .select((orders::order_no, orders::user_id, orders::points_used))
-            .load(conn)?;
-        // Lock the users first, in id order: the ledger insert below takes key-share locks on
-        // them (its foreign key) in its own order, which would deadlock with a concurrent batch.
-        let users_touched: Vec<i64> = spent
-            .iter()
-            .filter(|(_, _, points)| *points > 0)
-            .map(|(_, user, _)| *user)
-            .collect::<std::collections::BTreeSet<i64>>()
-            .into_iter()
-            .collect();
-        lock_users(conn, &users_touched)?;
-        let rows: Vec<_> = spent
-            .iter()
-            .filter(|(_, _, points)| *points > 0)
-            .map(|(no, user, points)| {
-                (
-                    points_ledger::user_id.eq(*user),
-                    points_ledger::order_no.eq(no.as_str()),
-                    points_ledger::kind.eq(ledger_kind::REFUND),
-                    points_ledger::delta.eq(*points),
-                    points_ledger::created_at.eq(now),
-                )
-            })
-            .collect();
-        // A refund row already there (a replay) is skipped, and so are its points.
-        let inserted: Vec<String> = if rows.is_empty() {
-            Vec::new()
-        } else {
-            per_backend!(conn, |c| diesel::insert_into(points_ledger::table)
-                .values(&rows)
-                .on_conflict_do_nothing()
-                .returning(points_ledger::order_no)
-                .get_results(c))?
-        };
-        let mut per_user: BTreeMap<i64, i64> = BTreeMap::new();
-        for (no, user, points) in &spent {
-            if inserted.contains(no) {
-                *per_user.entry(*user).or_default() += points;
-            }
-        }
-        add_points(conn, per_user)?;
+        apply(conn, &mine, now)?;
         let numbers: Vec<&str> = mine.iter().map(String::as_str).collect();
-        mark_done(conn, &numbers, effect::REFUND, now)?;
+        mark_done(conn, &numbers, kind, now)?;
         if journal.enabled {
+            let done = if kind == effect::GRANT {
+                event::GRANTED
+            } else {
+                event::REFUNDED
+            };
             for order in load_orders(conn, &numbers)? {
-                journal.record(conn, event::REFUNDED, &order, now)?;
+                journal.record(conn, done, &order, now)?;
             }
         }
         Ok(mine)
     })
+}
+
+/// The refunds of `mine` (orders with a pending refund, locked).
+fn refund(conn: &mut DbConnection, mine: &[String], now: NaiveDateTime) -> QueryResult<()> {
+    let spent: Vec<(String, i64, i64)> = orders::table
+        .filter(orders::order_no.eq_any(mine))
+        .select((orders::order_no, orders::user_id, orders::points_used))
+        .load(conn)?;
+    // Lock the users first, in id order: the ledger insert below takes key-share locks on
+    // them (its foreign key) in its own order, which would deadlock with a concurrent batch.
+    let users_touched: Vec<i64> = spent
+        .iter()
+        .filter(|(_, _, points)| *points > 0)
+        .map(|(_, user, _)| *user)
+        .collect::<std::collections::BTreeSet<i64>>()
+        .into_iter()
+        .collect();
+    lock_users(conn, &users_touched, "UPDATE")?;
+    let rows: Vec<_> = spent
+        .iter()
+        .filter(|(_, _, points)| *points > 0)
+        .map(|(no, user, points)| {
+            (
+                points_ledger::user_id.eq(*user),
+                points_ledger::order_no.eq(no.as_str()),
+                points_ledger::kind.eq(ledger_kind::REFUND),
+                points_ledger::delta.eq(*points),
+                points_ledger::created_at.eq(now),
+            )
+        })
+        .collect();
+    // A refund row already there (a replay) is skipped, and so are its points.
+    let inserted: Vec<String> = if rows.is_empty() {
+        Vec::new()
+    } else {
+        per_backend!(conn, |c| diesel::insert_into(points_ledger::table)
+            .values(&rows)
+            .on_conflict_do_nothing()
+            .returning(points_ledger::order_no)
+            .get_results(c))?
+    };
+    let mut per_user: BTreeMap<i64, i64> = BTreeMap::new();
+    for (no, user, points) in &spent {
+        if inserted.contains(no) {
+            *per_user.entry(*user).or_default() += points;
+        }
+    }
+    add_points(conn, per_user)?;
+    Ok(())
+}
+
+/// The grants of `mine` (orders with a pending grant, locked).
+fn grant(conn: &mut DbConnection, mine: &[String], now: NaiveDateTime) -> QueryResult<()> {
+    let buyers: BTreeMap<String, i64> = orders::table
+        .filter(orders::order_no.eq_any(mine))
+        .select((orders::order_no, orders::user_id))
+        .load::<(String, i64)>(conn)?
+        .into_iter()
+        .collect();
+    let items: Vec<(String, i64)> = order_items::table
+        .filter(order_items::order_no.eq_any(mine))
+        .select((order_items::order_no, order_items::course_id))
+        .load(conn)?;
+    // (user, course) -> the order that gives it; sorted, so that every batch inserts (and
+    // takes its unique-key and foreign-key locks) in the same order as any other.
+    let mut courses: BTreeMap<(i64, i64), &str> = BTreeMap::new();
+    for (no, course) in &items {
+        if let Some(user) = buyers.get(no) {
+            courses.entry((*user, *course)).or_insert(no.as_str());
+        }
+    }
+    let course_ids: Vec<i64> = courses
+        .keys()
+        .map(|(_, course)| *course)
+        .collect::<std::collections::BTreeSet<i64>>()
+        .into_iter()
+        .collect();
+    let mut chapters_of: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for (course, chapter) in chapters::table
+        .filter(chapters::course_id.eq_any(&course_ids))
+        .order((chapters::course_id, chapters::id))
+        .select((chapters::course_id, chapters::id))
+        .load::<(i64, i64)>(conn)?
+    {
+        chapters_of.entry(course).or_default().push(chapter);
+    }
+    let users: Vec<i64> = buyers
+        .values()
+        .copied()
+        .collect::<std::collections::BTreeSet<i64>>()
+        .into_iter()
+        .collect();
+    lock_users(conn, &users, "KEY SHARE")?;
+    let course_rows: Vec<_> = courses
+        .iter()
+        .map(|((user, course), no)| {
+            (
+                user_courses::user_id.eq(*user),
+                user_courses::course_id.eq(*course),
+                user_courses::order_no.eq(Some(*no)),
+                user_courses::created_at.eq(now),
+            )
+        })
+        .collect();
+    for chunk in course_rows.chunks(INSERT_CHUNK) {
+        per_backend!(conn, |c| diesel::insert_into(user_courses::table)
+            .values(chunk)
+            .on_conflict_do_nothing()
+            .execute(c))?;
+    }
+    let chapter_rows: Vec<_> = courses
+        .keys()
+        .flat_map(|(user, course)| {
+            chapters_of
+                .get(course)
+                .into_iter()
+                .flatten()
+                .map(move |chapter| {
+                    (
+                        user_course_chapters::user_id.eq(*user),
+                        user_course_chapters::course_id.eq(*course),
+                        user_course_chapters::chapter_id.eq(*chapter),
+                        user_course_chapters::created_at.eq(now),
+                    )
+                })
+        })
+        .collect();
+    for chunk in chapter_rows.chunks(INSERT_CHUNK) {
+        per_backend!(conn, |c| diesel::insert_into(user_course_chapters::table)
+            .values(chunk)
+            .on_conflict_do_nothing()
+            .execute(c))?;
+    }
+    Ok(())
+}
+
+/// Locks the `kind` effects of `order_nos` through the (order_no, kind) index and returns the
+/// orders whose effect is pending (see `close_expired` on why not filter `status` in SQL).
+fn lock_pending(
+    conn: &mut DbConnection,
+    order_nos: &[String],
+    kind: &str,
+) -> QueryResult<Vec<String>> {
+    let query = effects::table
+        .filter(effects::order_no.eq_any(order_nos))
+        .filter(effects::kind.eq(kind))
+        .select((effects::order_no, effects::status));
+    let rows: Vec<(String, String)> = match conn {
+        DbConnection::Postgresql(c) => query.for_update().load(c)?,
+        DbConnection::Sqlite(c) => query.load(c)?,
+    };
+    Ok(rows
+        .into_iter()
+        .filter(|(_, status)| status == effect::PENDING)
+        .map(|(no, _)| no)
+        .collect())
 }
 
 /// The orders `order_nos` with their items.
@@ -209,14 +342,19 @@ fn load_orders(conn: &mut DbConnection, order_nos: &[&str]) -> QueryResult<Vec<O
     with_items(conn, rows)
 }
 
-/// Locks users' rows in id order (PostgreSQL; SQLite's write transaction holds the database).
-fn lock_users(conn: &mut DbConnection, ids: &[i64]) -> QueryResult<()> {
+/// Locks users' rows in id order, `FOR UPDATE` (refunds change their points) or `FOR KEY
+/// SHARE` (grants reference them), before the batch's inserts take the foreign keys' key-share
+/// locks in their own order, which could deadlock with a concurrent batch (PostgreSQL;
+/// SQLite's write transaction holds the whole database).
+fn lock_users(conn: &mut DbConnection, ids: &[i64], strength: &'static str) -> QueryResult<()> {
     use diesel::sql_types::{Array, BigInt};
     if let DbConnection::Postgresql(pg) = conn {
         if !ids.is_empty() {
-            diesel::sql_query("SELECT 1 FROM users WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-                .bind::<Array<BigInt>, _>(ids)
-                .execute(pg)?;
+            diesel::sql_query(format!(
+                "SELECT 1 FROM users WHERE id = ANY($1) ORDER BY id FOR {strength}"
+            ))
+            .bind::<Array<BigInt>, _>(ids)
+            .execute(pg)?;
         }
     }
     Ok(())

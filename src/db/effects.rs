@@ -1,7 +1,8 @@
 //! The effect outbox: grants (courses and chapters for a paid order) and refunds (points back
-//! for a closed one). Applying an effect is idempotent: the effect row is locked and checked
-//! first, and the unique (user, course), (user, chapter) and (order, kind) constraints make a
-//! replay a no-op.
+//! for a closed one). Applying effects, one or a batch in a transaction, is
+//! [`super::batch`]'s; it is idempotent: the effect rows are locked and checked first, and the
+//! unique (user, course), (user, chapter) and (order, kind) constraints make a replay a no-op.
+//! Here: one attempt with its failure recorded, retries and the dead letters, admin pages.
 
 use chrono::{NaiveDateTime, TimeDelta};
 use diesel::prelude::*;
@@ -11,9 +12,8 @@ use super::events::{kind as event, Journal};
 use super::models::Order;
 use super::schema::*;
 use super::{write_transaction, DbConnection};
-use crate::domain::order::{effect, ledger_kind};
+use crate::domain::order::effect;
 use crate::domain::time::serde_ts;
-use crate::per_backend;
 
 #[derive(Debug, Clone, Queryable, Selectable, Serialize)]
 #[diesel(table_name = effects)]
@@ -64,9 +64,10 @@ impl RetryPolicy {
     }
 }
 
-/// Applies the `kind` effect of `order_no` once; on failure records the attempt. With
-/// `journal` on, the same transaction writes the `granted` / `refunded` (or `dead_lettered`)
-/// event.
+/// Applies the `kind` effect of `order_no` once — a batch of one
+/// ([`super::batch::apply_grants`] / [`super::batch::apply_refunds`]); on failure records the
+/// attempt. With `journal` on, the same transaction writes the `granted` / `refunded` (or
+/// `dead_lettered`) event.
 pub fn attempt(
     conn: &mut DbConnection,
     order_no: &str,
@@ -75,54 +76,20 @@ pub fn attempt(
     now: NaiveDateTime,
     journal: Journal,
 ) -> QueryResult<Attempt> {
-    match write_transaction(conn, |conn| apply(conn, order_no, kind, now, journal)) {
-        Ok(true) => Ok(Attempt::Applied),
-        Ok(false) => Ok(Attempt::AlreadySettled),
+    let one = [order_no.to_string()];
+    let applied = match kind {
+        effect::GRANT => super::batch::apply_grants(conn, &one, now, journal),
+        effect::REFUND => super::batch::apply_refunds(conn, &one, now, journal),
+        other => Err(diesel::result::Error::QueryBuilderError(
+            format!("unknown effect kind {other}").into(),
+        )),
+    };
+    match applied {
+        // Empty when the effect is not pending (done, dead-lettered, or unknown).
+        Ok(applied) if applied.is_empty() => Ok(Attempt::AlreadySettled),
+        Ok(_) => Ok(Attempt::Applied),
         Err(err) => record_failure(conn, order_no, kind, &err.to_string(), policy, now, journal),
     }
-}
-
-/// Returns false when the effect is not pending (done, dead-lettered, or unknown).
-fn apply(
-    conn: &mut DbConnection,
-    order_no: &str,
-    kind: &str,
-    now: NaiveDateTime,
-    journal: Journal,
-) -> QueryResult<bool> {
-    // Lock the effect's row, and only while it is pending.
-    let mine = diesel::update(
-        effects::table
-            .filter(effects::order_no.eq(order_no))
-            .filter(effects::kind.eq(kind))
-            .filter(effects::status.eq(effect::PENDING)),
-    )
-    .set(effects::updated_at.eq(now))
-    .execute(conn)?;
-    if mine == 0 {
-        return Ok(false);
-    }
-    let (user_id, points_used): (i64, i64) = orders::table
-        .find(order_no)
-        .select((orders::user_id, orders::points_used))
-        .first(conn)?;
-    match kind {
-        effect::GRANT => grant(conn, order_no, user_id, now)?,
-        effect::REFUND => refund(conn, order_no, user_id, points_used, now)?,
-        other => {
-            return Err(diesel::result::Error::QueryBuilderError(
-                format!("unknown effect kind {other}").into(),
-            ))
-        }
-    }
-    mark_done(conn, &[order_no], kind, now)?;
-    let done = if kind == effect::GRANT {
-        event::GRANTED
-    } else {
-        event::REFUNDED
-    };
-    journal.record_of(conn, done, order_no, now)?;
-    Ok(true)
 }
 
 /// Marks the `kind` effects of `order_nos` done (one more attempt, no error).
@@ -144,89 +111,6 @@ pub fn mark_done(
         effects::updated_at.eq(now),
     ))
     .execute(conn)
-}
-
-/// Gives the user each course of the order and every chapter of each.
-fn grant(
-    conn: &mut DbConnection,
-    order_no: &str,
-    user_id: i64,
-    now: NaiveDateTime,
-) -> QueryResult<()> {
-    let course_ids: Vec<i64> = order_items::table
-        .filter(order_items::order_no.eq(order_no))
-        .order(order_items::position)
-        .select(order_items::course_id)
-        .load(conn)?;
-    let chapter_rows: Vec<(i64, i64)> = chapters::table
-        .filter(chapters::course_id.eq_any(&course_ids))
-        .select((chapters::course_id, chapters::id))
-        .load(conn)?;
-    let courses: Vec<_> = course_ids
-        .iter()
-        .map(|course_id| {
-            (
-                user_courses::user_id.eq(user_id),
-                user_courses::course_id.eq(*course_id),
-                user_courses::order_no.eq(Some(order_no)),
-                user_courses::created_at.eq(now),
-            )
-        })
-        .collect();
-    let chapters: Vec<_> = chapter_rows
-        .iter()
-        .map(|(course_id, chapter_id)| {
-            (
-                user_course_chapters::user_id.eq(user_id),
-                user_course_chapters::course_id.eq(*course_id),
-                user_course_chapters::chapter_id.eq(*chapter_id),
-                user_course_chapters::created_at.eq(now),
-            )
-        })
-        .collect();
-    for row in courses {
-        per_backend!(conn, |c| diesel::insert_into(user_courses::table)
-            .values(row)
-            .on_conflict_do_nothing()
-            .execute(c))?;
-    }
-    for row in chapters {
-        per_backend!(conn, |c| diesel::insert_into(user_course_chapters::table)
-            .values(row)
-            .on_conflict_do_nothing()
-            .execute(c))?;
-    }
-    Ok(())
-}
-
-/// Gives the points back with one `refund` ledger row (at most one per order).
-fn refund(
-    conn: &mut DbConnection,
-    order_no: &str,
-    user_id: i64,
-    points: i64,
-    now: NaiveDateTime,
-) -> QueryResult<()> {
-    if points == 0 {
-        return Ok(());
-    }
-    let row = (
-        points_ledger::user_id.eq(user_id),
-        points_ledger::order_no.eq(order_no),
-        points_ledger::kind.eq(ledger_kind::REFUND),
-        points_ledger::delta.eq(points),
-        points_ledger::created_at.eq(now),
-    );
-    let inserted = per_backend!(conn, |c| diesel::insert_into(points_ledger::table)
-        .values(row)
-        .on_conflict_do_nothing()
-        .execute(c))?;
-    if inserted == 1 {
-        diesel::update(users::table.find(user_id))
-            .set(users::points.eq(users::points + points))
-            .execute(conn)?;
-    }
-    Ok(())
 }
 
 fn record_failure(

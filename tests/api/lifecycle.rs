@@ -491,3 +491,40 @@ on_both_backends! {
         }
     }
 }
+
+on_both_backends! {
+    /// Many orders paid at once (40 users' callbacks in parallel) have their grants applied
+    /// together — batched — and each user gets exactly the courses of their own order and
+    /// every chapter of each, once (and the invariant checker), also for the course they all
+    /// bought.
+    fn payments_that_bunch_up_are_granted_together(app) {
+        const USERS: usize = 40;
+        let shared = app.create_course("shared", 1_000, &["a", "b", "c"]);
+        let users: Vec<(i64, String, Value)> = (0..USERS)
+            .map(|i| {
+                let (id, token) = app.user_with_token(0);
+                let own = app.create_course(&format!("own {i}"), 500, &["x", "y", "z"][..i % 3 + 1]);
+                (id, token, own)
+            })
+            .collect();
+        let placed: Vec<Value> = in_parallel(USERS, |i| {
+            let (_, token, own) = &users[i];
+            app.place_ok(token, &[shared["id"].as_i64().unwrap(), own["id"].as_i64().unwrap()], None, 0)
+        });
+        in_parallel(USERS, |i| app.pay(&placed[i]));
+        for (i, (id, _, own)) in users.iter().enumerate() {
+            app.wait_effects_done(no(&placed[i]));
+            let mut expected: Vec<Value> = [&shared, own]
+                .iter()
+                .map(|c| {
+                    let mut chapters: Vec<i64> = c["chapters"].as_array().unwrap().iter()
+                        .map(|ch| ch["id"].as_i64().unwrap()).collect();
+                    chapters.sort();
+                    json!({"course_id": c["id"], "chapter_ids": chapters})
+                })
+                .collect();
+            expected.sort_by_key(|c| c["course_id"].as_i64());
+            assert_eq!(app.admin_user(*id)["courses"], json!(expected), "user {id}");
+        }
+    }
+}
