@@ -14,7 +14,7 @@ use actix::prelude::*;
 use chrono::TimeDelta;
 
 use super::{blocking, Core, MAILBOX_CAPACITY};
-use crate::db::batch::{apply_grants, apply_refunds, MAX_BATCH};
+use crate::db::batch::{apply_effects, MAX_BATCH};
 use crate::db::effects::{self as outbox, Attempt, EffectRow, RetryPolicy};
 use crate::domain::order::effect;
 use crate::domain::time;
@@ -117,13 +117,8 @@ pub struct ApplyBatch(pub Vec<String>);
 
 fn apply_batch(core: &Core, kind: &str, order_nos: &[String]) -> Result<Vec<String>, String> {
     let mut conn = core.pool.get().map_err(|e| e.to_string())?;
-    let apply = if kind == effect::GRANT {
-        apply_grants
-    } else {
-        apply_refunds
-    };
-    let applied =
-        apply(&mut conn, order_nos, time::now(), core.journal).map_err(|e| e.to_string())?;
+    let applied = apply_effects(&mut conn, kind, order_nos, time::now(), core.journal)
+        .map_err(|e| e.to_string())?;
     if !applied.is_empty() {
         core.kick_events();
     }
@@ -199,6 +194,21 @@ impl EffectDispatcher {
         }
     }
 
+    /// The actor that applies `kind` effects, for message `M`.
+    fn worker<M>(&self, kind: &str) -> Recipient<M>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        GrantActor: Handler<M>,
+        RefundActor: Handler<M>,
+    {
+        if kind == effect::GRANT {
+            self.grant.clone().recipient()
+        } else {
+            self.refund.clone().recipient()
+        }
+    }
+
     /// Sends waiting effects of `kind` to their actors, up to one batch per worker in flight.
     /// A batch that fails is retried one effect at a time (with the retry policy).
     fn flush(&mut self, kind: &'static str, ctx: &mut Context<Self>) {
@@ -210,12 +220,7 @@ impl EffectDispatcher {
             let take = batches.waiting.len().min(MAX_BATCH);
             let batch: Vec<String> = batches.waiting.drain(..take).collect();
             batches.in_flight += 1;
-            let worker: Recipient<ApplyBatch> = if kind == effect::GRANT {
-                self.grant.clone().recipient()
-            } else {
-                self.refund.clone().recipient()
-            };
-            let request = worker.send(ApplyBatch(batch.clone()));
+            let request = self.worker(kind).send(ApplyBatch(batch.clone()));
             ctx.spawn(actix::fut::wrap_future(request).map(
                 move |result, actor: &mut Self, ctx| {
                     actor.batches(kind).in_flight -= 1;
@@ -258,12 +263,7 @@ impl EffectDispatcher {
     fn apply_alone(&mut self, msg: QueueEffect, ctx: &mut Context<Self>) {
         let key = (msg.order_no.clone(), msg.kind);
         self.in_flight.insert(key.clone());
-        let worker: Recipient<Apply> = if msg.kind == effect::GRANT {
-            self.grant.clone().recipient()
-        } else {
-            self.refund.clone().recipient()
-        };
-        let request = worker.send(Apply {
+        let request = self.worker(msg.kind).send(Apply {
             order_no: msg.order_no.clone(),
             kind: msg.kind,
         });

@@ -3,7 +3,7 @@
 //! constant number of statements per batch instead of per order, so the database's commit rate
 //! stops being the limit. Each does exactly what the one-order path does for each order it
 //! touches ([`super::transitions::apply`] with `Timeout`, [`super::effects::attempt`] for a
-//! refund or a grant); orders it does not touch are left to that path.
+//! refund or a grant: a batch of one); orders it does not touch are left to that path.
 
 use std::collections::BTreeMap;
 
@@ -117,41 +117,30 @@ pub fn close_expired(
     })
 }
 
-/// Applies, in one transaction, the pending refunds of `order_nos`: one `refund` ledger row per
-/// order and the points back on each user, and the effects marked done. Returns the orders
-/// whose refund this applied (the others were not pending: done, dead-lettered or unknown).
-pub fn apply_refunds(
-    conn: &mut DbConnection,
-    order_nos: &[String],
-    now: NaiveDateTime,
-    journal: Journal,
-) -> QueryResult<Vec<String>> {
-    apply_effects(conn, order_nos, effect::REFUND, now, journal, refund)
-}
+/// What one kind of effect does to the orders whose effect is pending (locked).
+type ApplyFn = fn(&mut DbConnection, &[String], NaiveDateTime) -> QueryResult<()>;
 
-/// Applies, in one transaction, the pending grants of `order_nos`: each order's user gets the
-/// order's courses and every chapter of each (rows already there are kept), and the effects are
-/// marked done. Returns the orders whose grant this applied (the others were not pending: done,
-/// dead-lettered or unknown).
-pub fn apply_grants(
+/// Applies, in one transaction, the pending `kind` effects of `order_nos` — a refund: one
+/// `refund` ledger row per order and the points back on each user; a grant: each order's user
+/// gets the order's courses and every chapter of each (rows already there are kept) — and marks
+/// them done, journaled. Returns the orders whose effect this applied (the others were not
+/// pending: done, dead-lettered or unknown).
+pub fn apply_effects(
     conn: &mut DbConnection,
-    order_nos: &[String],
-    now: NaiveDateTime,
-    journal: Journal,
-) -> QueryResult<Vec<String>> {
-    apply_effects(conn, order_nos, effect::GRANT, now, journal, grant)
-}
-
-/// One transaction for the pending `kind` effects of `order_nos`: locks them, runs `apply` on
-/// the pending ones' orders, marks those done and journals them.
-fn apply_effects(
-    conn: &mut DbConnection,
-    order_nos: &[String],
     kind: &str,
+    order_nos: &[String],
     now: NaiveDateTime,
     journal: Journal,
-    apply: fn(&mut DbConnection, &[String], NaiveDateTime) -> QueryResult<()>,
 ) -> QueryResult<Vec<String>> {
+    let (apply, done): (ApplyFn, _) = match kind {
+        effect::GRANT => (grant, event::GRANTED),
+        effect::REFUND => (refund, event::REFUNDED),
+        other => {
+            return Err(diesel::result::Error::QueryBuilderError(
+                format!("unknown effect kind {other}").into(),
+            ))
+        }
+    };
     if order_nos.is_empty() {
         return Ok(Vec::new());
     }
@@ -164,11 +153,6 @@ fn apply_effects(
         let numbers: Vec<&str> = mine.iter().map(String::as_str).collect();
         mark_done(conn, &numbers, kind, now)?;
         if journal.enabled {
-            let done = if kind == effect::GRANT {
-                event::GRANTED
-            } else {
-                event::REFUNDED
-            };
             for order in load_orders(conn, &numbers)? {
                 journal.record(conn, done, &order, now)?;
             }
@@ -185,13 +169,12 @@ fn refund(conn: &mut DbConnection, mine: &[String], now: NaiveDateTime) -> Query
         .load(conn)?;
     // Lock the users first, in id order: the ledger insert below takes key-share locks on
     // them (its foreign key) in its own order, which would deadlock with a concurrent batch.
-    let users_touched: Vec<i64> = spent
-        .iter()
-        .filter(|(_, _, points)| *points > 0)
-        .map(|(_, user, _)| *user)
-        .collect::<std::collections::BTreeSet<i64>>()
-        .into_iter()
-        .collect();
+    let users_touched = sorted_unique(
+        spent
+            .iter()
+            .filter(|(_, _, points)| *points > 0)
+            .map(|(_, user, _)| *user),
+    );
     lock_users(conn, &users_touched, "UPDATE")?;
     let rows: Vec<_> = spent
         .iter()
@@ -228,30 +211,22 @@ fn refund(conn: &mut DbConnection, mine: &[String], now: NaiveDateTime) -> Query
 
 /// The grants of `mine` (orders with a pending grant, locked).
 fn grant(conn: &mut DbConnection, mine: &[String], now: NaiveDateTime) -> QueryResult<()> {
-    let buyers: BTreeMap<String, i64> = orders::table
-        .filter(orders::order_no.eq_any(mine))
-        .select((orders::order_no, orders::user_id))
-        .load::<(String, i64)>(conn)?
-        .into_iter()
-        .collect();
-    let items: Vec<(String, i64)> = order_items::table
+    let items: Vec<(String, i64, i64)> = order_items::table
+        .inner_join(orders::table)
         .filter(order_items::order_no.eq_any(mine))
-        .select((order_items::order_no, order_items::course_id))
+        .select((
+            order_items::order_no,
+            orders::user_id,
+            order_items::course_id,
+        ))
         .load(conn)?;
     // (user, course) -> the order that gives it; sorted, so that every batch inserts (and
     // takes its unique-key and foreign-key locks) in the same order as any other.
     let mut courses: BTreeMap<(i64, i64), &str> = BTreeMap::new();
-    for (no, course) in &items {
-        if let Some(user) = buyers.get(no) {
-            courses.entry((*user, *course)).or_insert(no.as_str());
-        }
+    for (no, user, course) in &items {
+        courses.entry((*user, *course)).or_insert(no.as_str());
     }
-    let course_ids: Vec<i64> = courses
-        .keys()
-        .map(|(_, course)| *course)
-        .collect::<std::collections::BTreeSet<i64>>()
-        .into_iter()
-        .collect();
+    let course_ids = sorted_unique(courses.keys().map(|(_, course)| *course));
     let mut chapters_of: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     for (course, chapter) in chapters::table
         .filter(chapters::course_id.eq_any(&course_ids))
@@ -261,12 +236,7 @@ fn grant(conn: &mut DbConnection, mine: &[String], now: NaiveDateTime) -> QueryR
     {
         chapters_of.entry(course).or_default().push(chapter);
     }
-    let users: Vec<i64> = buyers
-        .values()
-        .copied()
-        .collect::<std::collections::BTreeSet<i64>>()
-        .into_iter()
-        .collect();
+    let users = sorted_unique(courses.keys().map(|(user, _)| *user));
     lock_users(conn, &users, "KEY SHARE")?;
     let course_rows: Vec<_> = courses
         .iter()
@@ -331,6 +301,14 @@ fn lock_pending(
         .filter(|(_, status)| status == effect::PENDING)
         .map(|(no, _)| no)
         .collect())
+}
+
+/// The distinct values, ascending.
+fn sorted_unique(values: impl Iterator<Item = i64>) -> Vec<i64> {
+    let mut values: Vec<i64> = values.collect();
+    values.sort_unstable();
+    values.dedup();
+    values
 }
 
 /// The orders `order_nos` with their items.

@@ -65,9 +65,8 @@ impl RetryPolicy {
 }
 
 /// Applies the `kind` effect of `order_no` once — a batch of one
-/// ([`super::batch::apply_grants`] / [`super::batch::apply_refunds`]); on failure records the
-/// attempt. With `journal` on, the same transaction writes the `granted` / `refunded` (or
-/// `dead_lettered`) event.
+/// ([`super::batch::apply_effects`]); on failure records the attempt. With `journal` on, the
+/// same transaction writes the `granted` / `refunded` (or `dead_lettered`) event.
 pub fn attempt(
     conn: &mut DbConnection,
     order_no: &str,
@@ -76,15 +75,7 @@ pub fn attempt(
     now: NaiveDateTime,
     journal: Journal,
 ) -> QueryResult<Attempt> {
-    let one = [order_no.to_string()];
-    let applied = match kind {
-        effect::GRANT => super::batch::apply_grants(conn, &one, now, journal),
-        effect::REFUND => super::batch::apply_refunds(conn, &one, now, journal),
-        other => Err(diesel::result::Error::QueryBuilderError(
-            format!("unknown effect kind {other}").into(),
-        )),
-    };
-    match applied {
+    match super::batch::apply_effects(conn, kind, &[order_no.to_string()], now, journal) {
         // Empty when the effect is not pending (done, dead-lettered, or unknown).
         Ok(applied) if applied.is_empty() => Ok(Attempt::AlreadySettled),
         Ok(_) => Ok(Attempt::Applied),

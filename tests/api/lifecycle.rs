@@ -109,6 +109,26 @@ fn setup(app: &TestApp) -> Setup {
     }
 }
 
+/// `GET /admin/users/{id}`'s `courses` after these courses (as the admin API created them)
+/// were granted: each with every chapter, by course id.
+fn granted<'a>(courses: impl IntoIterator<Item = &'a Value>) -> Value {
+    let mut expected: Vec<Value> = courses
+        .into_iter()
+        .map(|c| {
+            let mut chapters: Vec<i64> = c["chapters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|ch| ch["id"].as_i64().unwrap())
+                .collect();
+            chapters.sort();
+            json!({"course_id": c["id"], "chapter_ids": chapters})
+        })
+        .collect();
+    expected.sort_by_key(|c| c["course_id"].as_i64());
+    json!(expected)
+}
+
 /// After an unpaid close: points back exactly once, coupon free again, nothing granted.
 fn assert_given_back(app: &TestApp, s: &Setup) {
     let view = app.wait_effects_done(no(&s.order));
@@ -166,14 +186,7 @@ on_both_backends! {
         let me = app.me(&s.token);
         assert_eq!(me["course_ids"], json!(ids));
         assert_eq!(me["points"], 700);
-        let mut expected: Vec<Value> = s.courses.iter().map(|c| {
-            let mut chapters: Vec<i64> = c["chapters"].as_array().unwrap().iter()
-                .map(|ch| ch["id"].as_i64().unwrap()).collect();
-            chapters.sort();
-            json!({"course_id": c["id"], "chapter_ids": chapters})
-        }).collect();
-        expected.sort_by_key(|c| c["course_id"].as_i64());
-        assert_eq!(app.admin_user(s.user_id)["courses"], json!(expected));
+        assert_eq!(app.admin_user(s.user_id)["courses"], granted(s.courses.iter()));
         assert_eq!(ledger_of(app, s.user_id, no(&order)), vec![("spend".to_string(), -300)]);
     }
 }
@@ -514,17 +527,7 @@ on_both_backends! {
         in_parallel(USERS, |i| app.pay(&placed[i]));
         for (i, (id, _, own)) in users.iter().enumerate() {
             app.wait_effects_done(no(&placed[i]));
-            let mut expected: Vec<Value> = [&shared, own]
-                .iter()
-                .map(|c| {
-                    let mut chapters: Vec<i64> = c["chapters"].as_array().unwrap().iter()
-                        .map(|ch| ch["id"].as_i64().unwrap()).collect();
-                    chapters.sort();
-                    json!({"course_id": c["id"], "chapter_ids": chapters})
-                })
-                .collect();
-            expected.sort_by_key(|c| c["course_id"].as_i64());
-            assert_eq!(app.admin_user(*id)["courses"], json!(expected), "user {id}");
+            assert_eq!(app.admin_user(*id)["courses"], granted([&shared, own]), "user {id}");
         }
     }
 }
