@@ -5,7 +5,7 @@
 #   RUNS=1 SCENARIOS="place callback" BACKENDS=postgres bash bench/run-all.sh
 set -u
 cd "$(dirname "$0")/.."
-cargo build --release --bins
+cargo build --release -p order-engine -p loadgen   # both binaries, into target/release/
 RUNS=${RUNS:-3}
 OUT=${OUT:-bench/results/$(date -u +%Y%m%dT%H%M%S).jsonl}
 SCENARIOS=${SCENARIOS:-"place callback memory burst expiry"}

@@ -5,7 +5,7 @@
 //! summary (or JSON with `--json`) and checks the SPEC invariants through the admin API.
 //!
 //! ```sh
-//! cargo build --release --bins
+//! cargo build --release        # at the repository root: the engine and loadgen
 //! target/release/loadgen place --backend postgres
 //! ```
 //!
