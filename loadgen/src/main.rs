@@ -140,6 +140,10 @@ struct Args {
     /// (repeatable), e.g. `--pg-set log_min_duration_statement=0` to log every statement's time.
     #[arg(long = "pg-set")]
     pg_set: Vec<String>,
+    /// `KEY=VALUE` set in the engine's environment (repeatable), e.g.
+    /// `--engine-env ORDER_ENGINE__DATABASE__POOL_SIZE=32` to try another setting.
+    #[arg(long = "engine-env")]
+    engine_env: Vec<String>,
     /// Keep the database (and the engine log folder) after the run.
     #[arg(long)]
     keep: bool,
@@ -167,7 +171,16 @@ impl Ctx {
             payment_secret: self.secrets.payment_secret.clone(),
             payment_timeout_secs: timeout_secs,
             rust_log: self.args.rust_log.clone(),
-            extra_env: Vec::new(),
+            extra_env: self
+                .args
+                .engine_env
+                .iter()
+                .map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .ok_or_else(|| format!("--engine-env {kv}: expected KEY=VALUE"))
+                })
+                .collect::<Result<_, _>>()?,
         };
         let mut engine = Engine::spawn(&self.bin, &self.db, &cfg, label)?;
         eprintln!(
@@ -257,6 +270,12 @@ fn run(args: Args) -> Result<Report, String> {
         Scenario::Recovery => memory(&ctx, false),
         Scenario::Mixed => mixed::mixed(&ctx),
     }?;
+    if !ctx.args.engine_env.is_empty() {
+        report.note(format!(
+            "engine environment: {}",
+            ctx.args.engine_env.join(" ")
+        ));
+    }
     // The machine is shared: say how busy it was (1-minute load average, 2 cores).
     report.note(format!(
         "load average at start {load_before}, at end {}",
