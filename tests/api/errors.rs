@@ -203,6 +203,70 @@ fn bad_client_credentials(user_id: i64) -> Vec<(&'static str, Option<String>)> {
             bearer(jwt(&json!({"sub": "-1", "exp": exp}), JWT_SECRET, HS256)),
         ),
         ("admin token", bearer(ADMIN_TOKEN.into())),
+        (
+            "nbf in the future",
+            bearer(jwt(
+                &json!({"sub": sub, "exp": exp, "nbf": unix_in(60)}),
+                JWT_SECRET,
+                HS256,
+            )),
+        ),
+        (
+            "crit header",
+            bearer(jwt_with_header(
+                &json!({"alg": "HS256", "typ": "JWT", "crit": ["exp"]}),
+                &json!({"sub": sub, "exp": exp}),
+                JWT_SECRET,
+            )),
+        ),
+        (
+            "sub with a plus sign",
+            bearer(jwt(
+                &json!({"sub": format!("+{user_id}"), "exp": exp}),
+                JWT_SECRET,
+                HS256,
+            )),
+        ),
+        (
+            "sub with a leading zero",
+            bearer(jwt(
+                &json!({"sub": format!("0{user_id}"), "exp": exp}),
+                JWT_SECRET,
+                HS256,
+            )),
+        ),
+        (
+            "sub with a fraction",
+            bearer(jwt(
+                &json!({"sub": format!("{user_id}.0"), "exp": exp}),
+                JWT_SECRET,
+                HS256,
+            )),
+        ),
+        (
+            "sub with a space",
+            bearer(jwt(
+                &json!({"sub": format!(" {user_id}"), "exp": exp}),
+                JWT_SECRET,
+                HS256,
+            )),
+        ),
+        (
+            "sub with an exponent",
+            bearer(jwt(
+                &json!({"sub": format!("{user_id}e0"), "exp": exp}),
+                JWT_SECRET,
+                HS256,
+            )),
+        ),
+        (
+            "numeric sub as a float",
+            bearer(jwt(
+                &json!({"sub": user_id as f64, "exp": exp}),
+                JWT_SECRET,
+                HS256,
+            )),
+        ),
     ]
 }
 
@@ -229,11 +293,17 @@ on_both_backends! {
             }
         }
         assert_eq!(app.snapshot(user_id, &token), before);
-        // Controls: the same user with a string or numeric sub is accepted.
+        // Controls: the same user with a string or numeric sub is accepted, also with an `nbf`
+        // already reached and a header with other unknown fields.
         for sub in [json!(user_id.to_string()), json!(user_id)] {
             let t = jwt(&json!({"sub": sub, "exp": unix_in(60)}), JWT_SECRET, jsonwebtoken::Algorithm::HS256);
             assert_eq!(app.me(&t)["id"], user_id);
         }
+        let claims = json!({"sub": user_id.to_string(), "exp": unix_in(60), "nbf": unix_in(-1)});
+        let reached = jwt(&claims, JWT_SECRET, jsonwebtoken::Algorithm::HS256);
+        assert_eq!(app.me(&reached)["id"], user_id);
+        let header = json!({"alg": "HS256", "typ": "JWT", "kid": "k1", "x-note": 1});
+        assert_eq!(app.me(&jwt_with_header(&header, &claims, JWT_SECRET))["id"], user_id);
     }
 }
 

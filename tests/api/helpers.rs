@@ -605,6 +605,20 @@ pub fn jwt(claims: &Value, secret: &str, alg: jsonwebtoken::Algorithm) -> String
     .expect("encode a JWT")
 }
 
+/// A JWT with any header (jsonwebtoken's `Header` cannot carry `crit`), HS256-signed with
+/// `secret` by hand.
+pub fn jwt_with_header(header: &Value, claims: &Value, secret: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let message = format!(
+        "{}.{}",
+        base64url(header.to_string().as_bytes()),
+        base64url(claims.to_string().as_bytes())
+    );
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key");
+    mac.update(message.as_bytes());
+    format!("{message}.{}", base64url(&mac.finalize().into_bytes()))
+}
+
 /// Unpadded base64url, for hand-made (unsigned) tokens.
 pub fn base64url(bytes: &[u8]) -> String {
     const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
