@@ -418,6 +418,28 @@ on_both_backends! {
 }
 
 on_both_backends! {
+    /// A coupon's `valid_until` outside 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z after
+    /// its offset, or with a 60th second, is 400 invalid_request and creates nothing; the edges
+    /// of the range are kept (sub-millisecond digits truncated).
+    fn out_of_range_valid_until_is_400(app) {
+        let first = app.create_coupon(100, 0, None);
+        for valid_until in OUT_OF_RANGE_TIMESTAMPS {
+            let body = json!({"title": "t", "discount_cents": 1, "min_spend_cents": 0, "valid_until": valid_until});
+            refused(&app.admin("POST", "/admin/coupons", Some(body)), 400, "invalid_request");
+        }
+        // Nothing was created: the next coupon takes the next id.
+        for (id, valid_until, shown) in [
+            (first + 1, "9999-12-31T23:59:59.9999Z", "9999-12-31T23:59:59.999Z"),
+            (first + 2, "1970-01-01T01:00:00+01:00", "1970-01-01T00:00:00.000Z"),
+        ] {
+            let body = json!({"title": "t", "discount_cents": 1, "min_spend_cents": 0, "valid_until": valid_until});
+            let coupon = app.admin("POST", "/admin/coupons", Some(body)).assert_status(201).clone();
+            assert_eq!((&coupon["id"], &coupon["valid_until"]), (&json!(id), &json!(shown)), "{coupon}");
+        }
+    }
+}
+
+on_both_backends! {
     /// Admin catalog validation: non-empty titles, prices and points >= 0, discount >= 1,
     /// timestamps with an offset, exact field sets: else 400 invalid_request.
     fn admin_catalog_validation_is_400(app) {

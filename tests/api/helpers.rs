@@ -820,6 +820,18 @@ pub fn signature_at(body: &[u8], t: i64) -> String {
     order_engine::http::signature::sign(body, PAYMENT_SECRET.as_bytes(), t)
 }
 
+/// Input timestamps the SPEC refuses: outside 1970-01-01T00:00:00Z to
+/// 9999-12-31T23:59:59.999Z once normalised to UTC, or with a 60th second.
+pub const OUT_OF_RANGE_TIMESTAMPS: [&str; 7] = [
+    "0000-01-01T00:00:00+23:59",
+    "1969-12-31T23:59:59.999Z",
+    "1970-01-01T00:59:59+01:00",
+    "9999-12-31T23:59:59-00:01",
+    "10000-01-01T00:00:00Z",
+    "2026-06-30T23:59:60Z",
+    "2026-07-01T08:59:60.500+09:00",
+];
+
 /// An API timestamp.
 #[track_caller]
 pub fn ts(value: &Value) -> chrono::DateTime<chrono::Utc> {
