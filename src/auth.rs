@@ -111,14 +111,7 @@ fn refuse_crit(token: &str) -> Result<(), ApiError> {
 /// or `"1.0"`), or a positive integer number.
 fn user_id(sub: &serde_json::Value) -> Option<i64> {
     let id = match sub {
-        serde_json::Value::String(s) => {
-            let canonical = s.bytes().next().is_some_and(|b| (b'1'..=b'9').contains(&b))
-                && s.bytes().all(|b| b.is_ascii_digit());
-            if !canonical {
-                return None;
-            }
-            s.parse::<i64>().ok()?
-        }
+        serde_json::Value::String(s) => crate::domain::canonical_id(s)?,
         // Integers only: serde_json reads `1.0` and `1e0` as floats, which `as_i64` refuses.
         serde_json::Value::Number(n) => n.as_i64()?,
         _ => return None,

@@ -4,6 +4,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::NaiveDateTime;
 use serde::Deserialize;
 
+use super::paging::SinglePage;
 use super::{parse_id, parse_json, read_body, require_admin, run_db, AppState};
 use crate::db::catalog;
 use crate::domain::time::{self, serde_ts_opt};
@@ -127,9 +128,9 @@ pub async fn list_courses(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&state, &req)?;
+    SinglePage::check(&req)?;
     let courses = run_db(&state, |conn| Ok(catalog::list_courses(conn)?)).await?;
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({"data": courses, "has_more": false, "next_after": null})))
+    Ok(SinglePage::respond(courses))
 }
 
 #[derive(Deserialize)]

@@ -8,69 +8,12 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::paging::{id_cursor, order_no_cursor, query, Paging};
 use super::{parse_id, require_admin, run_db, AppState};
 use crate::db::{effects as outbox, orders, transitions};
 use crate::domain::order::{effect, OrderStatus};
 use crate::domain::time;
 use crate::error::ApiError;
-
-/// `limit` and `after` of a list, and how to build its page.
-struct Paging {
-    limit: i64,
-}
-
-impl Paging {
-    fn parse(limit: Option<&str>) -> Result<Self, ApiError> {
-        let limit = match limit {
-            None => 50,
-            Some(text) => text
-                .parse::<i64>()
-                .ok()
-                .filter(|n| (1..=100).contains(n))
-                .ok_or_else(|| {
-                    ApiError::InvalidRequest("limit must be an integer from 1 to 100".into())
-                })?,
-        };
-        Ok(Self { limit })
-    }
-
-    /// One more row than the page holds is read, to know whether there is a next page.
-    fn fetch(&self) -> i64 {
-        self.limit + 1
-    }
-
-    fn respond<T: Serialize>(
-        &self,
-        mut rows: Vec<T>,
-        cursor: impl Fn(&T) -> String,
-    ) -> HttpResponse {
-        let has_more = rows.len() as i64 > self.limit;
-        rows.truncate(self.limit as usize);
-        let next_after = if has_more {
-            rows.last().map(cursor)
-        } else {
-            None
-        };
-        HttpResponse::Ok()
-            .json(json!({"data": rows, "has_more": has_more, "next_after": next_after}))
-    }
-}
-
-fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
-    web::Query::<T>::from_query(req.query_string())
-        .map(web::Query::into_inner)
-        .map_err(|e| ApiError::InvalidRequest(format!("invalid query: {e}")))
-}
-
-fn id_cursor(after: Option<&str>) -> Result<Option<i64>, ApiError> {
-    after
-        .map(|text| {
-            text.parse::<i64>().map_err(|_| {
-                ApiError::InvalidRequest("after is not a cursor from this list".into())
-            })
-        })
-        .transpose()
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,14 +45,7 @@ pub async fn list_orders(
         .as_deref()
         .map(|u| parse_id(u, "user_id"))
         .transpose()?;
-    let after = filter.after.clone();
-    if after.as_deref().is_some_and(|a| {
-        a.is_empty() || a.len() > 64 || !a.bytes().all(|b| b.is_ascii_alphanumeric())
-    }) {
-        return Err(ApiError::InvalidRequest(
-            "after is not a cursor from this list".into(),
-        ));
-    }
+    let after = order_no_cursor(filter.after.as_deref())?;
     let fetch = paging.fetch();
     let rows = run_db(&state, move |conn| {
         Ok(orders::page(

@@ -6,6 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use super::paging::SinglePage;
 use super::{authenticate_client, fastpath, parse_json, read_body, run_db, AppState};
 use crate::db::catalog;
 use crate::db::idempotency::{self, Claim};
@@ -307,7 +308,7 @@ pub async fn list_courses(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     authenticate_client(&state, &req).await?;
+    SinglePage::check(&req)?;
     let courses = run_db(&state, |conn| Ok(catalog::list_courses(conn)?)).await?;
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({"data": courses, "has_more": false, "next_after": null})))
+    Ok(SinglePage::respond(courses))
 }

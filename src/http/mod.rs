@@ -7,6 +7,7 @@ pub mod admin_orders;
 pub mod client;
 pub mod fastpath;
 pub mod ops;
+pub mod paging;
 pub mod provider;
 pub mod signature;
 

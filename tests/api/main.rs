@@ -14,6 +14,7 @@ mod errors;
 mod hostile;
 mod idempotency;
 mod lifecycle;
+mod lists;
 mod migrations;
 mod outage;
 mod placement;
