@@ -9,6 +9,8 @@ use crate::domain::placement::{QuoteError, ShapeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    #[error("the request did not arrive whole within the request timeout")]
+    RequestTimeout,
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
     #[error("{0}")]
@@ -66,6 +68,7 @@ pub enum ApiError {
 impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
+            Self::RequestTimeout => "request_timeout",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::Unauthenticated(_) => "unauthenticated",
             Self::InvalidSignature(_) => "invalid_signature",
@@ -181,6 +184,7 @@ impl From<actix_web::error::BlockingError> for ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthenticated(_) | Self::InvalidSignature(_) => StatusCode::UNAUTHORIZED,
             Self::InvalidRequest(_)
@@ -226,6 +230,10 @@ impl ResponseError for ApiError {
             }
             Self::Unavailable(_) => {
                 response.insert_header((header::RETRY_AFTER, "1"));
+            }
+            // The rest of a late body is not waited for: the connection goes.
+            Self::RequestTimeout => {
+                response.force_close();
             }
             _ => {}
         }

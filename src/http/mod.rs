@@ -9,10 +9,12 @@ pub mod fastpath;
 pub mod ops;
 pub mod paging;
 pub mod provider;
+pub mod request_timeout;
 pub mod signature;
 
 use std::sync::Arc;
 
+use actix_web::rt::time::Instant;
 use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
 use futures_util::StreamExt;
@@ -49,7 +51,8 @@ where
 }
 
 /// Reads the whole body, refusing one over `limit` bytes before reading it when the
-/// `Content-Length` says so.
+/// `Content-Length` says so, and one not whole by the request's deadline (timed from its first
+/// byte, see `request_timeout`) with 408.
 pub async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
@@ -63,16 +66,27 @@ pub async fn read_body(
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(ApiError::PayloadTooLarge(limit));
     }
-    let mut body = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::InvalidRequest(format!("could not read the body: {e}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::PayloadTooLarge(limit));
+    let read = async move {
+        let mut body = BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk
+                .map_err(|e| ApiError::InvalidRequest(format!("could not read the body: {e}")))?;
+            if body.len() + chunk.len() > limit {
+                return Err(ApiError::PayloadTooLarge(limit));
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
+        Ok(body.freeze())
+    };
+    match request_timeout::deadline(req) {
+        // A body already whole is taken even at the deadline (the future is polled first).
+        Some(at) => {
+            actix_web::rt::time::timeout(at.saturating_duration_since(Instant::now()), read)
+                .await
+                .unwrap_or(Err(ApiError::RequestTimeout))
+        }
+        None => read.await,
     }
-    Ok(body.freeze())
 }
 
 /// Parses a request body, which must be one JSON object (serde would also read a struct

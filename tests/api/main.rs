@@ -22,3 +22,4 @@ mod process;
 mod redis;
 mod restart;
 mod smoke;
+mod timeouts;
