@@ -11,7 +11,7 @@ use crate::auth::JwtKeys;
 use crate::config::{DatabaseUrl, Settings};
 use crate::db::{self, DbSetupError};
 use crate::http::{self, AppState};
-use crate::redis_link::RedisLink;
+use crate::redis::RedisLink;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {

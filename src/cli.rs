@@ -108,14 +108,14 @@ fn events(
         .as_deref()
         .ok_or("redis.url is not set: order events need Redis")?;
     let client = redis::Client::open(url).map_err(|e| e.to_string())?;
-    let opts = crate::events::FollowOptions {
+    let opts = crate::redis::publisher::FollowOptions {
         stream: settings.redis.events_stream.clone(),
         group,
         consumer,
         follow,
     };
     let stdout = std::io::stdout();
-    crate::events::follow(&client, &opts, &mut stdout.lock()).map_err(|e| e.to_string())
+    crate::redis::publisher::follow(&client, &opts, &mut stdout.lock()).map_err(|e| e.to_string())
 }
 
 fn token(settings: &Settings, user_id: i64, ttl_secs: u64) -> Result<(), String> {

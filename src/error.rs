@@ -5,7 +5,7 @@
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 
-use crate::domain::placement::{QuoteError, ShapeError};
+use crate::domain::pricing::{QuoteError, ShapeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -44,7 +44,10 @@ pub enum ApiError {
     #[error("coupon {0} is locked by another order or already used")]
     CouponNotUsable(i64),
     #[error("order {order_no} is {status}, not pending")]
-    OrderNotPending { order_no: String, status: String },
+    OrderNotPending {
+        order_no: String,
+        status: crate::domain::states::OrderStatus,
+    },
     #[error("trade_no {0} was already used for a different callback")]
     TradeNoConflict(String),
     #[error("a request with this Idempotency-Key is still being processed")]

@@ -9,7 +9,7 @@ use diesel::prelude::*;
 use super::models::*;
 use super::schema::*;
 use super::{write_transaction, DbConnection};
-use crate::domain::order::{coupon_status, OrderStatus};
+use crate::domain::states::{CouponStatus, OrderStatus};
 use crate::error::ApiError;
 use crate::per_backend;
 
@@ -179,7 +179,7 @@ pub fn give_coupon(
         let values = (
             user_coupons::user_id.eq(user_id),
             user_coupons::coupon_id.eq(coupon_id),
-            user_coupons::status.eq(coupon_status::UNUSED),
+            user_coupons::status.eq(CouponStatus::Unused),
             user_coupons::created_at.eq(now),
         );
         let row: UserCouponRow = per_backend!(conn, |c| diesel::insert_into(user_coupons::table)
@@ -228,7 +228,7 @@ pub fn owned_course_ids(conn: &mut DbConnection, user_id: i64) -> QueryResult<BT
     let paid: Vec<i64> = order_items::table
         .inner_join(orders::table)
         .filter(orders::user_id.eq(user_id))
-        .filter(orders::status.eq(OrderStatus::Paid.as_str()))
+        .filter(orders::status.eq(OrderStatus::Paid))
         .select(order_items::course_id)
         .load(conn)?;
     Ok(granted.into_iter().chain(paid).collect())

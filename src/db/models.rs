@@ -6,6 +6,7 @@ use diesel::prelude::*;
 use serde::Serialize;
 
 use super::schema::*;
+use crate::domain::states::{CloseReason, CouponStatus, LedgerKind, OrderStatus};
 use crate::domain::time::{serde_ts, serde_ts_opt};
 
 #[derive(Debug, Clone, Queryable, Selectable, Serialize)]
@@ -70,7 +71,7 @@ pub struct UserCouponRow {
     pub id: i64,
     pub user_id: i64,
     pub coupon_id: i64,
-    pub status: String,
+    pub status: CouponStatus,
     pub order_no: Option<String>,
     pub created_at: NaiveDateTime,
 }
@@ -86,7 +87,7 @@ pub struct UserCoupon {
     pub min_spend_cents: i64,
     #[serde(with = "serde_ts_opt")]
     pub valid_until: Option<NaiveDateTime>,
-    pub status: String,
+    pub status: CouponStatus,
     pub order_no: Option<String>,
 }
 
@@ -111,7 +112,7 @@ impl UserCoupon {
 pub struct OrderRow {
     pub order_no: String,
     pub user_id: i64,
-    pub status: String,
+    pub status: OrderStatus,
     pub total_cents: i64,
     pub discount_cents: i64,
     pub points_used: i64,
@@ -121,7 +122,7 @@ pub struct OrderRow {
     pub expires_at: NaiveDateTime,
     pub paid_at: Option<NaiveDateTime>,
     pub closed_at: Option<NaiveDateTime>,
-    pub close_reason: Option<String>,
+    pub close_reason: Option<CloseReason>,
     pub trade_no: Option<String>,
     pub owner_node: Option<String>,
 }
@@ -146,7 +147,7 @@ pub struct OrderItem {
 pub struct Order {
     pub order_no: String,
     pub user_id: i64,
-    pub status: String,
+    pub status: OrderStatus,
     pub items: Vec<OrderItem>,
     pub total_cents: i64,
     pub discount_cents: i64,
@@ -161,7 +162,7 @@ pub struct Order {
     pub paid_at: Option<NaiveDateTime>,
     #[serde(with = "serde_ts_opt")]
     pub closed_at: Option<NaiveDateTime>,
-    pub close_reason: Option<String>,
+    pub close_reason: Option<CloseReason>,
     pub trade_no: Option<String>,
 }
 
@@ -200,7 +201,7 @@ pub struct LedgerRow {
     pub id: i64,
     pub user_id: i64,
     pub order_no: String,
-    pub kind: String,
+    pub kind: LedgerKind,
     pub delta: i64,
     pub created_at: NaiveDateTime,
 }
@@ -208,7 +209,7 @@ pub struct LedgerRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct LedgerEntry {
     pub order_no: String,
-    pub kind: String,
+    pub kind: LedgerKind,
     pub delta: i64,
     #[serde(with = "serde_ts")]
     pub at: NaiveDateTime,

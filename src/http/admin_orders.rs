@@ -1,7 +1,7 @@
 //! Admin routes over orders and actors: live actor state, order and effect listings, late
 //! payments, force-cancel, and retrying a dead-lettered effect.
 
-use crate::cluster::{describe_nodes, Beat};
+use crate::redis::cluster::{describe_nodes, Beat};
 use std::collections::BTreeMap;
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{parse_id, require_admin, run_db, AppState};
-use crate::db::{effects as outbox, orders, transitions};
-use crate::domain::order::{effect, OrderStatus};
+use crate::actors::Committed;
+use crate::db::{orders, outbox, payments};
+use crate::domain::states::{EffectStatus, OrderStatus};
 use crate::domain::time;
 use crate::error::ApiError;
 
@@ -126,8 +127,8 @@ pub async fn list_orders(
 
 #[derive(Serialize)]
 struct EffectView {
-    kind: String,
-    status: String,
+    kind: crate::domain::states::EffectKind,
+    status: EffectStatus,
     attempts: i32,
     last_error: Option<String>,
 }
@@ -191,7 +192,7 @@ pub async fn actors(
                 orders::count_by_status(conn)?,
                 outbox::backlog(conn)?,
                 orders::pending_by_owner(conn)?,
-                crate::db::events::backlog(conn)?,
+                crate::db::journal::backlog(conn)?,
             ))
         })
         .await?;
@@ -215,9 +216,7 @@ pub async fn actors(
     let mut orders_by_status: BTreeMap<&str, i64> =
         OrderStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
     for (status, count) in &by_status {
-        if let Some(slot) = orders_by_status.get_mut(status.as_str()) {
-            *slot = *count;
-        }
+        orders_by_status.insert(status.as_str(), *count);
     }
     let stopped = (stats.live_actors as i64 - stats.armed - stats.transitioning).max(0);
     let node_id = &state.settings.cluster.node_id;
@@ -249,19 +248,18 @@ pub async fn list_effects(
     require_admin(&state, &req)?;
     let filter: EffectFilter = query(&req)?;
     let paging = Paging::parse(filter.limit.as_deref())?;
-    let status = match filter.status.as_deref() {
-        None => None,
-        Some(s @ (effect::PENDING | effect::DONE | effect::DEAD_LETTERED)) => Some(s.to_string()),
-        Some(other) => {
-            return Err(ApiError::InvalidRequest(format!(
-                "unknown status {other:?}"
-            )))
-        }
-    };
+    let status = filter
+        .status
+        .as_deref()
+        .map(|s| {
+            EffectStatus::parse(s)
+                .ok_or_else(|| ApiError::InvalidRequest(format!("unknown status {s:?}")))
+        })
+        .transpose()?;
     let after = id_cursor(filter.after.as_deref())?;
     let fetch = paging.fetch();
     let rows = run_db(&state, move |conn| {
-        let effects = outbox::page(conn, status.as_deref(), after, fetch)?;
+        let effects = outbox::page(conn, status, after, fetch)?;
         effects
             .into_iter()
             .map(|effect| {
@@ -289,10 +287,10 @@ pub async fn retry_effect(
     })
     .await?
     .ok_or(ApiError::EffectNotDeadLettered(id))?;
-    state
-        .engine
-        .effects
-        .do_send(crate::actors::effects::QueueEffect::from_row(&effect));
+    state.engine.core.after_commit(Committed::effects(vec![(
+        effect.order_no.clone(),
+        effect.kind,
+    )]));
     log::info!(
         "admin retried effect {id} ({} of order {})",
         effect.kind,
@@ -319,7 +317,7 @@ pub async fn late_payments(
     let after = id_cursor(filter.after.as_deref())?;
     let fetch = paging.fetch();
     let rows = run_db(&state, move |conn| {
-        Ok(transitions::late_payments(conn, after, fetch)?)
+        Ok(payments::late_payments(conn, after, fetch)?)
     })
     .await?;
     Ok(paging.respond(rows, |p| p.id.to_string()))

@@ -6,15 +6,17 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{authenticate_client, fastpath, parse_json, read_body, run_db, AppState};
+use super::{authenticate_client, parse_json, read_body, run_db, AppState};
+use crate::actors::Committed;
 use crate::db::catalog;
 use crate::db::idempotency::{self, Claim};
 use crate::db::models::Order;
 use crate::db::orders::{self, Placement};
-use crate::domain::order::{effect, OrderStatus};
-use crate::domain::placement::check_shape;
+use crate::domain::pricing::check_shape;
+use crate::domain::states::{EffectKind, OrderStatus};
 use crate::domain::time;
 use crate::error::ApiError;
+use crate::redis::fastpath;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,13 +80,19 @@ pub async fn place_order(
 
     let hash = input.canonical_hash();
     if let Some(key) = &key {
-        match fastpath::cached_response(&state, user_id, key, &hash).await {
+        match fastpath::cached_response(state.engine.core.redis.clone(), user_id, key, &hash).await
+        {
             Some(Claim::Replay { status, body }) => return replay(status, body),
             Some(Claim::Reused) => return Err(ApiError::IdempotencyKeyReused),
             _ => {}
         }
     }
-    fastpath::rate_limit(&state, user_id).await?;
+    fastpath::rate_limit(
+        state.engine.core.redis.clone(),
+        state.settings.limits.orders_per_user_per_minute,
+        user_id,
+    )
+    .await?;
 
     let placement = Placement {
         user_id,
@@ -111,7 +119,14 @@ pub async fn place_order(
         Claim::InUse => return Err(ApiError::IdempotencyKeyInUse),
         Claim::Reused => return Err(ApiError::IdempotencyKeyReused),
         Claim::Replay { status, body } => {
-            fastpath::remember_response(&state, user_id, &key, &hash, status, &body);
+            fastpath::remember_response(
+                state.engine.core.redis.clone(),
+                user_id,
+                &key,
+                &hash,
+                status,
+                &body,
+            );
             return replay(status, body);
         }
     }
@@ -130,7 +145,14 @@ pub async fn place_order(
     match placement {
         Ok(order) => {
             if let Ok(body) = serde_json::to_string(&order) {
-                fastpath::remember_response(&state, user_id, &key, &hash, 201, &body);
+                fastpath::remember_response(
+                    state.engine.core.redis.clone(),
+                    user_id,
+                    &key,
+                    &hash,
+                    201,
+                    &body,
+                );
             }
             Ok(placed(&state, order).await)
         }
@@ -151,7 +173,14 @@ pub async fn place_order(
                 })
                 .await;
                 if stored.is_ok() {
-                    fastpath::remember_response(&state, user_id, &key, &hash, status, &envelope);
+                    fastpath::remember_response(
+                        state.engine.core.redis.clone(),
+                        user_id,
+                        &key,
+                        &hash,
+                        status,
+                        &envelope,
+                    );
                 }
                 if let Err(store_err) = stored {
                     log::warn!(
@@ -250,20 +279,24 @@ async fn claim_or_wait(
 /// After the placement committed: give a pending order its actor (before the client hears
 /// of it), or queue the grant of one that was paid at once.
 async fn placed(state: &AppState, order: Order) -> HttpResponse {
-    state.engine.core.kick_events();
     log::info!(
         "order {} placed by user {}: {}",
         order.order_no,
         order.user_id,
         order.status
     );
-    if order.status == OrderStatus::Pending.as_str() {
+    let pending = order.status == OrderStatus::Pending;
+    let effects = if pending {
+        Vec::new()
+    } else {
+        vec![(order.order_no.clone(), EffectKind::Grant)]
+    };
+    state.engine.core.after_commit(Committed::effects(effects));
+    if pending {
         state
             .engine
             .track(order.order_no.clone(), order.expires_at)
             .await;
-    } else {
-        state.engine.queue_effect(&order.order_no, effect::GRANT);
     }
     HttpResponse::Created().json(order)
 }

@@ -5,7 +5,6 @@
 pub mod admin;
 pub mod admin_orders;
 pub mod client;
-pub mod fastpath;
 pub mod ops;
 pub mod provider;
 pub mod signature;
@@ -20,9 +19,9 @@ use serde::de::DeserializeOwned;
 use crate::actors::Engine;
 use crate::auth::{bearer_token, token_matches, JwtKeys};
 use crate::config::Settings;
-use crate::db::transitions::Command;
 use crate::db::{catalog, DbConnection, DbPool};
 use crate::domain::order::Rejection;
+use crate::domain::order::{Canceller, Command};
 use crate::error::ApiError;
 
 /// What every handler shares.
@@ -39,12 +38,7 @@ where
     T: Send + 'static,
     F: FnOnce(&mut DbConnection) -> Result<T, ApiError> + Send + 'static,
 {
-    let pool = state.pool.clone();
-    web::block(move || {
-        let mut conn = pool.get()?;
-        f(&mut conn)
-    })
-    .await?
+    crate::db::run(&state.pool, state.pool.connection_timeout(), f).await
 }
 
 /// Reads the whole body, refusing one over `limit` bytes before reading it when the
@@ -127,7 +121,10 @@ pub async fn cancel(
     let order_no = order_no_or_404(order_no)?;
     let outcome = state
         .engine
-        .deliver(&order_no, Command::Cancel { user_id })
+        .deliver(
+            &order_no,
+            Command::Cancel(user_id.map_or(Canceller::Admin, Canceller::User)),
+        )
         .await?;
     if outcome.rejection == Some(Rejection::OrderNotPending) {
         return Err(ApiError::OrderNotPending {

@@ -1,5 +1,5 @@
-//! The placement rules of SPEC §Business rules, as pure functions: request shape checks and
-//! the price quote. Money is integer cents; nothing is rounded.
+//! Where money is computed: the placement rules of SPEC §Business rules as pure functions —
+//! the request's shape checks and the price quote. Money is integer cents; nothing is rounded.
 
 use chrono::NaiveDateTime;
 
