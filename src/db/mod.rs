@@ -225,13 +225,11 @@ where
     .map_err(|e| crate::error::ApiError::Internal(format!("blocking task failed: {e}")))?
 }
 
-/// How [`lock_users`] locks: `FOR UPDATE` (their points change) or `FOR SHARE` (an order of
-/// theirs is paid: no placement of theirs may run meanwhile) or `FOR KEY SHARE` (rows that
-/// reference them are inserted).
+/// How [`lock_users`] locks: `FOR UPDATE` (their points change) or `FOR KEY SHARE` (rows
+/// that reference them are inserted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserLock {
     Update,
-    Share,
     KeyShare,
 }
 
@@ -242,7 +240,6 @@ pub fn lock_users(conn: &mut DbConnection, ids: &[i64], lock: UserLock) -> Query
     use diesel::sql_types::{Array, BigInt};
     let strength = match lock {
         UserLock::Update => "UPDATE",
-        UserLock::Share => "SHARE",
         UserLock::KeyShare => "KEY SHARE",
     };
     if let DbConnection::Postgresql(pg) = conn {

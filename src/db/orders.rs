@@ -73,8 +73,10 @@ pub fn place_order(
             ),
         };
 
+        // Pending orders first, locked: a success being applied to one of them finishes
+        // before this reads what the user owns (see `lock_open_orders`).
+        let pending = lock_open_orders(conn, p.user_id, &p.course_ids, now)?;
         let owned = owned_course_ids(conn, p.user_id)?;
-        let pending = courses_in_open_orders(conn, p.user_id, &p.course_ids, now)?;
         for course in &items {
             if !course.on_sale {
                 return Err(ApiError::CourseNotOnSale(course.id));
@@ -200,22 +202,35 @@ pub fn place_order(
 }
 
 /// Courses among `course_ids` that sit in one of the user's pending orders that can still be
-/// paid (one past its deadline can never be paid and is about to be closed).
-fn courses_in_open_orders(
+/// paid (one past its deadline is about to be closed), locking every pending order of the user
+/// that holds one of them. The lock is what keeps a course from being paid twice: a success
+/// being applied to such an order holds its row, so this waits for it and then (the row no
+/// longer pending) the ownership check sees it paid; and a success that comes after waits for
+/// this placement to commit and then reads its clock after ours, so an order this placement
+/// took as past its deadline is closed by it, never paid (on SQLite the write transaction
+/// holds the whole database).
+fn lock_open_orders(
     conn: &mut DbConnection,
     user_id: i64,
     course_ids: &[i64],
     now: NaiveDateTime,
 ) -> QueryResult<BTreeSet<i64>> {
-    let ids: Vec<i64> = order_items::table
+    let query = order_items::table
         .inner_join(orders::table)
         .filter(orders::user_id.eq(user_id))
         .filter(orders::status.eq(OrderStatus::Pending))
-        .filter(orders::expires_at.gt(now))
         .filter(order_items::course_id.eq_any(course_ids))
-        .select(order_items::course_id)
-        .load(conn)?;
-    Ok(ids.into_iter().collect())
+        .order(orders::order_no)
+        .select((order_items::course_id, orders::expires_at));
+    let rows: Vec<(i64, NaiveDateTime)> = match conn {
+        DbConnection::Postgresql(c) => query.for_update().load(c)?,
+        DbConnection::Sqlite(c) => query.load(c)?,
+    };
+    Ok(rows
+        .into_iter()
+        .filter(|(_, expires_at)| *expires_at > now)
+        .map(|(course, _)| course)
+        .collect())
 }
 
 pub fn find_order(conn: &mut DbConnection, order_no: &str) -> QueryResult<Option<Order>> {

@@ -157,19 +157,12 @@ fn apply_once(
 ) -> Result<Vec<Result<Outcome, ApiError>>, TxError> {
     write_transaction(conn, |conn| {
         let numbers = numbers_of(requests);
+        // The clock is read once the rows are locked: a placement of the same user that locked
+        // one of these orders first has committed, and saw a clock no later than ours.
         let mut rows: HashMap<String, OrderRow> = lock_orders(conn, &numbers)?
             .into_iter()
             .map(|row| (row.order_no.clone(), row))
             .collect();
-        // A success may pay an order while its user places another order for the same
-        // course: placement holds the user's row for its whole transaction, so lock it here
-        // too before reading the clock — one of them then sees what the other committed.
-        let payers = super::sorted_unique(requests.iter().filter_map(|r| {
-            let success = r.command.event().is_success();
-            let row = rows.get(&r.order_no)?;
-            (success && row.status == OrderStatus::Pending).then_some(row.user_id)
-        }));
-        super::lock_users(conn, &payers, super::UserLock::Share)?;
         let now = clock();
         let mut seen = seen_trades(conn, requests)?;
 

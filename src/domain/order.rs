@@ -99,12 +99,6 @@ pub enum Event {
     Cancel(CloseReason),
 }
 
-impl Event {
-    pub fn is_success(self) -> bool {
-        matches!(self, Event::Success { .. })
-    }
-}
-
 /// Why an event is refused (the order is unchanged).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
