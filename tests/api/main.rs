@@ -21,4 +21,5 @@ mod placement;
 mod process;
 mod redis;
 mod restart;
+mod schema_rs;
 mod smoke;
