@@ -121,7 +121,7 @@ fn events(
 fn token(settings: &Settings, user_id: i64, ttl_secs: u64) -> Result<(), String> {
     let pool = db::connect(&settings.database).map_err(|e| e.to_string())?;
     let mut conn = pool.get().map_err(|e| e.to_string())?;
-    match db::catalog::find_user(&mut conn, user_id) {
+    match db::catalog::find_user(&mut conn, crate::domain::ids::UserId(user_id)) {
         Ok(Some(_)) => {}
         Ok(None) => return Err(format!("user {user_id} does not exist")),
         Err(e) => return Err(e.to_string()),

@@ -141,9 +141,9 @@ impl Command {
                 amount_cents: cb.amount_cents,
                 provider_paid_at: None,
             }),
-            Command::Cancel(CloseReason::User) => {
-                engine::Command::Cancel(engine::Canceller::User(1))
-            }
+            Command::Cancel(CloseReason::User) => engine::Command::Cancel(engine::Canceller::User(
+                order_engine::domain::ids::UserId(1),
+            )),
             Command::Cancel(_) => engine::Command::Cancel(engine::Canceller::Admin),
         };
         command.event()

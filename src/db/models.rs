@@ -6,13 +6,14 @@ use diesel::prelude::*;
 use serde::Serialize;
 
 use super::schema::*;
+use crate::domain::ids::{CourseId, UserId};
 use crate::domain::states::{CloseReason, CouponStatus, LedgerKind, OrderStatus};
 use crate::domain::time::{serde_ts, serde_ts_opt};
 
 #[derive(Debug, Clone, Queryable, Selectable, Serialize)]
 #[diesel(table_name = users)]
 pub struct User {
-    pub id: i64,
+    pub id: UserId,
     pub name: String,
     pub points: i64,
     pub initial_points: i64,
@@ -23,7 +24,7 @@ pub struct User {
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = courses)]
 pub struct CourseRow {
-    pub id: i64,
+    pub id: CourseId,
     pub title: String,
     pub price_cents: i64,
     pub on_sale: bool,
@@ -35,7 +36,7 @@ pub struct CourseRow {
 pub struct Chapter {
     pub id: i64,
     #[serde(skip)]
-    pub course_id: i64,
+    pub course_id: CourseId,
     #[serde(skip)]
     pub position: i32,
     pub title: String,
@@ -44,7 +45,7 @@ pub struct Chapter {
 /// The SPEC's Course object.
 #[derive(Debug, Clone, Serialize)]
 pub struct Course {
-    pub id: i64,
+    pub id: CourseId,
     pub title: String,
     pub price_cents: i64,
     pub on_sale: bool,
@@ -69,7 +70,7 @@ pub struct Coupon {
 #[diesel(table_name = user_coupons)]
 pub struct UserCouponRow {
     pub id: i64,
-    pub user_id: i64,
+    pub user_id: UserId,
     pub coupon_id: i64,
     pub status: CouponStatus,
     pub order_no: Option<String>,
@@ -80,7 +81,7 @@ pub struct UserCouponRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct UserCoupon {
     pub user_coupon_id: i64,
-    pub user_id: i64,
+    pub user_id: UserId,
     pub coupon_id: i64,
     pub title: String,
     pub discount_cents: i64,
@@ -111,7 +112,7 @@ impl UserCoupon {
 #[diesel(table_name = orders)]
 pub struct OrderRow {
     pub order_no: String,
-    pub user_id: i64,
+    pub user_id: UserId,
     pub status: OrderStatus,
     pub total_cents: i64,
     pub discount_cents: i64,
@@ -132,13 +133,13 @@ pub struct OrderRow {
 pub struct OrderItemRow {
     pub order_no: String,
     pub position: i32,
-    pub course_id: i64,
+    pub course_id: CourseId,
     pub price_cents: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct OrderItem {
-    pub course_id: i64,
+    pub course_id: CourseId,
     pub price_cents: i64,
 }
 
@@ -146,7 +147,7 @@ pub struct OrderItem {
 #[derive(Debug, Clone, Serialize)]
 pub struct Order {
     pub order_no: String,
-    pub user_id: i64,
+    pub user_id: UserId,
     pub status: OrderStatus,
     pub items: Vec<OrderItem>,
     pub total_cents: i64,
@@ -199,7 +200,7 @@ impl Order {
 #[diesel(table_name = points_ledger)]
 pub struct LedgerRow {
     pub id: i64,
-    pub user_id: i64,
+    pub user_id: UserId,
     pub order_no: String,
     pub kind: LedgerKind,
     pub delta: i64,
@@ -217,14 +218,14 @@ pub struct LedgerEntry {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct OwnedCourse {
-    pub course_id: i64,
+    pub course_id: CourseId,
     pub chapter_ids: Vec<i64>,
 }
 
 /// `GET /admin/users/{id}`: a user with everything the invariants are checked against.
 #[derive(Debug, Clone, Serialize)]
 pub struct AdminUser {
-    pub id: i64,
+    pub id: UserId,
     pub name: String,
     pub points: i64,
     pub initial_points: i64,
@@ -236,9 +237,9 @@ pub struct AdminUser {
 /// `GET /api/me`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Me {
-    pub id: i64,
+    pub id: UserId,
     pub name: String,
     pub points: i64,
     pub coupons: Vec<UserCoupon>,
-    pub course_ids: Vec<i64>,
+    pub course_ids: Vec<CourseId>,
 }

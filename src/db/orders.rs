@@ -10,6 +10,7 @@ use super::journal::Journal;
 use super::models::*;
 use super::schema::*;
 use super::{outbox, write_transaction, DbConnection};
+use crate::domain::ids::{CourseId, UserId};
 use crate::domain::order::new_order_no;
 use crate::domain::pricing::{quote, total, CouponTerms};
 use crate::domain::states::{CouponStatus, EffectKind, EventKind, LedgerKind, OrderStatus};
@@ -19,8 +20,8 @@ use crate::per_backend;
 /// A placement that passed the shape checks.
 #[derive(Debug, Clone)]
 pub struct Placement {
-    pub user_id: i64,
-    pub course_ids: Vec<i64>,
+    pub user_id: UserId,
+    pub course_ids: Vec<CourseId>,
     pub user_coupon_id: Option<i64>,
     pub points: i64,
     pub cents_per_point: i64,
@@ -211,10 +212,10 @@ pub fn place_order(
 /// holds the whole database).
 fn lock_open_orders(
     conn: &mut DbConnection,
-    user_id: i64,
-    course_ids: &[i64],
+    user_id: UserId,
+    course_ids: &[CourseId],
     now: NaiveDateTime,
-) -> QueryResult<BTreeSet<i64>> {
+) -> QueryResult<BTreeSet<CourseId>> {
     let query = order_items::table
         .inner_join(orders::table)
         .filter(orders::user_id.eq(user_id))
@@ -222,7 +223,7 @@ fn lock_open_orders(
         .filter(order_items::course_id.eq_any(course_ids))
         .order(orders::order_no)
         .select((order_items::course_id, orders::expires_at));
-    let rows: Vec<(i64, NaiveDateTime)> = match conn {
+    let rows: Vec<(CourseId, NaiveDateTime)> = match conn {
         DbConnection::Postgresql(c) => query.for_update().load(c)?,
         DbConnection::Sqlite(c) => query.load(c)?,
     };
@@ -320,7 +321,7 @@ pub fn pending_by_owner(conn: &mut DbConnection) -> QueryResult<Vec<(Option<Stri
 pub fn page(
     conn: &mut DbConnection,
     status: Option<OrderStatus>,
-    user_id: Option<i64>,
+    user_id: Option<UserId>,
     after: Option<&str>,
     limit: i64,
 ) -> QueryResult<Vec<Order>> {

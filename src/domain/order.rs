@@ -7,6 +7,8 @@
 
 use chrono::NaiveDateTime;
 
+use super::ids::UserId;
+
 pub use super::states::{
     CloseReason, CouponStatus, EffectKind, EventKind, OrderStatus, PaymentOutcome,
 };
@@ -27,7 +29,7 @@ pub struct Callback {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Canceller {
     /// The order's user (another user's order is "not found").
-    User(i64),
+    User(UserId),
     Admin,
 }
 
@@ -180,7 +182,7 @@ fn decide(status: OrderStatus, payable_cents: i64, event: Event) -> Decision {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OrderView {
     pub status: OrderStatus,
-    pub user_id: i64,
+    pub user_id: UserId,
     pub expires_at: NaiveDateTime,
     pub payable_cents: i64,
     pub points_used: i64,
@@ -494,7 +496,7 @@ mod step_tests {
     fn pending(points_used: i64) -> OrderView {
         OrderView {
             status: OrderStatus::Pending,
-            user_id: 7,
+            user_id: UserId(7),
             expires_at: parse("2026-11-26T12:00:00.000Z").unwrap(),
             payable_cents: 100,
             points_used,
@@ -565,7 +567,7 @@ mod step_tests {
 
     #[test]
     fn another_users_cancel_is_not_found_and_a_late_cancel_is_refused_after_closing() {
-        let other = Command::Cancel(Canceller::User(8));
+        let other = Command::Cancel(Canceller::User(UserId(8)));
         assert_eq!(
             step(Some(&pending(0)), before(), &other, None),
             Err(StepError::OrderNotFound)
@@ -577,7 +579,7 @@ mod step_tests {
         let late = step(
             Some(&pending(0)),
             at_deadline(),
-            &Command::Cancel(Canceller::User(7)),
+            &Command::Cancel(Canceller::User(UserId(7))),
             None,
         )
         .unwrap();

@@ -101,7 +101,7 @@ pub async fn list_orders(
     let user_id = filter
         .user_id
         .as_deref()
-        .map(|u| parse_id(u, "user_id"))
+        .map(|u| parse_id(u, "user_id").map(crate::domain::ids::UserId))
         .transpose()?;
     let after = filter.after.clone();
     if after.as_deref().is_some_and(|a| {

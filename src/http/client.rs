@@ -12,6 +12,7 @@ use crate::db::catalog;
 use crate::db::idempotency::{self, Claim};
 use crate::db::models::Order;
 use crate::db::orders::{self, Placement};
+use crate::domain::ids::{CourseId, UserId};
 use crate::domain::pricing::check_shape;
 use crate::domain::states::{EffectKind, OrderStatus};
 use crate::domain::time;
@@ -21,7 +22,7 @@ use crate::redis::fastpath;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PlaceOrderBody {
-    course_ids: Vec<i64>,
+    course_ids: Vec<CourseId>,
     #[serde(default)]
     user_coupon_id: Option<i64>,
     #[serde(default)]
@@ -209,7 +210,7 @@ fn replay(status: u16, body: String) -> Result<HttpResponse, ApiError> {
 /// Gives an `Idempotency-Key` claim back so the client's retry can run, retrying in the
 /// background while the database is unavailable (else the retry would get 409
 /// `idempotency_key_in_use` until the claim is taken as abandoned).
-fn release_claim(state: &web::Data<AppState>, user_id: i64, key: String) {
+fn release_claim(state: &web::Data<AppState>, user_id: UserId, key: String) {
     let state = state.clone();
     actix_web::rt::spawn(async move {
         let mut delay = Duration::from_millis(100);
@@ -242,7 +243,7 @@ const IN_FLIGHT_WAIT: Duration = Duration::from_secs(3);
 /// request's stored response, up to [`IN_FLIGHT_WAIT`].
 async fn claim_or_wait(
     state: &AppState,
-    user_id: i64,
+    user_id: UserId,
     key: &str,
     hash: &str,
 ) -> Result<Claim, ApiError> {

@@ -20,6 +20,7 @@ use crate::actors::Engine;
 use crate::auth::{bearer_token, token_matches, JwtKeys};
 use crate::config::Settings;
 use crate::db::{catalog, DbConnection, DbPool};
+use crate::domain::ids::UserId;
 use crate::domain::order::Rejection;
 use crate::domain::order::{Canceller, Command};
 use crate::error::ApiError;
@@ -90,9 +91,9 @@ pub fn order_no_or_404(order_no: String) -> Result<String, ApiError> {
 }
 
 /// The user a valid client JWT names; 401 unless that user exists.
-pub async fn authenticate_client(state: &AppState, req: &HttpRequest) -> Result<i64, ApiError> {
+pub async fn authenticate_client(state: &AppState, req: &HttpRequest) -> Result<UserId, ApiError> {
     let token = bearer_token(req).ok_or(ApiError::Unauthenticated("missing bearer token"))?;
-    let user_id = state.jwt.verify(token)?;
+    let user_id = UserId(state.jwt.verify(token)?);
     let exists = run_db(state, move |conn| {
         Ok(catalog::find_user(conn, user_id)?.is_some())
     })
@@ -116,7 +117,7 @@ pub fn require_admin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError
 pub async fn cancel(
     state: &AppState,
     order_no: String,
-    user_id: Option<i64>,
+    user_id: Option<UserId>,
 ) -> Result<HttpResponse, ApiError> {
     let order_no = order_no_or_404(order_no)?;
     let outcome = state

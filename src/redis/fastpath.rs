@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::{now_ms, RedisLink};
 use crate::db::idempotency::{Claim, RETENTION_SECS};
+use crate::domain::ids::UserId;
 use crate::error::ApiError;
 
 /// The rate limit's window.
@@ -33,7 +34,7 @@ return {1, 0}
 pub async fn rate_limit(
     link: Option<Arc<RedisLink>>,
     limit: u32,
-    user_id: i64,
+    user_id: UserId,
 ) -> Result<(), ApiError> {
     let Some(link) = link else {
         return Ok(());
@@ -74,7 +75,7 @@ pub async fn rate_limit(
     }
 }
 
-fn idempotency_record(link: &RedisLink, user_id: i64, key: &str) -> String {
+fn idempotency_record(link: &RedisLink, user_id: UserId, key: &str) -> String {
     let digest = hex::encode(Sha256::digest(key.as_bytes()));
     link.key(&format!("idem:{user_id}:{digest}"))
 }
@@ -83,7 +84,7 @@ fn idempotency_record(link: &RedisLink, user_id: i64, key: &str) -> String {
 /// when Redis does not have it (or is down): the database decides.
 pub async fn cached_response(
     link: Option<Arc<RedisLink>>,
-    user_id: i64,
+    user_id: UserId,
     key: &str,
     request_hash: &str,
 ) -> Option<Claim> {
@@ -119,7 +120,7 @@ pub async fn cached_response(
 /// has let go.
 pub fn remember_response(
     link: Option<Arc<RedisLink>>,
-    user_id: i64,
+    user_id: UserId,
     key: &str,
     request_hash: &str,
     status: u16,

@@ -244,7 +244,7 @@ pub fn violations(conn: &mut DbConnection) -> Vec<String> {
             by_no
                 .get(i.order_no.as_str())
                 .filter(|o| o.status == OrderStatus::Paid)
-                .map(|o| (o.user_id, i.course_id))
+                .map(|o| (o.user_id.0, i.course_id.0))
         })
         .collect();
     let owns: BTreeSet<(i64, i64)> = granted.iter().copied().collect();
