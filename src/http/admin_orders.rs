@@ -82,6 +82,15 @@ struct OrderFilter {
     after: Option<String>,
 }
 
+/// A list's `status` filter: absent, or one the list knows (else 400).
+fn status_filter<T>(
+    text: Option<&str>,
+    parse: fn(&str) -> Option<T>,
+) -> Result<Option<T>, ApiError> {
+    text.map(|s| parse(s).ok_or_else(|| ApiError::InvalidRequest(format!("unknown status {s:?}"))))
+        .transpose()
+}
+
 /// `GET /admin/orders?status=&user_id=&limit=&after=`
 pub async fn list_orders(
     state: web::Data<AppState>,
@@ -90,14 +99,7 @@ pub async fn list_orders(
     require_admin(&state, &req)?;
     let filter: OrderFilter = query(&req)?;
     let paging = Paging::parse(filter.limit.as_deref())?;
-    let status = filter
-        .status
-        .as_deref()
-        .map(|s| {
-            OrderStatus::parse(s)
-                .ok_or_else(|| ApiError::InvalidRequest(format!("unknown status {s:?}")))
-        })
-        .transpose()?;
+    let status = status_filter(filter.status.as_deref(), OrderStatus::parse)?;
     let user_id = filter
         .user_id
         .as_deref()
@@ -248,14 +250,7 @@ pub async fn list_effects(
     require_admin(&state, &req)?;
     let filter: EffectFilter = query(&req)?;
     let paging = Paging::parse(filter.limit.as_deref())?;
-    let status = filter
-        .status
-        .as_deref()
-        .map(|s| {
-            EffectStatus::parse(s)
-                .ok_or_else(|| ApiError::InvalidRequest(format!("unknown status {s:?}")))
-        })
-        .transpose()?;
+    let status = status_filter(filter.status.as_deref(), EffectStatus::parse)?;
     let after = id_cursor(filter.after.as_deref())?;
     let fetch = paging.fetch();
     let rows = run_db(&state, move |conn| {

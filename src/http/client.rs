@@ -120,14 +120,7 @@ pub async fn place_order(
         Claim::InUse => return Err(ApiError::IdempotencyKeyInUse),
         Claim::Reused => return Err(ApiError::IdempotencyKeyReused),
         Claim::Replay { status, body } => {
-            fastpath::remember_response(
-                state.engine.core.redis.clone(),
-                user_id,
-                &key,
-                &hash,
-                status,
-                &body,
-            );
+            remember(&state, user_id, &key, &hash, status, &body);
             return replay(status, body);
         }
     }
@@ -146,14 +139,7 @@ pub async fn place_order(
     match placement {
         Ok(order) => {
             if let Ok(body) = serde_json::to_string(&order) {
-                fastpath::remember_response(
-                    state.engine.core.redis.clone(),
-                    user_id,
-                    &key,
-                    &hash,
-                    201,
-                    &body,
-                );
+                remember(&state, user_id, &key, &hash, 201, &body);
             }
             Ok(placed(&state, order).await)
         }
@@ -174,14 +160,7 @@ pub async fn place_order(
                 })
                 .await;
                 if stored.is_ok() {
-                    fastpath::remember_response(
-                        state.engine.core.redis.clone(),
-                        user_id,
-                        &key,
-                        &hash,
-                        status,
-                        &envelope,
-                    );
+                    remember(&state, user_id, &key, &hash, status, &envelope);
                 }
                 if let Err(store_err) = stored {
                     log::warn!(
@@ -210,6 +189,12 @@ fn replay(status: u16, body: String) -> Result<HttpResponse, ApiError> {
 /// Gives an `Idempotency-Key` claim back so the client's retry can run, retrying in the
 /// background while the database is unavailable (else the retry would get 409
 /// `idempotency_key_in_use` until the claim is taken as abandoned).
+/// Caches a stored idempotent response in Redis (best effort).
+fn remember(state: &AppState, user_id: UserId, key: &str, hash: &str, status: u16, body: &str) {
+    let link = state.engine.core.redis.clone();
+    fastpath::remember_response(link, user_id, key, hash, status, body);
+}
+
 fn release_claim(state: &web::Data<AppState>, user_id: UserId, key: String) {
     let state = state.clone();
     actix_web::rt::spawn(async move {
