@@ -18,7 +18,7 @@ use crate::config::{DatabaseUrl, Settings};
 use crate::db::{self, DbSetupError};
 use crate::http::request_timeout::{self, TimedStream};
 use crate::http::{self, AppState};
-use crate::redis_link::RedisLink;
+use crate::redis::RedisLink;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {

@@ -41,7 +41,7 @@
 //! processes (their transactions serialise on the same row lock, which is what a step is here),
 //! and the supervisor's overdue-order sweep (it sends the same `Command::Timeout`).
 
-use order_engine::db::transitions::SUCCESS_CODE;
+use order_engine::domain::order::SUCCESS_CODE;
 use order_engine::domain::order::{plan, CloseReason, Decision, Event, OrderStatus};
 use stateright::{Checker, HasDiscoveries, Model, Property};
 
@@ -132,7 +132,7 @@ impl Msg {
 impl Command {
     /// The event the engine's own `transitions::Command::event` makes of this command.
     fn event(self) -> Event {
-        use order_engine::db::transitions as engine;
+        use order_engine::domain::order as engine;
         let command = match self {
             Command::Timeout => engine::Command::Timeout,
             Command::Callback(cb) => engine::Command::Callback(engine::Callback {
@@ -141,8 +141,10 @@ impl Command {
                 amount_cents: cb.amount_cents,
                 provider_paid_at: None,
             }),
-            Command::Cancel(CloseReason::User) => engine::Command::Cancel { user_id: Some(1) },
-            Command::Cancel(_) => engine::Command::Cancel { user_id: None },
+            Command::Cancel(CloseReason::User) => engine::Command::Cancel(engine::Canceller::User(
+                order_engine::domain::ids::UserId(1),
+            )),
+            Command::Cancel(_) => engine::Command::Cancel(engine::Canceller::Admin),
         };
         command.event()
     }

@@ -5,7 +5,6 @@
 pub mod admin;
 pub mod admin_orders;
 pub mod client;
-pub mod fastpath;
 pub mod ops;
 pub mod paging;
 pub mod provider;
@@ -23,9 +22,10 @@ use serde::de::DeserializeOwned;
 use crate::actors::Engine;
 use crate::auth::{bearer_token, token_matches, JwtKeys};
 use crate::config::Settings;
-use crate::db::transitions::Command;
 use crate::db::{catalog, DbConnection, DbPool};
+use crate::domain::ids::UserId;
 use crate::domain::order::Rejection;
+use crate::domain::order::{Canceller, Command};
 use crate::error::ApiError;
 
 /// What every handler shares.
@@ -42,12 +42,7 @@ where
     T: Send + 'static,
     F: FnOnce(&mut DbConnection) -> Result<T, ApiError> + Send + 'static,
 {
-    let pool = state.pool.clone();
-    web::block(move || {
-        let mut conn = pool.get()?;
-        f(&mut conn)
-    })
-    .await?
+    crate::db::run(&state.pool, state.pool.connection_timeout(), f).await
 }
 
 /// Reads the whole body, refusing one over `limit` bytes before reading it when the
@@ -111,9 +106,9 @@ pub fn order_no_or_404(order_no: String) -> Result<String, ApiError> {
 }
 
 /// The user a valid client JWT names; 401 unless that user exists.
-pub async fn authenticate_client(state: &AppState, req: &HttpRequest) -> Result<i64, ApiError> {
+pub async fn authenticate_client(state: &AppState, req: &HttpRequest) -> Result<UserId, ApiError> {
     let token = bearer_token(req).ok_or(ApiError::Unauthenticated("missing bearer token"))?;
-    let user_id = state.jwt.verify(token)?;
+    let user_id = UserId(state.jwt.verify(token)?);
     let exists = run_db(state, move |conn| {
         Ok(catalog::find_user(conn, user_id)?.is_some())
     })
@@ -137,12 +132,15 @@ pub fn require_admin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError
 pub async fn cancel(
     state: &AppState,
     order_no: String,
-    user_id: Option<i64>,
+    user_id: Option<UserId>,
 ) -> Result<HttpResponse, ApiError> {
     let order_no = order_no_or_404(order_no)?;
     let outcome = state
         .engine
-        .deliver(&order_no, Command::Cancel { user_id })
+        .deliver(
+            &order_no,
+            Command::Cancel(user_id.map_or(Canceller::Admin, Canceller::User)),
+        )
         .await?;
     if outcome.rejection == Some(Rejection::OrderNotPending) {
         return Err(ApiError::OrderNotPending {

@@ -239,17 +239,23 @@ pub fn service_url(var: &str, suite: &str, skip: &Once) -> Option<String> {
     match std::env::var(var) {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{var} is not set, but CI is: the {suite} suite must run in CI"
-            );
-            skip.call_once(|| {
-                // Written past the test harness's capture so it shows in `cargo test` output.
-                let _ = writeln!(std::io::stderr(), "skipped: {suite} tests ({var} not set)");
-            });
+            skip_or_fail_under_ci(&format!("{suite} tests ({var} not set)"), skip);
             None
         }
     }
+}
+
+/// Prints one `skipped: <what>` line (once per `skip`) for a check that cannot run here; when
+/// `CI` is set it fails instead: CI must never pass without the check.
+pub fn skip_or_fail_under_ci(what: &str, skip: &Once) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI is set, so this must not be skipped: {what}"
+    );
+    skip.call_once(|| {
+        // Written past the test harness's capture so it shows in `cargo test` output.
+        let _ = writeln!(std::io::stderr(), "skipped: {what}");
+    });
 }
 
 /// `server_url` with its database name replaced.
