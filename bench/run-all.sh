@@ -5,10 +5,10 @@
 #   RUNS=1 SCENARIOS="place callback" BACKENDS=postgres bash bench/run-all.sh
 set -u
 cd "$(dirname "$0")/.."
-cargo build --release --bins
+cargo build --release -p order-engine -p loadgen   # both binaries, into target/release/
 RUNS=${RUNS:-3}
 OUT=${OUT:-bench/results/$(date -u +%Y%m%dT%H%M%S).jsonl}
-SCENARIOS=${SCENARIOS:-"place callback memory burst expiry"}
+SCENARIOS=${SCENARIOS:-"place callback mixed memory burst expiry"}
 BACKENDS=${BACKENDS:-"sqlite postgres"}
 mkdir -p "$(dirname "$OUT")"
 run() {
@@ -21,6 +21,7 @@ for scenario in $SCENARIOS; do
       case $scenario in
         place) run place --backend "$backend" ;;
         callback) run callback --backend "$backend" --orders 10000 ;;
+        mixed) run mixed --backend "$backend" --orders 12000 --payment-timeout-secs 10 ;;
         memory)
           run memory --backend "$backend" --orders 100000
           run memory --backend "$backend" --orders 1000000 ;;  # also the 1M recovery figure

@@ -143,7 +143,7 @@ pub struct Track {
 #[rtype(result = "Option<Addr<OrderActor>>")]
 pub struct Lookup(pub OrderKey);
 
-/// The order left `pending`: drop its actor.
+/// The order left `pending`: drop its actor (and stop it, if it is still running).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Forget(pub OrderKey);
@@ -234,7 +234,13 @@ impl Handler<Forget> for OrderSupervisor {
     type Result = ();
 
     fn handle(&mut self, msg: Forget, _ctx: &mut Context<Self>) {
-        if self.actors.remove(&msg.0).is_some() {
+        if let Some(entry) = self.actors.remove(&msg.0) {
+            // The order may have left `pending` by another path than this actor (the sweep,
+            // a direct transition) while the actor is armed: without this it would stay
+            // alive, unreachable, counted as armed (found by the model check).
+            if let Some(addr) = entry.addr.upgrade() {
+                addr.do_send(StandDown);
+            }
             self.removed(&msg.0);
         }
     }

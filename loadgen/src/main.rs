@@ -5,7 +5,7 @@
 //! summary (or JSON with `--json`) and checks the SPEC invariants through the admin API.
 //!
 //! ```sh
-//! cargo build --release --bins
+//! cargo build --release        # at the repository root: the engine and loadgen
 //! target/release/loadgen place --backend postgres
 //! ```
 //!
@@ -14,6 +14,7 @@
 mod client;
 mod engine;
 mod invariants;
+mod mixed;
 mod parallel;
 mod pgbench;
 mod seed;
@@ -62,6 +63,10 @@ enum Scenario {
     Memory,
     /// Time from engine start until `--orders` pending orders have live actors and timers.
     Recovery,
+    /// Placements, callbacks (successes, failures, duplicates) and timeouts at once: `--orders`
+    /// (default 12000) placed by `--clients` on an engine with a `--payment-timeout-secs`
+    /// window; placement and callback rates and latencies, timeout lateness, settling.
+    Mixed,
 }
 
 #[derive(Debug, Parser)]
@@ -77,7 +82,8 @@ struct Args {
     /// Concurrent HTTP clients (one thread and keep-alive connection each).
     #[arg(long, default_value_t = 64)]
     clients: usize,
-    /// Orders (default: place/callback 20000, expiry/burst/memory 100000, recovery 1000000).
+    /// Orders (default: place/callback 20000, mixed 12000, expiry/burst/memory 100000,
+    /// recovery 1000000).
     #[arg(long)]
     orders: Option<i64>,
     /// Users the orders are spread over (default: 10 per client for place/callback, 1000 for
@@ -103,13 +109,30 @@ struct Args {
     /// every order by then).
     #[arg(long, default_value_t = 30)]
     lead_secs: u64,
-    /// expiry/burst: give up this many seconds after the last deadline if orders are still
+    /// expiry/burst/mixed: give up this many seconds after the last deadline if orders are still
     /// pending or effects unfinished (reported as a violation, lateness as a lower bound).
     #[arg(long, default_value_t = 600)]
     settle_secs: u64,
-    /// callback: percentage of callbacks that carry a failure code.
+    /// callback: percentage of callbacks that carry a failure code; mixed: percentage of
+    /// orders that get a failure callback.
     #[arg(long, default_value_t = 10)]
     fail_percent: u64,
+    /// mixed: percentage of orders that get a success callback (the rest of those without a
+    /// failure time out).
+    #[arg(long, default_value_t = 50)]
+    pay_percent: u64,
+    /// mixed: percentage of callbacks the provider sends twice (the second up to 1 s later).
+    #[arg(long, default_value_t = 20)]
+    duplicate_percent: u64,
+    /// mixed: the engine's payment window (`orders.payment_timeout_secs`).
+    #[arg(long, default_value_t = 10)]
+    payment_timeout_secs: u64,
+    /// mixed: concurrent payment-provider clients sending the callbacks.
+    #[arg(long, default_value_t = 32)]
+    callback_clients: usize,
+    /// mixed: a callback is due up to this many milliseconds (uniformly) after its order's 201.
+    #[arg(long, default_value_t = 5000)]
+    callback_delay_ms: u64,
     /// Skip the end-of-run invariant check.
     #[arg(long)]
     no_check: bool,
@@ -168,6 +191,7 @@ impl Ctx {
     fn orders(&self) -> i64 {
         self.args.orders.unwrap_or(match self.args.scenario {
             Scenario::Place | Scenario::Callback => 20_000,
+            Scenario::Mixed => 12_000,
             Scenario::Recovery => 1_000_000,
             _ => 100_000,
         })
@@ -231,6 +255,7 @@ fn run(args: Args) -> Result<Report, String> {
         Scenario::Burst => timeouts(&ctx, true),
         Scenario::Memory => memory(&ctx, true),
         Scenario::Recovery => memory(&ctx, false),
+        Scenario::Mixed => mixed::mixed(&ctx),
     }?;
     // The machine is shared: say how busy it was (1-minute load average, 2 cores).
     report.note(format!(
@@ -266,6 +291,8 @@ struct Catalog {
 }
 
 const PLACE_POINTS: i64 = 10;
+/// callback and mixed: a user's every fourth order uses one of their coupons.
+const COUPON_EVERY: usize = 4;
 
 fn create_catalog(
     api: &Api,
@@ -330,23 +357,43 @@ fn create_catalog(
 }
 
 struct Placed {
+    /// The placement's index `i` (user `i % U`, course `i / U`).
+    index: usize,
     order_no: String,
     payable: i64,
+    /// `expires_at` of the 201 answer, unix milliseconds.
+    expires_ms: i64,
+    latency_ms: f64,
+    /// When the answer came, since the first placement was sent.
+    done_at: Duration,
 }
 
 struct Placements {
     orders: Vec<Placed>,
-    latencies: Vec<f64>,
     errors: Vec<String>,
+    /// When the first placement was sent.
+    started: Instant,
     wall: Duration,
     engine_cpu: f64,
     pg_cpu: f64,
 }
 
+impl Placements {
+    /// Latencies of the placements answered at or after `from` (since the first was sent).
+    fn latencies_from(&self, from: Duration) -> Vec<f64> {
+        self.orders
+            .iter()
+            .filter(|o| o.done_at >= from)
+            .map(|o| o.latency_ms)
+            .collect()
+    }
+}
+
 /// Places `n` orders: order `i` is user `i % U` buying course `i / U`, so each (user, course)
 /// pair is placed once and no pending orders of one user share a course. Each client thread
 /// owns a set of users, so one user's placements never race each other. With `coupon_every`,
-/// a user's k-th order uses a coupon when `k % coupon_every == 0`.
+/// a user's k-th order uses a coupon when `k % coupon_every == 0`. `on_placed` is called on
+/// the client's thread after each 201 (the mixed scenario schedules its callbacks there).
 fn place_all(
     api: &Api,
     engine: &Engine,
@@ -354,6 +401,7 @@ fn place_all(
     clients: usize,
     n: usize,
     coupon_every: Option<usize>,
+    on_placed: &(dyn Fn(&Placed) + Sync),
 ) -> Placements {
     let users = cat.users.len();
     let pb = bar(n as u64, "place");
@@ -361,7 +409,6 @@ fn place_all(
     let start = Instant::now();
     let parts = parallel::each(clients, |t| {
         let mut orders = Vec::new();
-        let mut latencies = Vec::new();
         let mut errors = Vec::new();
         for i in (0..n).filter(|i| (i % users) % clients == t) {
             let (u, k) = (i % users, i / users);
@@ -373,18 +420,23 @@ fn place_all(
             let ms = t0.elapsed().as_secs_f64() * 1000.0;
             match answer {
                 Ok((201, body)) => {
-                    latencies.push(ms);
-                    orders.push(Placed {
+                    let placed = Placed {
+                        index: i,
                         order_no: body["order_no"].as_str().unwrap_or_default().to_string(),
                         payable: body["payable_cents"].as_i64().unwrap_or(0),
-                    });
+                        expires_ms: invariants::ts_ms(&body["expires_at"]).unwrap_or(i64::MAX),
+                        latency_ms: ms,
+                        done_at: start.elapsed(),
+                    };
+                    on_placed(&placed);
+                    orders.push(placed);
                 }
                 Ok((status, body)) => errors.push(format!("POST /api/orders: {status} {body}")),
                 Err(e) => errors.push(format!("POST /api/orders: {e}")),
             }
             pb.inc(1);
         }
-        (orders, latencies, errors)
+        (orders, errors)
     });
     let wall = start.elapsed();
     let engine_cpu = engine.cpu_secs() - cpu0.0;
@@ -392,15 +444,14 @@ fn place_all(
     pb.finish_and_clear();
     let mut out = Placements {
         orders: Vec::new(),
-        latencies: Vec::new(),
         errors: Vec::new(),
+        started: start,
         wall,
         engine_cpu,
         pg_cpu,
     };
-    for (o, l, e) in parts {
+    for (o, e) in parts {
         out.orders.extend(o);
-        out.latencies.extend(l);
         out.errors.extend(e);
     }
     out
@@ -472,12 +523,24 @@ fn place(ctx: &Ctx) -> Result<Report, String> {
     let (users, courses) = place_catalog_sizes(ctx, n);
     let cat = create_catalog(&api, ctx.args.clients, users, courses, 0)?;
     ctx.pause();
-    let p = place_all(&api, &engine, &cat, ctx.args.clients, n as usize, None);
+    let p = place_all(
+        &api,
+        &engine,
+        &cat,
+        ctx.args.clients,
+        n as usize,
+        None,
+        &|_| {},
+    );
     let wall = p.wall.as_secs_f64();
     r.add("clients", ctx.args.clients as f64, "");
     r.add("orders_placed", p.orders.len() as f64, "");
     r.add("place_throughput", p.orders.len() as f64 / wall, "orders/s");
-    r.add_dist("place_latency", dist(p.latencies), "ms");
+    r.add_dist(
+        "place_latency",
+        dist(p.latencies_from(Duration::ZERO)),
+        "ms",
+    );
     add_cpu(
         &mut r,
         "place",
@@ -530,7 +593,6 @@ fn callback(ctx: &Ctx) -> Result<Report, String> {
     let mut r = Report::new("callback", ctx.args.backend.name());
     let (engine, api) = ctx.start_engine(3600, "callback")?;
     let (users, courses) = place_catalog_sizes(ctx, n);
-    const COUPON_EVERY: usize = 4;
     let cat = create_catalog(
         &api,
         ctx.args.clients,
@@ -545,6 +607,7 @@ fn callback(ctx: &Ctx) -> Result<Report, String> {
         ctx.args.clients,
         n as usize,
         Some(COUPON_EVERY),
+        &|_| {},
     );
     r.add(
         "place_throughput",
@@ -696,48 +759,9 @@ fn timeouts(ctx: &Ctx, burst: bool) -> Result<Report, String> {
         std::thread::sleep(Duration::from_millis(5));
     }
     let cpu0 = (engine.cpu_secs(), pg_cpu());
-    let pb = bar(n as u64, "closed");
-    let mut closed_at = None;
-    let mut refunded_at = None;
-    let mut still_pending = 0;
     let give_up = last + ctx.args.settle_secs as i64 * 1000;
-    let mut polls: u64 = 0;
-    loop {
-        // Completion from two cheap one-row pages; the counts of `/admin/actors` (a scan of
-        // every order) only once a second, for the progress bar.
-        let (orders_left, effects_left) = api.anything_pending()?;
-        let t = now_ms();
-        if !orders_left {
-            pb.set_position(n as u64);
-        } else if polls.is_multiple_of(if burst { 20 } else { 4 }) {
-            let a = api.actors()?;
-            let pending = a["orders_by_status"]["pending"].as_i64().unwrap_or(-1);
-            pb.set_position((n - pending).max(0) as u64);
-        }
-        polls += 1;
-        if !orders_left && closed_at.is_none() {
-            closed_at = Some(t);
-        }
-        if !orders_left && !effects_left {
-            refunded_at = Some(t);
-            break;
-        }
-        if t > give_up {
-            let a = api.actors()?;
-            let pending = a["orders_by_status"]["pending"].as_i64().unwrap_or(-1);
-            let effects = a["effects"]["pending"].as_i64().unwrap_or(-1);
-            still_pending = pending;
-            r.violations.push(format!(
-                "not settled {} s after the last deadline (--settle-secs): {pending} orders \
-                 pending, {effects} effects pending",
-                ctx.args.settle_secs
-            ));
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(if burst { 50 } else { 250 }));
-    }
-    pb.finish_and_clear();
-    let end = refunded_at.unwrap_or_else(now_ms);
+    let settled = watch_settling(ctx, &mut r, &api, n, give_up, burst)?;
+    let end = settled.settled_at.unwrap_or_else(now_ms);
     let wall = (end - first) as f64 / 1000.0;
     let cpu = (engine.cpu_secs() - cpu0.0, pg_cpu() - cpu0.1);
     add_cpu(
@@ -748,50 +772,121 @@ fn timeouts(ctx: &Ctx, burst: bool) -> Result<Report, String> {
         wall.max(0.001),
         ctx.args.backend,
     );
-    if let Some(closed) = closed_at {
-        let from = if burst { first } else { last };
-        r.add(
-            if burst {
-                "all_closed_after_first_deadline"
-            } else {
-                "all_closed_after_last_deadline"
-            },
-            (closed - from) as f64,
-            "ms",
-        );
+    let from = if burst { first } else { last };
+    let after = if burst {
+        "after_first_deadline"
+    } else {
+        "after_last_deadline"
+    };
+    if let Some(closed) = settled.closed_at {
+        r.add(&format!("all_closed_{after}"), (closed - from) as f64, "ms");
     }
-    if let Some(refunded) = refunded_at {
-        let from = if burst { first } else { last };
+    if let Some(refunded) = settled.settled_at {
         r.add(
-            if burst {
-                "all_refunded_after_first_deadline"
-            } else {
-                "all_refunded_after_last_deadline"
-            },
+            &format!("all_refunded_{after}"),
             (refunded - from) as f64,
             "ms",
         );
     }
-    let orders = if ctx.args.no_check || refunded_at.is_none() {
-        // Unsettled (or asked not to check): lateness of the orders closed so far only.
-        if refunded_at.is_none() {
-            r.add("pending_at_give_up", still_pending as f64, "");
-            if still_pending > 0 {
-                r.note(
-                    "lateness figures cover only the orders closed before giving up: a lower bound",
-                );
-            }
-        }
-        api.admin_list_all("/admin/orders?status=cancelled")?
-    } else {
-        let expect = Expect {
-            acknowledged: Default::default(),
-            all_closed: true,
-        };
-        check_into(ctx, &mut r, &api, &expect)?
+    let expect = Expect {
+        acknowledged: Default::default(),
+        all_closed: true,
     };
+    let orders = closed_orders(ctx, &mut r, &api, &expect, &settled)?;
+    let lateness = timeout_lateness(&mut r, &orders, true);
+    r.add_dist("lateness", dist(lateness), "ms");
+    Ok(r)
+}
+
+/// When every order had left `pending` and every effect was done (unix ms), or how many
+/// orders were still pending when [`watch_settling`] gave up.
+struct Settling {
+    closed_at: Option<i64>,
+    settled_at: Option<i64>,
+    still_pending: i64,
+}
+
+/// Polls until no order and no effect is pending, or until `give_up_ms` (a violation). `fast`
+/// polls every 50 ms (a burst settles in seconds), else every 250 ms.
+fn watch_settling(
+    ctx: &Ctx,
+    r: &mut Report,
+    api: &Api,
+    n: i64,
+    give_up_ms: i64,
+    fast: bool,
+) -> Result<Settling, String> {
+    let pb = bar(n as u64, "closed");
+    let mut out = Settling {
+        closed_at: None,
+        settled_at: None,
+        still_pending: 0,
+    };
+    let mut polls: u64 = 0;
+    loop {
+        // Completion from two cheap one-row pages; the counts of `/admin/actors` (a scan of
+        // every order) only once a second, for the progress bar.
+        let (orders_left, effects_left) = api.anything_pending()?;
+        let t = now_ms();
+        if !orders_left {
+            pb.set_position(n as u64);
+        } else if polls.is_multiple_of(if fast { 20 } else { 4 }) {
+            let a = api.actors()?;
+            let pending = a["orders_by_status"]["pending"].as_i64().unwrap_or(-1);
+            pb.set_position((n - pending).max(0) as u64);
+        }
+        polls += 1;
+        if !orders_left && out.closed_at.is_none() {
+            out.closed_at = Some(t);
+        }
+        if !orders_left && !effects_left {
+            out.settled_at = Some(t);
+            break;
+        }
+        if t > give_up_ms {
+            let a = api.actors()?;
+            let pending = a["orders_by_status"]["pending"].as_i64().unwrap_or(-1);
+            let effects = a["effects"]["pending"].as_i64().unwrap_or(-1);
+            out.still_pending = pending;
+            r.violations.push(format!(
+                "not settled {} s after the last deadline (--settle-secs): {pending} orders \
+                 pending, {effects} effects pending",
+                ctx.args.settle_secs
+            ));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(if fast { 50 } else { 250 }));
+    }
+    pb.finish_and_clear();
+    Ok(out)
+}
+
+/// Every order, through the invariant check when the run settled (and checking is on); else
+/// the cancelled orders only, for lateness figures that are then a lower bound.
+fn closed_orders(
+    ctx: &Ctx,
+    r: &mut Report,
+    api: &Api,
+    expect: &Expect,
+    settled: &Settling,
+) -> Result<Vec<Value>, String> {
+    if !ctx.args.no_check && settled.settled_at.is_some() {
+        return check_into(ctx, r, api, expect);
+    }
+    if settled.settled_at.is_none() {
+        r.add("pending_at_give_up", settled.still_pending as f64, "");
+        if settled.still_pending > 0 {
+            r.note("lateness figures cover only the orders closed before giving up: a lower bound");
+        }
+    }
+    api.admin_list_all("/admin/orders?status=cancelled")
+}
+
+/// `closed_at - expires_at` of every order closed by its timeout; an order closed before its
+/// deadline is a violation, and so, with `only_timeouts`, is any order that ended otherwise.
+fn timeout_lateness(r: &mut Report, orders: &[Value], only_timeouts: bool) -> Vec<f64> {
     let mut lateness = Vec::new();
-    for o in &orders {
+    for o in orders {
         if o["status"] == "cancelled" && o["close_reason"] == "timeout" {
             if let Some(l) = invariants::lateness_ms(o) {
                 if l < 0.0 {
@@ -802,17 +897,15 @@ fn timeouts(ctx: &Ctx, burst: bool) -> Result<Report, String> {
                 }
                 lateness.push(l);
             }
-        } else {
+        } else if only_timeouts {
             r.violations.push(format!(
                 "order {} ended {} / {}",
                 o["order_no"], o["status"], o["close_reason"]
             ));
         }
     }
-    r.add_dist("lateness", dist(lateness), "ms");
-    Ok(r)
+    lateness
 }
-
 fn memory(ctx: &Ctx, with_baseline: bool) -> Result<Report, String> {
     let n = ctx.orders();
     let name = if with_baseline { "memory" } else { "recovery" };

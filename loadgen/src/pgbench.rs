@@ -6,7 +6,7 @@ use std::process::Command;
 
 use crate::stats::{dist, Dist};
 
-pub const SCRIPT: &str = include_str!("../../../bench/place.sql");
+pub const SCRIPT: &str = include_str!("../../bench/place.sql");
 
 pub struct PgbenchRun {
     pub tps: f64,

@@ -34,7 +34,8 @@ pub fn settle(api: &Api, timeout: Duration) -> Result<Value, String> {
     }
 }
 
-fn ts_ms(v: &Value) -> Option<i64> {
+/// An RFC 3339 timestamp of the API as unix milliseconds.
+pub fn ts_ms(v: &Value) -> Option<i64> {
     let s = v.as_str()?;
     chrono::DateTime::parse_from_rfc3339(s)
         .ok()

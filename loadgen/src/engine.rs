@@ -145,7 +145,7 @@ pub fn engine_binary(flag: Option<&Path>) -> Result<PathBuf, String> {
         Ok(path)
     } else {
         Err(format!(
-            "engine binary {} not found: run `cargo build --release --bins` or pass --engine",
+            "engine binary {} not found: run `cargo build --release` at the repository root (both binaries) or pass --engine",
             path.display()
         ))
     }
