@@ -1,6 +1,6 @@
 //! The one transaction that moves orders. It locks the orders' rows, asks the pure state
-//! machine ([`crate::domain::order::step`]) what each command does, and writes all of it in the
-//! same transaction: the conditional update out of `pending`, the coupon, the payment event,
+//! machine ([`crate::domain::order::step_batch`]) what each command does, and writes all of it
+//! in the same transaction: the conditional update out of `pending`, the coupon, the payment event,
 //! the outbox effect and the order events. Every way an order leaves `pending` comes through
 //! [`apply_batch`]: a callback or a cancel is a batch of one ([`apply`]); timeouts that fire
 //! together are one batch (the closer's), written with a constant number of statements.
