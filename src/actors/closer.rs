@@ -63,7 +63,7 @@ impl Closer {
             let requests: Vec<Request> = batch
                 .iter()
                 .map(|(order_no, _)| Request {
-                    order_no: order_no.clone(),
+                    order_no: order_no.as_str().into(),
                     command: Command::Timeout,
                 })
                 .collect();

@@ -15,6 +15,7 @@ use chrono::TimeDelta;
 
 use super::{Core, MAILBOX_CAPACITY};
 use crate::db::outbox::{self, Attempt, RetryPolicy, MAX_BATCH};
+use crate::domain::ids::OrderNo;
 use crate::domain::states::EffectKind;
 use crate::domain::time;
 
@@ -27,14 +28,14 @@ const SWEEP_EVERY: Duration = Duration::from_secs(2);
 #[derive(Message, Clone)]
 #[rtype(result = "Result<Attempt, String>")]
 pub struct Apply {
-    pub order_no: String,
+    pub order_no: OrderNo,
 }
 
 /// Queue an effect (written by a committed transaction) for its actor.
 #[derive(Message, Clone, Debug)]
 #[rtype(result = "()")]
 pub struct QueueEffect {
-    pub order_no: String,
+    pub order_no: OrderNo,
     pub kind: EffectKind,
 }
 
@@ -66,7 +67,7 @@ impl Handler<Apply> for EffectWorker {
         let mut conn = core.pool.get().map_err(|e| e.to_string())?;
         let attempt = outbox::attempt(
             &mut conn,
-            &msg.order_no,
+            msg.order_no.as_str(),
             self.kind,
             policy(core),
             time::now(),
@@ -83,11 +84,11 @@ impl Handler<Apply> for EffectWorker {
 /// Apply the pending effects (of the worker's kind) of these orders in one transaction;
 /// answers the orders whose effect it applied.
 #[derive(Message)]
-#[rtype(result = "Result<Vec<String>, String>")]
-pub struct ApplyBatch(pub Vec<String>);
+#[rtype(result = "Result<Vec<OrderNo>, String>")]
+pub struct ApplyBatch(pub Vec<OrderNo>);
 
 impl Handler<ApplyBatch> for EffectWorker {
-    type Result = Result<Vec<String>, String>;
+    type Result = Result<Vec<OrderNo>, String>;
 
     fn handle(&mut self, msg: ApplyBatch, _ctx: &mut SyncContext<Self>) -> Self::Result {
         let core = &self.core;
@@ -104,7 +105,7 @@ impl Handler<ApplyBatch> for EffectWorker {
 /// Effects of one kind waiting for the next batch, and that kind's batches in flight.
 #[derive(Default)]
 struct Batches {
-    waiting: Vec<String>,
+    waiting: Vec<OrderNo>,
     in_flight: usize,
 }
 
@@ -113,7 +114,7 @@ pub struct EffectDispatcher {
     /// The actor of each kind.
     workers: BTreeMap<EffectKind, Addr<EffectWorker>>,
     /// Effects sent to an actor and not answered yet, so a sweep does not send them twice.
-    in_flight: HashSet<(String, EffectKind)>,
+    in_flight: HashSet<(OrderNo, EffectKind)>,
     batches: BTreeMap<EffectKind, Batches>,
 }
 
@@ -171,7 +172,7 @@ impl EffectDispatcher {
                 return;
             }
             let take = batches.waiting.len().min(MAX_BATCH);
-            let batch: Vec<String> = batches.waiting.drain(..take).collect();
+            let batch: Vec<OrderNo> = batches.waiting.drain(..take).collect();
             batches.in_flight += 1;
             let Some(worker) = self.worker(kind) else {
                 log::error!("no actor applies {kind} effects");

@@ -26,6 +26,7 @@ use crate::config::Settings;
 use crate::db::journal::Journal;
 use crate::db::transitions::{self, Outcome};
 use crate::db::DbPool;
+use crate::domain::ids::OrderNo;
 use crate::domain::order::{Command, OutcomeKind};
 use crate::domain::states::EffectKind;
 use crate::domain::time;
@@ -67,11 +68,11 @@ pub struct Core {
 #[derive(Debug, Default)]
 pub struct Committed {
     /// Orders that left `pending`: their actors go.
-    pub settled: Vec<String>,
+    pub settled: Vec<OrderNo>,
     /// Effects it queued in the outbox.
-    pub effects: Vec<(String, EffectKind)>,
+    pub effects: Vec<(OrderNo, EffectKind)>,
     /// Orders another process owned (and armed a timer for): `(owner, order_no)`.
-    pub moved: Vec<(String, String)>,
+    pub moved: Vec<(String, OrderNo)>,
 }
 
 impl Committed {
@@ -98,7 +99,7 @@ impl Committed {
 
     /// Effects queued outside any transition (a zero-payable placement, an admin's retry, the
     /// replay at start).
-    pub fn effects(effects: Vec<(String, EffectKind)>) -> Self {
+    pub fn effects(effects: Vec<(OrderNo, EffectKind)>) -> Self {
         Committed {
             effects,
             ..Committed::default()
@@ -114,7 +115,7 @@ impl Core {
     pub fn after_commit(&self, committed: Committed) {
         if let Some(supervisor) = self.supervisor.get() {
             for order_no in &committed.settled {
-                supervisor.do_send(Forget(OrderKey::new(order_no)));
+                supervisor.do_send(Forget(OrderKey::new(order_no.as_str())));
             }
         }
         if let Some(effects) = self.effects.get() {
@@ -129,7 +130,7 @@ impl Core {
             let (cluster, moved) = (cluster.clone(), committed.moved);
             actix_web::rt::task::spawn_blocking(move || {
                 for (owner, order_no) in moved {
-                    cluster.tell_owner_to_stop(&owner, &order_no);
+                    cluster.tell_owner_to_stop(&owner, order_no.as_str());
                 }
             });
         }

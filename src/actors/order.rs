@@ -426,7 +426,7 @@ mod tests {
         actix::System::new().block_on(async {
             // Start-up recovery gives the pending order its actor.
             let engine = Engine::start(pool.clone(), settings.clone(), None).unwrap();
-            let lookup = || engine_lookup(&engine, &order.order_no);
+            let lookup = || engine_lookup(&engine, order.order_no.as_str());
             let addr = lookup().await;
             crash(&addr).await;
             let revived = lookup().await;
@@ -438,10 +438,12 @@ mod tests {
 
             let deadline = std::time::Instant::now() + Duration::from_secs(30);
             loop {
-                let stored =
-                    crate::db::orders::find_order(&mut pool.get().unwrap(), &order.order_no)
-                        .unwrap()
-                        .unwrap();
+                let stored = crate::db::orders::find_order(
+                    &mut pool.get().unwrap(),
+                    order.order_no.as_str(),
+                )
+                .unwrap()
+                .unwrap();
                 if stored.status == OrderStatus::Cancelled {
                     assert_eq!(stored.close_reason, Some(CloseReason::Timeout));
                     break;

@@ -11,6 +11,7 @@ use super::models::Order;
 use super::orders::find_order;
 use super::schema::order_events;
 use super::DbConnection;
+use crate::domain::ids::OrderNo;
 use crate::domain::states::EventKind;
 
 /// Whether transactions write order events (Redis is configured).
@@ -84,7 +85,7 @@ impl Journal {
 #[diesel(table_name = order_events)]
 pub struct EventRow {
     pub id: i64,
-    pub order_no: String,
+    pub order_no: OrderNo,
     pub kind: EventKind,
     pub at: NaiveDateTime,
     pub data: String,

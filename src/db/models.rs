@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use serde::Serialize;
 
 use super::schema::*;
-use crate::domain::ids::{CourseId, UserId};
+use crate::domain::ids::{CourseId, OrderNo, UserId};
 use crate::domain::states::{CloseReason, CouponStatus, LedgerKind, OrderStatus};
 use crate::domain::time::{serde_ts, serde_ts_opt};
 
@@ -73,7 +73,7 @@ pub struct UserCouponRow {
     pub user_id: UserId,
     pub coupon_id: i64,
     pub status: CouponStatus,
-    pub order_no: Option<String>,
+    pub order_no: Option<OrderNo>,
     pub created_at: NaiveDateTime,
 }
 
@@ -89,7 +89,7 @@ pub struct UserCoupon {
     #[serde(with = "serde_ts_opt")]
     pub valid_until: Option<NaiveDateTime>,
     pub status: CouponStatus,
-    pub order_no: Option<String>,
+    pub order_no: Option<OrderNo>,
 }
 
 impl UserCoupon {
@@ -111,7 +111,7 @@ impl UserCoupon {
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = orders)]
 pub struct OrderRow {
-    pub order_no: String,
+    pub order_no: OrderNo,
     pub user_id: UserId,
     pub status: OrderStatus,
     pub total_cents: i64,
@@ -131,7 +131,7 @@ pub struct OrderRow {
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = order_items)]
 pub struct OrderItemRow {
-    pub order_no: String,
+    pub order_no: OrderNo,
     pub position: i32,
     pub course_id: CourseId,
     pub price_cents: i64,
@@ -146,7 +146,7 @@ pub struct OrderItem {
 /// The SPEC's Order object.
 #[derive(Debug, Clone, Serialize)]
 pub struct Order {
-    pub order_no: String,
+    pub order_no: OrderNo,
     pub user_id: UserId,
     pub status: OrderStatus,
     pub items: Vec<OrderItem>,
@@ -201,7 +201,7 @@ impl Order {
 pub struct LedgerRow {
     pub id: i64,
     pub user_id: UserId,
-    pub order_no: String,
+    pub order_no: OrderNo,
     pub kind: LedgerKind,
     pub delta: i64,
     pub created_at: NaiveDateTime,
@@ -209,7 +209,7 @@ pub struct LedgerRow {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LedgerEntry {
-    pub order_no: String,
+    pub order_no: OrderNo,
     pub kind: LedgerKind,
     pub delta: i64,
     #[serde(with = "serde_ts")]

@@ -6,13 +6,14 @@ use diesel::prelude::*;
 
 use super::schema::*;
 use super::DbConnection;
+use crate::domain::ids::OrderNo;
 use crate::domain::states::PaymentOutcome;
 
 /// A success that arrived for an order that could not take it: money to give back.
 #[derive(Debug, Clone, Queryable, serde::Serialize)]
 pub struct LatePayment {
     pub id: i64,
-    pub order_no: String,
+    pub order_no: OrderNo,
     pub trade_no: String,
     pub amount_cents: i64,
     #[serde(with = "crate::domain::time::serde_ts_opt")]

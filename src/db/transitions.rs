@@ -18,6 +18,7 @@ use super::journal::Journal;
 use super::models::{Order, OrderItemRow, OrderRow};
 use super::schema::*;
 use super::{outbox, write_transaction, DbConnection};
+use crate::domain::ids::OrderNo;
 use crate::domain::order::{
     step_batch, Command, CouponStatus, EffectKind, EventKind, OrderStatus, OrderView, OutcomeKind,
     PaymentOutcome, Rejection, Step, StepError, StoredTrade,
@@ -28,7 +29,7 @@ use crate::error::ApiError;
 /// One command for one order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
-    pub order_no: String,
+    pub order_no: OrderNo,
     pub command: Command,
 }
 
@@ -63,7 +64,7 @@ pub fn apply(
     journal: Journal,
 ) -> Result<Outcome, ApiError> {
     let request = Request {
-        order_no: order_no.to_string(),
+        order_no: OrderNo::from(order_no),
         command: command.clone(),
     };
     apply_batch(conn, std::slice::from_ref(&request), clock, journal)?
@@ -159,22 +160,22 @@ fn apply_once(
         let numbers = numbers_of(requests);
         // The clock is read once the rows are locked: a placement of the same user that locked
         // one of these orders first has committed, and saw a clock no later than ours.
-        let mut rows: HashMap<String, OrderRow> = lock_orders(conn, &numbers)?
+        let mut rows: HashMap<OrderNo, OrderRow> = lock_orders(conn, &numbers)?
             .into_iter()
             .map(|row| (row.order_no.clone(), row))
             .collect();
         let now = clock();
         let mut seen = seen_trades(conn, requests)?;
 
-        let previous_owners: HashMap<String, Option<String>> = rows
+        let previous_owners: HashMap<OrderNo, Option<String>> = rows
             .iter()
             .map(|(no, row)| (no.clone(), row.owner_node.clone()))
             .collect();
-        let mut views: HashMap<String, OrderView> = rows
+        let mut views: HashMap<OrderNo, OrderView> = rows
             .iter()
             .map(|(no, row)| (no.clone(), view_of(row)))
             .collect();
-        let commands: Vec<(String, &Command)> = requests
+        let commands: Vec<(OrderNo, &Command)> = requests
             .iter()
             .map(|r| (r.order_no.clone(), &r.command))
             .collect();
@@ -319,7 +320,7 @@ fn lock_orders(conn: &mut DbConnection, numbers: &[&str]) -> QueryResult<Vec<Ord
 fn seen_trades(
     conn: &mut DbConnection,
     requests: &[Request],
-) -> QueryResult<HashMap<String, StoredTrade<String>>> {
+) -> QueryResult<HashMap<String, StoredTrade<OrderNo>>> {
     let trade_nos: Vec<&str> = requests
         .iter()
         .filter_map(|r| r.command.callback().map(|cb| cb.trade_no.as_str()))
@@ -327,7 +328,7 @@ fn seen_trades(
     if trade_nos.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows: Vec<(String, String, i64, i64)> = payment_events::table
+    let rows: Vec<(String, OrderNo, i64, i64)> = payment_events::table
         .filter(payment_events::trade_no.eq_any(&trade_nos))
         .select((
             payment_events::trade_no,
@@ -435,8 +436,8 @@ fn write_payments(
 fn orders_with_items(
     conn: &mut DbConnection,
     numbers: &[&str],
-    rows: &HashMap<String, OrderRow>,
-) -> QueryResult<HashMap<String, Order>> {
+    rows: &HashMap<OrderNo, OrderRow>,
+) -> QueryResult<HashMap<OrderNo, Order>> {
     let mut numbers = numbers.to_vec();
     numbers.sort_unstable();
     numbers.dedup();
@@ -445,7 +446,7 @@ fn orders_with_items(
         .order((order_items::order_no, order_items::position))
         .select(OrderItemRow::as_select())
         .load(conn)?;
-    let mut by_order: HashMap<String, Vec<OrderItemRow>> = HashMap::new();
+    let mut by_order: HashMap<OrderNo, Vec<OrderItemRow>> = HashMap::new();
     for item in items {
         by_order
             .entry(item.order_no.clone())
@@ -457,7 +458,7 @@ fn orders_with_items(
         .filter_map(|no| {
             let row = rows.get(*no)?.clone();
             let items = by_order.remove(*no).unwrap_or_default();
-            Some((no.to_string(), Order::new(row, items)))
+            Some((OrderNo::from(*no), Order::new(row, items)))
         })
         .collect())
 }

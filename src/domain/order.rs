@@ -7,7 +7,7 @@
 
 use chrono::NaiveDateTime;
 
-use super::ids::UserId;
+use super::ids::{OrderNo, UserId};
 
 pub use super::states::{
     CloseReason, CouponStatus, EffectKind, EventKind, OrderStatus, PaymentOutcome,
@@ -66,11 +66,11 @@ impl Command {
 
 /// A new opaque, unique, URL-safe order number: a UUIDv7 made from the order's own creation
 /// time, so order numbers sort like `created_at` (newest-first pages are keyset pages on it).
-pub fn new_order_no(created_at: &chrono::NaiveDateTime) -> String {
+pub fn new_order_no(created_at: &chrono::NaiveDateTime) -> OrderNo {
     let ms = super::time::unix_ms(created_at).max(0) as u64;
     let ts =
         uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, ((ms % 1000) * 1_000_000) as u32);
-    uuid::Uuid::new_v7(ts).simple().to_string()
+    OrderNo(uuid::Uuid::new_v7(ts).simple().to_string())
 }
 
 #[cfg(test)]
@@ -83,8 +83,8 @@ mod tests {
         let b = crate::domain::time::parse("2026-11-26T12:00:00.002Z").unwrap();
         let (x, y) = (new_order_no(&a), new_order_no(&b));
         assert!(x < y);
-        assert_eq!(x.len(), 32);
-        assert!(x.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_eq!(x.as_str().len(), 32);
+        assert!(x.as_str().chars().all(|c| c.is_ascii_alphanumeric()));
     }
 }
 

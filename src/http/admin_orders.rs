@@ -60,7 +60,7 @@ pub async fn list_orders(
         )?)
     })
     .await?;
-    Ok(paging.respond(rows, |o| o.order_no.clone()))
+    Ok(paging.respond(rows, |o| o.order_no.to_string()))
 }
 
 #[derive(Serialize)]
@@ -194,9 +194,10 @@ pub async fn list_effects(
         effects
             .into_iter()
             .map(|effect| {
-                let order = orders::find_order(conn, &effect.order_no)?.ok_or_else(|| {
-                    ApiError::Internal(format!("effect {} has no order", effect.id))
-                })?;
+                let order =
+                    orders::find_order(conn, effect.order_no.as_str())?.ok_or_else(|| {
+                        ApiError::Internal(format!("effect {} has no order", effect.id))
+                    })?;
                 Ok(outbox::EffectWithOrder { effect, order })
             })
             .collect::<Result<Vec<_>, ApiError>>()

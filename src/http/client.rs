@@ -282,7 +282,7 @@ async fn placed(state: &AppState, order: Order) -> HttpResponse {
     if pending {
         state
             .engine
-            .track(order.order_no.clone(), order.expires_at)
+            .track(order.order_no.to_string(), order.expires_at)
             .await;
     }
     HttpResponse::Created().json(order)

@@ -123,10 +123,10 @@ mod tests {
             "9999-12-31T23:59:59.999Z",
         ] {
             let at = crate::domain::time::parse(at).unwrap();
-            let no = crate::domain::order::new_order_no(&at);
+            let no = crate::domain::order::new_order_no(&at).0;
             assert_eq!(order_no_cursor(Some(&no)).unwrap(), Some(no.clone()));
         }
-        let no = crate::domain::order::new_order_no(&crate::domain::time::now());
+        let no = crate::domain::order::new_order_no(&crate::domain::time::now()).0;
         for bad in [
             no.to_uppercase(),
             uuid::Uuid::try_parse(&no).unwrap().hyphenated().to_string(),

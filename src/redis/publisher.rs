@@ -198,7 +198,7 @@ fn publish(
             .arg("kind")
             .arg(row.kind.as_str())
             .arg("order_no")
-            .arg(&row.order_no)
+            .arg(row.order_no.as_str())
             .arg("at")
             .arg(time::format(&row.at))
             .arg("data")

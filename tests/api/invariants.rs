@@ -227,7 +227,7 @@ pub fn violations(conn: &mut DbConnection) -> Vec<String> {
         if let Some(id) = order.user_coupon_id {
             let held = coupons
                 .iter()
-                .any(|c| c.id == id && c.order_no.as_deref() == Some(&order.order_no));
+                .any(|c| c.id == id && c.order_no.as_deref() == Some(order.order_no.as_str()));
             if !held {
                 v.push(format!(
                     "order {} ({}): its coupon {id} is not held by it",
@@ -281,13 +281,13 @@ pub fn violations(conn: &mut DbConnection) -> Vec<String> {
         let outcome_count = |outcome: &str| {
             events
                 .iter()
-                .filter(|e| &e.order_no == no && e.outcome == outcome)
+                .filter(|e| e.order_no == no.as_str() && e.outcome == outcome)
                 .count()
         };
         let effect_count = |kind: &str| {
             effects
                 .iter()
-                .filter(|(o, k, _)| o == no && k == kind)
+                .filter(|(o, k, _)| o == no.as_str() && k == kind)
                 .count()
         };
         match order.status.as_str() {

@@ -9,6 +9,7 @@ use diesel::prelude::*;
 
 use crate::db::schema::*;
 use crate::db::{lock_users, sorted_unique, DbConnection, UserLock};
+use crate::domain::ids::OrderNo;
 use crate::per_backend;
 
 /// Most rows in one multi-row `INSERT` (4 parameters a row; an order may hold several courses
@@ -16,8 +17,8 @@ use crate::per_backend;
 const INSERT_CHUNK: usize = 1000;
 
 /// The grants of `mine` (orders with a pending grant, locked).
-pub fn apply(conn: &mut DbConnection, mine: &[String], now: NaiveDateTime) -> QueryResult<()> {
-    let items: Vec<(String, i64, i64)> = order_items::table
+pub fn apply(conn: &mut DbConnection, mine: &[OrderNo], now: NaiveDateTime) -> QueryResult<()> {
+    let items: Vec<(OrderNo, i64, i64)> = order_items::table
         .inner_join(orders::table)
         .filter(order_items::order_no.eq_any(mine))
         .select((

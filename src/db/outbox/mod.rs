@@ -19,6 +19,7 @@ use super::journal::Journal;
 use super::models::Order;
 use super::schema::*;
 use super::{write_transaction, DbConnection};
+use crate::domain::ids::OrderNo;
 use crate::domain::states::{EffectKind, EffectStatus, EventKind};
 use crate::domain::time::serde_ts;
 
@@ -26,7 +27,7 @@ use crate::domain::time::serde_ts;
 pub const MAX_BATCH: usize = 500;
 
 /// What one kind of effect does to the orders whose effect is pending (locked).
-type ApplyFn = fn(&mut DbConnection, &[String], NaiveDateTime) -> QueryResult<()>;
+type ApplyFn = fn(&mut DbConnection, &[OrderNo], NaiveDateTime) -> QueryResult<()>;
 
 /// The apply function of each kind.
 fn applier(kind: EffectKind) -> ApplyFn {
@@ -71,10 +72,10 @@ pub fn enqueue(
 pub fn apply(
     conn: &mut DbConnection,
     kind: EffectKind,
-    order_nos: &[String],
+    order_nos: &[OrderNo],
     now: NaiveDateTime,
     journal: Journal,
-) -> QueryResult<Vec<String>> {
+) -> QueryResult<Vec<OrderNo>> {
     if order_nos.is_empty() {
         return Ok(Vec::new());
     }
@@ -84,7 +85,7 @@ pub fn apply(
             return Ok(Vec::new());
         }
         applier(kind)(conn, &mine, now)?;
-        let numbers: Vec<&str> = mine.iter().map(String::as_str).collect();
+        let numbers: Vec<&str> = mine.iter().map(OrderNo::as_str).collect();
         mark_done(conn, &numbers, kind, now)?;
         if journal.enabled {
             let orders = super::orders::find_orders(conn, &numbers)?;
@@ -101,14 +102,14 @@ pub fn apply(
 /// that index: the partial index of pending effects is full of dead entries in a burst).
 fn lock_pending(
     conn: &mut DbConnection,
-    order_nos: &[String],
+    order_nos: &[OrderNo],
     kind: EffectKind,
-) -> QueryResult<Vec<String>> {
+) -> QueryResult<Vec<OrderNo>> {
     let query = effects::table
         .filter(effects::order_no.eq_any(order_nos))
         .filter(effects::kind.eq(kind))
         .select((effects::order_no, effects::status));
-    let rows: Vec<(String, EffectStatus)> = match conn {
+    let rows: Vec<(OrderNo, EffectStatus)> = match conn {
         DbConnection::Postgresql(c) => query.for_update().load(c)?,
         DbConnection::Sqlite(c) => query.load(c)?,
     };
@@ -123,7 +124,7 @@ fn lock_pending(
 #[diesel(table_name = effects)]
 pub struct EffectRow {
     pub id: i64,
-    pub order_no: String,
+    pub order_no: OrderNo,
     pub kind: EffectKind,
     pub status: EffectStatus,
     pub attempts: i32,
@@ -179,7 +180,7 @@ pub fn attempt(
     now: NaiveDateTime,
     journal: Journal,
 ) -> QueryResult<Attempt> {
-    match apply(conn, kind, &[order_no.to_string()], now, journal) {
+    match apply(conn, kind, &[OrderNo::from(order_no)], now, journal) {
         // Empty when the effect is not pending (done, dead-lettered, or unknown).
         Ok(applied) if applied.is_empty() => Ok(Attempt::AlreadySettled),
         Ok(_) => Ok(Attempt::Applied),

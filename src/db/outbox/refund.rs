@@ -9,12 +9,13 @@ use diesel::prelude::*;
 
 use crate::db::schema::*;
 use crate::db::{lock_users, sorted_unique, DbConnection, UserLock};
+use crate::domain::ids::OrderNo;
 use crate::domain::states::LedgerKind;
 use crate::per_backend;
 
 /// The refunds of `mine` (orders with a pending refund, locked).
-pub fn apply(conn: &mut DbConnection, mine: &[String], now: NaiveDateTime) -> QueryResult<()> {
-    let spent: Vec<(String, i64, i64)> = orders::table
+pub fn apply(conn: &mut DbConnection, mine: &[OrderNo], now: NaiveDateTime) -> QueryResult<()> {
+    let spent: Vec<(OrderNo, i64, i64)> = orders::table
         .filter(orders::order_no.eq_any(mine))
         .select((orders::order_no, orders::user_id, orders::points_used))
         .load(conn)?;
@@ -41,7 +42,7 @@ pub fn apply(conn: &mut DbConnection, mine: &[String], now: NaiveDateTime) -> Qu
         })
         .collect();
     // A refund row already there (a replay) is skipped, and so are its points.
-    let inserted: Vec<String> = if rows.is_empty() {
+    let inserted: Vec<OrderNo> = if rows.is_empty() {
         Vec::new()
     } else {
         per_backend!(conn, |c| diesel::insert_into(points_ledger::table)
