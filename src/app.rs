@@ -1,17 +1,24 @@
 //! Start-up: settings -> database pool (migrated) -> HTTP server bound to its port.
 
+use std::future::ready;
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
-use actix_web::dev::{Server, ServerHandle};
-use actix_web::{web, App, HttpServer};
+use actix_http::error::DispatchError;
+use actix_http::{Extensions, HttpService, KeepAlive, Protocol};
+use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt};
+use actix_web::dev::{AppConfig, Server, ServerHandle, Service};
+use actix_web::rt::net::TcpStream;
+use actix_web::{web, App};
 
 use crate::actors::Engine;
 use crate::auth::JwtKeys;
 use crate::config::{DatabaseUrl, Settings};
 use crate::db::{self, DbSetupError};
+use crate::http::request_timeout::{self, TimedStream};
 use crate::http::{self, AppState};
-use crate::redis_link::RedisLink;
+use crate::redis::RedisLink;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -60,6 +67,7 @@ impl Application {
             describe(&settings.database.url),
         );
 
+        let timeout = Duration::from_secs(settings.server.request_timeout_secs);
         let settings = Arc::new(settings);
         let engine =
             Engine::start(pool.clone(), settings.clone(), redis).map_err(StartupError::Recover)?;
@@ -69,17 +77,60 @@ impl Application {
             settings,
             engine,
         });
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(state.clone())
-                .configure(http::routes)
-                .default_service(web::to(http::route_not_found))
-        })
-        .workers(workers)
-        .shutdown_timeout(30)
-        .listen(listener)
-        .map_err(bind_err)?
-        .run();
+        let builder = actix_server::Server::build()
+            .workers(workers)
+            .shutdown_timeout(30);
+        let shutdown = builder.graceful_shutdown_signal();
+        // What actix-web's HttpServer builds, but on a TimedStream per connection, whose
+        // request timeout actix's own head timer (turned off here) cannot provide.
+        let server = builder
+            .listen("order-engine", listener, move || {
+                let state = state.clone();
+                let shutdown = shutdown.clone();
+                let app = App::new()
+                    .app_data(state)
+                    .configure(http::routes)
+                    .default_service(web::to(http::route_not_found))
+                    .wrap_fn(move |req, service| {
+                        let clock = request_timeout::enter(&req, timeout);
+                        let response = service.call(req);
+                        async move {
+                            let response = response.await;
+                            if let Some(clock) = clock {
+                                clock.answered();
+                            }
+                            response
+                        }
+                    })
+                    .into_factory()
+                    .map_err(|err| err.error_response());
+                let http = HttpService::build()
+                    .keep_alive(KeepAlive::Timeout(request_timeout::IDLE))
+                    .client_request_timeout(Duration::ZERO)
+                    .client_disconnect_timeout(request_timeout::LINGER)
+                    .local_addr(address)
+                    // As HttpServer does: a graceful stop closes idle kept-alive connections.
+                    .graceful_shutdown_signal(move || {
+                        let shutdown = shutdown.clone();
+                        async move { shutdown.notified().await }
+                    })
+                    .on_connect_ext(|io: &TimedStream, data: &mut Extensions| {
+                        data.insert(io.clock());
+                    })
+                    // The app's host and address are only used to build URLs, which it does not.
+                    .finish(map_config(app, |_| AppConfig::default()));
+                fn_service(move |io: TcpStream| {
+                    let peer = io.peer_addr().ok();
+                    ready(Ok::<_, DispatchError>((
+                        TimedStream::new(io, timeout),
+                        Protocol::Http1,
+                        peer,
+                    )))
+                })
+                .and_then(http)
+            })
+            .map_err(bind_err)?
+            .run();
         Ok(Self {
             port: address.port(),
             server,

@@ -108,20 +108,20 @@ fn events(
         .as_deref()
         .ok_or("redis.url is not set: order events need Redis")?;
     let client = redis::Client::open(url).map_err(|e| e.to_string())?;
-    let opts = crate::events::FollowOptions {
+    let opts = crate::redis::publisher::FollowOptions {
         stream: settings.redis.events_stream.clone(),
         group,
         consumer,
         follow,
     };
     let stdout = std::io::stdout();
-    crate::events::follow(&client, &opts, &mut stdout.lock()).map_err(|e| e.to_string())
+    crate::redis::publisher::follow(&client, &opts, &mut stdout.lock()).map_err(|e| e.to_string())
 }
 
 fn token(settings: &Settings, user_id: i64, ttl_secs: u64) -> Result<(), String> {
     let pool = db::connect(&settings.database).map_err(|e| e.to_string())?;
     let mut conn = pool.get().map_err(|e| e.to_string())?;
-    match db::catalog::find_user(&mut conn, user_id) {
+    match db::catalog::find_user(&mut conn, crate::domain::ids::UserId(user_id)) {
         Ok(Some(_)) => {}
         Ok(None) => return Err(format!("user {user_id} does not exist")),
         Err(e) => return Err(e.to_string()),

@@ -49,6 +49,10 @@ pub struct ServerSettings {
     pub workers: usize,
     /// Bodies larger than this get 413 `payload_too_large`.
     pub max_body_bytes: usize,
+    /// Seconds a request has to arrive whole, head and body, from its first byte (idle
+    /// keep-alive time does not count); a slower one gets 408 `request_timeout` and its
+    /// connection is closed.
+    pub request_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -320,6 +324,7 @@ impl Settings {
                 bind: non_empty("server.bind", l.string("server", "bind", "127.0.0.1:8080")?)?,
                 workers: l.integer("server", "workers", 0, 0, 1024)? as usize,
                 max_body_bytes: l.integer("server", "max_body_bytes", 65536, 1, 1 << 30)? as usize,
+                request_timeout_secs: l.integer("server", "request_timeout_secs", 30, 1, 3600)?,
             },
             database: DatabaseSettings {
                 url: DatabaseUrl::parse(&url_text)
@@ -454,6 +459,8 @@ mod tests {
         assert_eq!(from_file.database.url, defaults.database.url);
         assert_eq!(from_file.orders.payment_timeout_secs, 1800);
         assert_eq!(from_file.server.max_body_bytes, 65536);
+        assert_eq!(from_file.server.request_timeout_secs, 30);
+        assert_eq!(defaults.server.request_timeout_secs, 30);
         assert_eq!(from_file.limits.orders_per_user_per_minute, 60);
     }
 
@@ -479,6 +486,14 @@ mod tests {
                 "pricing.cents_per_point",
             ),
             ("[server]\nbogus = 1\n", "server.bogus"),
+            (
+                "[server]\nrequest_timeout_secs = 0\n",
+                "server.request_timeout_secs",
+            ),
+            (
+                "[server]\nrequest_timeout_secs = \"30s\"\n",
+                "server.request_timeout_secs",
+            ),
             ("[database]\nurl = \"mysql://x\"\n", "database.url"),
         ];
         for (text, key) in cases {

@@ -5,10 +5,13 @@
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 
-use crate::domain::placement::{QuoteError, ShapeError};
+use crate::domain::ids::{CourseId, UserId};
+use crate::domain::pricing::{QuoteError, ShapeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    #[error("the request did not arrive whole within the request timeout")]
+    RequestTimeout,
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
     #[error("{0}")]
@@ -28,23 +31,26 @@ pub enum ApiError {
     #[error("order {0} not found")]
     OrderNotFound(String),
     #[error("course {0} not found")]
-    CourseNotFound(i64),
+    CourseNotFound(CourseId),
     #[error("coupon {0} not found")]
     CouponNotFound(i64),
     #[error("user {0} not found")]
-    UserNotFound(i64),
+    UserNotFound(UserId),
     #[error("effect {0} not found or not dead-lettered")]
     EffectNotDeadLettered(i64),
     #[error("course {0} is not on sale")]
-    CourseNotOnSale(i64),
+    CourseNotOnSale(CourseId),
     #[error("course {0} is already owned")]
-    CourseAlreadyOwned(i64),
+    CourseAlreadyOwned(CourseId),
     #[error("course {0} is already in a pending order")]
-    CourseInPendingOrder(i64),
+    CourseInPendingOrder(CourseId),
     #[error("coupon {0} is locked by another order or already used")]
     CouponNotUsable(i64),
     #[error("order {order_no} is {status}, not pending")]
-    OrderNotPending { order_no: String, status: String },
+    OrderNotPending {
+        order_no: String,
+        status: crate::domain::states::OrderStatus,
+    },
     #[error("trade_no {0} was already used for a different callback")]
     TradeNoConflict(String),
     #[error("a request with this Idempotency-Key is still being processed")]
@@ -66,6 +72,7 @@ pub enum ApiError {
 impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
+            Self::RequestTimeout => "request_timeout",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::Unauthenticated(_) => "unauthenticated",
             Self::InvalidSignature(_) => "invalid_signature",
@@ -181,6 +188,7 @@ impl From<actix_web::error::BlockingError> for ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthenticated(_) | Self::InvalidSignature(_) => StatusCode::UNAUTHORIZED,
             Self::InvalidRequest(_)
@@ -227,6 +235,10 @@ impl ResponseError for ApiError {
             Self::Unavailable(_) => {
                 response.insert_header((header::RETRY_AFTER, "1"));
             }
+            // The rest of a late body is not waited for: the connection goes.
+            Self::RequestTimeout => {
+                response.force_close();
+            }
             _ => {}
         }
         response.json(self.envelope())
@@ -239,7 +251,7 @@ mod tests {
 
     #[test]
     fn envelope_has_code_and_message() {
-        let err = ApiError::CourseNotFound(7);
+        let err = ApiError::CourseNotFound(CourseId(7));
         assert_eq!(err.status_code(), StatusCode::NOT_FOUND);
         assert_eq!(
             err.envelope(),

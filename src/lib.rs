@@ -1,19 +1,20 @@
 //! order-engine: the order lifecycle engine of an online course platform.
 //!
-//! Layout: [`config`] (settings), [`db`] (schema, models, queries), [`domain`] (pure rules),
-//! [`http`] (routes by user), [`auth`], [`error`] (the one API error type), [`app`] (start-up)
-//! and [`cli`] (the command line).
+//! Layout: [`config`] (settings), [`domain`] (pure rules: money, the order state machine,
+//! typed states), [`db`] (schema, models, queries, the transition and the outboxes),
+//! [`actors`] (order actors, their deadline timers, effect actors), [`redis`] (event stream,
+//! cluster, fast path), [`http`] (routes by user), [`auth`], [`error`] (the one API error
+//! type), [`app`] (start-up) and [`cli`] (the command line). ARCHITECTURE.md follows an order
+//! through them.
 
 pub mod actors;
 pub mod app;
 pub mod auth;
 pub mod cli;
-pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
-pub mod events;
 pub mod http;
-pub mod redis_link;
+pub mod redis;
 pub mod seed;

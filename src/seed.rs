@@ -79,7 +79,7 @@ pub fn seed_demo(settings: &Settings) -> Result<(), String> {
         );
     }
     println!("users:");
-    let all: Vec<i64> = users::table
+    let all: Vec<crate::domain::ids::UserId> = users::table
         .select(users::id)
         .order(users::id)
         .load(conn)

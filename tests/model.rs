@@ -1,57 +1,118 @@
 //! The order state machine, model-checked (Reliability, part 5).
 //!
 //! One order is explored exhaustively with `stateright`'s breadth-first checker: every
-//! interleaving of its timer, payment callbacks (each possibly duplicated or reordered), user and
-//! admin cancels, effect workers (possibly replaying) and crashes with restarts, up to a bound
-//! of two deliveries per action. No database is needed: the model keeps the rows the engine
-//! writes for one order as plain values and replays, step for step, what the engine does with
-//! them.
+//! interleaving of its timer (also firing before the deadline), the overdue sweep, payment
+//! callbacks (each possibly duplicated or reordered), user and admin cancels, the closer's
+//! batches, effect workers (possibly replaying) and crashes with restarts, up to two
+//! deliveries of each message, two runs of each effect worker and two crashes. No database is
+//! needed: the model keeps the rows the engine writes as plain values ([`Rows`]).
 //!
-//! Correspondence with the engine:
+//! What is the engine's code and what is modelled:
 //!
-//! - Every delivery is decided by the engine's own pure function
-//!   [`order_engine::domain::order::plan`]; the model never re-implements the business rules.
-//!   What the model does copy is the *shape* of the transaction of `src/db/transitions.rs`
-//!   (`apply_once`): lock the row, `check_duplicate` by trade_no first (same order, code and
-//!   amount -> duplicate, anything else -> 409 `trade_no_conflict`, rolled back), then
-//!   `close_for_timeout`, then the decision (`pay`, `close`, `record_event`), with the
-//!   database's own guards: the update out of `pending` is conditional (`left_pending` fails the
-//!   whole transaction if it hits no row) and `payment_events.trade_no` and
-//!   `effects (order_no, kind)` are unique (a violation rolls the transaction back).
-//! - A transaction is atomic and serialised by the row lock (in every process) and by the
-//!   actor's mailbox (in one process), so a delivery is one atomic step of the model; a crash
-//!   falls before or after it. A 2xx lost to a crash is the provider's retry: the same message
-//!   delivered again.
-//! - Effects follow `src/db/effects.rs`: an effect row is applied only while `pending` and then
-//!   marked `done`; a grant inserts `user_courses` rows with ON CONFLICT DO NOTHING
-//!   (unique (user, course)); a refund inserts one `refund` ledger row with ON CONFLICT DO
-//!   NOTHING (unique (order_no, kind)) and credits the points only when it inserted.
-//! - Volatile state follows `src/actors`: a pending order has an actor whose timer is armed for
-//!   the stored deadline; after a final outcome the actor is let go (`settle` -> `Forget`);
-//!   committed effects are queued to the effect dispatcher (`QueueEffect`). A crash loses the
-//!   actor and the queue; a restart (`Engine::recover`) re-creates an actor for a still-pending
-//!   order (`adopt_pending`; a passed deadline fires at once) and queues every pending effect.
-//!   The dispatcher's periodic overdue sweep is deliberately *not* modelled, so the liveness
-//!   properties show that restart replay alone is enough.
-//! - Time is one boolean, `deadline_passed` (`now >= expires_at`), that flips once; the timer
-//!   fires only after it flipped.
+//! - **The decision is the engine's.** Every transaction — a callback or cancel (a batch of
+//!   one) and each batch of the closer's timeouts — is one call of the engine's
+//!   [`order_engine::domain::order::step_batch`], on the engine's own types: `Command`,
+//!   `Callback`, `Canceller` and `OrderView` in, `Step`s out (`OutcomeKind`, the one
+//!   `Transition` and its `coupon()`, the `PaymentOutcome` to store, the `EffectKind`, the
+//!   events). The model makes no business decision of its own: no status, amount, deadline or
+//!   trade_no rule is written here.
+//! - **The writes are modelled**, as `db::transitions::apply_batch` does them
+//!   ([`Rows::apply_batch`] follows it step for step): lock and view the rows (`view_of`),
+//!   read the stored trades of the batch's callbacks (`seen_trades`), gather what the steps
+//!   say (`Writes`), then write it in the engine's order — one conditional update out of
+//!   `pending` per kind of transition, which must hit exactly the rows it names
+//!   (`write_transitions`), the coupons (`write_coupons`), the payment events
+//!   (`write_payments`, unique `trade_no`), the outbox (`outbox::enqueue`, unique
+//!   (order_no, kind)) and the journal. A guard that trips rolls the whole transaction back
+//!   (the engine answers 500); the property "no internal error" shows it never happens.
+//!   Effects follow `db::outbox::apply`: applied only while their row is `pending`, then
+//!   `done`; grants and refund ledger rows are inserted with ON CONFLICT DO NOTHING, and the
+//!   points are credited only when the refund row was inserted.
+//! - **The process is modelled** (`src/actors`). A pending order has an actor; its timer
+//!   fires into the closer (`Expire`) and the actor waits for the answer, its mailbox holding
+//!   deliveries meanwhile. The closer runs the first waiting request alone or all of them in
+//!   one batch (it keeps two batches in flight, so both happen). The overdue sweep sends a
+//!   pending order past its deadline with no actor here to the same closer, so a sweep and the
+//!   order's timer can be decided in one `step_batch` call. The closer's answer lets the actor
+//!   go, arms it again (not due) or makes it retry (`Failed`, which no modelled path may
+//!   cause: database errors are not modelled). After a commit
+//!   (`Core::after_commit`) the effects are queued and a final order is forgotten by the
+//!   supervisor. A crash loses the actor, the closer's queue and the effect queue; a restart
+//!   (`Engine::recover`) sends `Track` for a still-pending order — handled by the supervisor
+//!   later, before any delivery (its `Lookup`s queue behind it) but possibly after a sweep —
+//!   and queues every pending effect. A transaction is one atomic step: the row lock (in every
+//!   process) and the mailbox (in one) serialise them, and a crash falls before or after it. A
+//!   2xx lost to a crash is the provider's retry: the same message delivered again.
+//! - Time is one boolean, `deadline_passed`, that flips once; the transaction's clock reads
+//!   `expires_at` once it flipped and a millisecond before it until then.
+//!
+//! The engine batches only timeouts, so a second test,
+//! [`a_batch_decides_as_its_commands_one_by_one`], covers the rest of `step_batch`: every
+//! sequence of up to three commands (timeouts, callbacks, cancels) to two orders of one user,
+//! cut into consecutive batches in every way, through the same [`Rows::apply_batch`]. Each cut
+//! must trip no guard and give the same answers and rows as one command per transaction.
+//!
+//! **A defect this model found** (in the actors, not the state machine), and its fix: after a
+//! restart the overdue sweep can find the order before the supervisor handles its `Track`;
+//! the `Track` then starts an armed actor, and if the sweep's batch commits before the timer
+//! heap fires that actor, `Forget` removed the supervisor's entry — the only way to reach the
+//! actor — so it never fired or stopped and the `armed` gauge counted it forever (trace:
+//! `DeadlinePasses, Crash, Restart, SweepFinds, TrackArrives, CloserRuns { all: false }`).
+//! Now `Forget` also stands a still-live actor down (as `Retire` does), modelled in
+//! [`State::after_commit`], and "order, effects and actor settle" requires that no actor is left.
 //!
 //! Not modelled: transient database errors and dead-lettering (an effect that never succeeds
 //! is never "applied", which the conditional properties below do not cover), several engine
-//! processes (their transactions serialise on the same row lock, which is what a step is here),
-//! and the supervisor's overdue-order sweep (it sends the same `Command::Timeout`).
+//! processes and the cluster (adoption, `Retire`; their transactions serialise on the same row
+//! locks), and the effect dispatcher's overdue sweep, so the liveness properties show that
+//! restart replay alone is enough. The order sweep is an optional step: liveness holds on the
+//! paths where it never runs too.
 
-use order_engine::db::transitions::SUCCESS_CODE;
-use order_engine::domain::order::{plan, CloseReason, Decision, Event, OrderStatus};
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{NaiveDate, NaiveDateTime, TimeDelta};
+use order_engine::domain::ids::UserId;
+use order_engine::domain::order::{
+    step_batch, Callback, Canceller, CloseReason, Command, CouponStatus, EffectKind, EventKind,
+    OrderStatus, OrderView, OutcomeKind, PaymentOutcome, Step, StepError, StoredTrade, Transition,
+    SUCCESS_CODE,
+};
+use order_engine::domain::states::LedgerKind;
 use stateright::{Checker, HasDiscoveries, Model, Property};
 
 /// The order's payable amount, in cents.
 const PAYABLE: i64 = 100;
 /// The user's points before placing the order.
 const INITIAL_POINTS: i64 = 50;
-/// Per-action bound: each message, the timer, each effect worker and the crash happen at most
-/// this many times.
+/// The order's user (a user cancel names them).
+const USER: UserId = UserId(1);
+/// Per-action bound: each message, each effect worker and the crash happen at most this many
+/// times.
 const MAX_DELIVERIES: u8 = 2;
+
+/// An order's key in the model's rows (its `order_no`).
+type Key = u8;
+/// The order the model checks.
+const ORDER: Key = 0;
+/// A second order of the same user, only in the batch test.
+const OTHER: Key = 1;
+
+/// The orders' `expires_at`.
+fn expires_at() -> NaiveDateTime {
+    NaiveDate::from_ymd_opt(2026, 11, 26)
+        .and_then(|d| d.and_hms_opt(12, 0, 0))
+        .expect("a valid instant")
+}
+
+/// The engine's clock as a transaction reads it under its locks: at the deadline once it
+/// passed, a millisecond before it until then.
+fn clock(deadline_passed: bool) -> NaiveDateTime {
+    if deadline_passed {
+        expires_at()
+    } else {
+        expires_at() - TimeDelta::milliseconds(1)
+    }
+}
 
 /// Provider trade numbers: A pays, B pays too (a second payment), W pays the wrong amount, F
 /// reports a failure.
@@ -61,6 +122,27 @@ enum Trade {
     B,
     W,
     F,
+}
+
+const TRADES: [Trade; 4] = [Trade::A, Trade::B, Trade::W, Trade::F];
+
+impl Trade {
+    /// Its `trade_no`.
+    fn no(self) -> &'static str {
+        match self {
+            Trade::A => "A",
+            Trade::B => "B",
+            Trade::W => "W",
+            Trade::F => "F",
+        }
+    }
+
+    fn of(trade_no: &str) -> Trade {
+        TRADES
+            .into_iter()
+            .find(|t| t.no() == trade_no)
+            .expect("a trade_no of the model")
+    }
 }
 
 /// Messages from outside (the provider's callbacks and the cancel routes). A second delivery of
@@ -89,413 +171,711 @@ const MSGS: [Msg; 6] = [
     Msg::AdminCancel,
 ];
 
-/// A callback as the engine receives it (`transitions::Callback`, less `provider_paid_at`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct Callback {
-    trade: Trade,
-    code: i64,
-    amount_cents: i64,
-}
-
-/// `transitions::Command`, for one order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Command {
-    Timeout,
-    Callback(Callback),
-    Cancel(CloseReason),
-}
-
 impl Msg {
     fn index(self) -> usize {
-        MSGS.iter().position(|m| *m == self).unwrap()
+        MSGS.iter()
+            .position(|m| *m == self)
+            .expect("a message of MSGS")
     }
 
+    /// The engine's command for this message (what the callback and cancel routes hand it).
     fn command(self) -> Command {
-        let cb = |trade, code, amount_cents| {
+        let callback = |trade: Trade, code, amount_cents| {
             Command::Callback(Callback {
-                trade,
+                trade_no: trade.no().to_string(),
                 code,
                 amount_cents,
+                provider_paid_at: None,
             })
         };
         match self {
-            Msg::SuccessA => cb(Trade::A, SUCCESS_CODE, PAYABLE),
-            Msg::SuccessB => cb(Trade::B, SUCCESS_CODE, PAYABLE),
-            Msg::SuccessWrongAmount => cb(Trade::W, SUCCESS_CODE, PAYABLE - 1),
-            Msg::FailureF => cb(Trade::F, 2001, PAYABLE),
-            Msg::UserCancel => Command::Cancel(CloseReason::User),
-            Msg::AdminCancel => Command::Cancel(CloseReason::Admin),
+            Msg::SuccessA => callback(Trade::A, SUCCESS_CODE, PAYABLE),
+            Msg::SuccessB => callback(Trade::B, SUCCESS_CODE, PAYABLE),
+            Msg::SuccessWrongAmount => callback(Trade::W, SUCCESS_CODE, PAYABLE - 1),
+            Msg::FailureF => callback(Trade::F, 2001, PAYABLE),
+            Msg::UserCancel => Command::Cancel(Canceller::User(USER)),
+            Msg::AdminCancel => Command::Cancel(Canceller::Admin),
         }
     }
 }
 
-impl Command {
-    /// The event the engine's own `transitions::Command::event` makes of this command.
-    fn event(self) -> Event {
-        use order_engine::db::transitions as engine;
-        let command = match self {
-            Command::Timeout => engine::Command::Timeout,
-            Command::Callback(cb) => engine::Command::Callback(engine::Callback {
-                trade_no: format!("{:?}", cb.trade),
-                code: cb.code,
-                amount_cents: cb.amount_cents,
-                provider_paid_at: None,
-            }),
-            Command::Cancel(CloseReason::User) => engine::Command::Cancel { user_id: Some(1) },
-            Command::Cancel(_) => engine::Command::Cancel { user_id: None },
-        };
-        command.event()
-    }
+// ----- the database: the rows the engine writes -----
+
+/// A row of `orders` (the columns a transition writes).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct OrderRow {
+    status: OrderStatus,
+    close_reason: Option<CloseReason>,
+    trade_no: Option<Trade>,
+    points_used: i64,
+    paid_at: Option<NaiveDateTime>,
+    closed_at: Option<NaiveDateTime>,
+    /// Ghost: times the conditional update out of `pending` hit this row.
+    exits: u8,
 }
 
+/// A row of `user_coupons`: each order of the model holds its own coupon, locked to it at
+/// placement (the coupon's index is its order's key).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Coupon {
-    Locked,
-    Used,
-    Unused,
+struct CouponRow {
+    status: CouponStatus,
+    order: Option<Key>,
 }
 
+/// A row of `payment_events` (unique `trade_no`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum EffectKind {
-    Grant,
-    Refund,
+struct PaymentRow {
+    trade: Trade,
+    order: Key,
+    code: i64,
+    amount_cents: i64,
+    outcome: PaymentOutcome,
 }
 
-const EFFECT_KINDS: [EffectKind; 2] = [EffectKind::Grant, EffectKind::Refund];
-
-/// A row of `payment_events`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct StoredEvent {
-    callback: Callback,
-    /// `paid`, `failed`, `late_payment`, `double_payment` or `ignored`.
-    outcome: &'static str,
-}
-
-/// A row of the `effects` outbox.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// A row of the `effects` outbox (unique (order_no, kind)); `done` or `pending`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct EffectRow {
+    order: Key,
     kind: EffectKind,
-    /// `done` (true) or `pending` (false).
     done: bool,
 }
 
-/// A row of `points_ledger` for this order: (`spend` | `refund`, delta).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// A row of `points_ledger` (unique (order_no, kind)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct LedgerRow {
-    kind: &'static str,
+    order: Key,
+    kind: LedgerKind,
     delta: i64,
 }
 
-/// What the order looked like when it left `pending` (status, close reason, trade_no).
-type Terminal = (OrderStatus, Option<&'static str>, Option<Trade>);
-
+/// The rows of the model's orders (one user, one course per order). Sets keyed by a unique
+/// column are kept sorted: their id order matters to no rule.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct State {
-    // --- durable: the database rows of this order ---
-    status: OrderStatus,
-    close_reason: Option<&'static str>,
-    trade_no: Option<Trade>,
-    points_used: i64,
-    /// `payment_events`, by trade_no.
-    events: Vec<StoredEvent>,
-    coupon: Coupon,
-    /// `effects`, in id order.
+struct Rows {
+    /// `orders`, by key.
+    orders: Vec<OrderRow>,
+    /// `user_coupons`, by the key of the order that locked it.
+    coupons: Vec<CouponRow>,
+    payments: Vec<PaymentRow>,
     effects: Vec<EffectRow>,
-    /// `points_ledger` rows of this order.
     ledger: Vec<LedgerRow>,
     /// `users.points`.
     user_points: i64,
-    /// `user_courses` rows the order's user holds (the order has one course).
-    grants: u8,
+    /// `user_courses`: the orders whose course the user holds (unique (user, course)).
+    courses: Vec<Key>,
+    /// Order events the transactions journaled, in order.
+    events: Vec<(Key, EventKind)>,
+}
+
+/// What a transaction answers each request: the engine's step, or why it refused it (that
+/// request wrote nothing).
+type Answer = Result<Step, StepError>;
+
+/// A database guard that tripped: the whole transaction rolls back and the engine answers 500.
+type Tripped = &'static str;
+
+/// A kind of transition out of `pending` (`transitions::TransitionKey`).
+type TransitionKey = (OrderStatus, Option<CloseReason>, Option<Trade>);
+
+impl Rows {
+    /// Pending orders as placed, spending `points[key]` each, each with its coupon locked.
+    fn placed(points: &[i64]) -> Self {
+        let ledger: Vec<LedgerRow> = points
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| **p > 0)
+            .map(|(key, p)| LedgerRow {
+                order: key as Key,
+                kind: LedgerKind::Spend,
+                delta: -p,
+            })
+            .collect();
+        Rows {
+            orders: points
+                .iter()
+                .map(|p| OrderRow {
+                    status: OrderStatus::Pending,
+                    close_reason: None,
+                    trade_no: None,
+                    points_used: *p,
+                    paid_at: None,
+                    closed_at: None,
+                    exits: 0,
+                })
+                .collect(),
+            coupons: (0..points.len())
+                .map(|key| CouponRow {
+                    status: CouponStatus::Locked,
+                    order: Some(key as Key),
+                })
+                .collect(),
+            payments: Vec::new(),
+            effects: Vec::new(),
+            user_points: INITIAL_POINTS + ledger.iter().map(|r| r.delta).sum::<i64>(),
+            ledger,
+            courses: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn order(&self, key: Key) -> &OrderRow {
+        &self.orders[usize::from(key)]
+    }
+
+    /// `transitions::view_of`: what the state machine sees of a locked row.
+    fn view(&self, key: Key) -> OrderView {
+        let row = self.order(key);
+        OrderView {
+            status: row.status,
+            user_id: USER,
+            expires_at: expires_at(),
+            payable_cents: PAYABLE,
+            points_used: row.points_used,
+        }
+    }
+
+    // ----- `transitions::apply_batch`, on a copy of the rows -----
+
+    /// One transaction for `requests`: lock the orders, read the stored trades of the batch's
+    /// callbacks, let the engine's `step_batch` decide every request, and write what the
+    /// steps say, as `apply_once` does. `Ok` commits (the new rows and each request's
+    /// answer); `Err` rolls everything back.
+    fn apply_batch(
+        &self,
+        now: NaiveDateTime,
+        requests: &[(Key, Command)],
+    ) -> Result<(Rows, Vec<Answer>), Tripped> {
+        let mut tx = self.clone();
+        // `lock_orders`, `view_of`.
+        let mut views: HashMap<Key, OrderView> = requests
+            .iter()
+            .map(|(key, _)| (*key, tx.view(*key)))
+            .collect();
+        // `seen_trades`: the stored events carrying the batch's trade numbers.
+        let trade_nos: Vec<&str> = requests
+            .iter()
+            .filter_map(|(_, command)| command.callback().map(|cb| cb.trade_no.as_str()))
+            .collect();
+        let mut seen: HashMap<String, StoredTrade<Key>> = tx
+            .payments
+            .iter()
+            .filter(|p| trade_nos.contains(&p.trade.no()))
+            .map(|p| (p.trade.no().to_string(), (p.order, p.code, p.amount_cents)))
+            .collect();
+        let commands: Vec<(Key, &Command)> = requests.iter().map(|(k, c)| (*k, c)).collect();
+        let answers = step_batch(&mut views, &mut seen, now, &commands);
+
+        // `Writes`: what the steps write, gathered by kind of write.
+        let mut transitions: BTreeMap<TransitionKey, Vec<Key>> = BTreeMap::new();
+        let mut coupons: BTreeMap<CouponStatus, Vec<Key>> = BTreeMap::new();
+        let mut payments: Vec<PaymentRow> = Vec::new();
+        let mut effects: Vec<(Key, EffectKind)> = Vec::new();
+        let mut events: Vec<(Key, EventKind)> = Vec::new();
+        for ((key, command), answer) in requests.iter().zip(&answers) {
+            let Ok(step) = answer else { continue };
+            let cb = command.callback();
+            if let Some(t) = step.transition {
+                let Transition {
+                    to,
+                    reason,
+                    takes_trade_no,
+                } = t;
+                let trade = cb
+                    .filter(|_| takes_trade_no)
+                    .map(|cb| Trade::of(&cb.trade_no));
+                transitions
+                    .entry((to, reason, trade))
+                    .or_default()
+                    .push(*key);
+                coupons.entry(t.coupon()).or_default().push(*key);
+            }
+            if let (Some(outcome), Some(cb)) = (step.payment, cb) {
+                payments.push(PaymentRow {
+                    trade: Trade::of(&cb.trade_no),
+                    order: *key,
+                    code: cb.code,
+                    amount_cents: cb.amount_cents,
+                    outcome,
+                });
+            }
+            if let Some(kind) = step.effect {
+                effects.push((*key, kind));
+            }
+            events.extend(step.events.iter().map(|kind| (*key, *kind)));
+        }
+        tx.write_transitions(&transitions, now)?;
+        tx.write_coupons(&coupons);
+        tx.write_payments(payments)?;
+        tx.enqueue(&effects)?;
+        // `journal.record_all`.
+        tx.events.extend(events);
+        Ok((tx, answers))
+    }
+
+    /// `write_transitions`: one `UPDATE orders ... WHERE order_no IN (..) AND status =
+    /// 'pending'` per kind of transition, which must hit exactly the rows it names.
+    fn write_transitions(
+        &mut self,
+        transitions: &BTreeMap<TransitionKey, Vec<Key>>,
+        now: NaiveDateTime,
+    ) -> Result<(), Tripped> {
+        for ((to, reason, trade), keys) in transitions {
+            let mut updated = 0;
+            for (key, row) in self.orders.iter_mut().enumerate() {
+                if !keys.contains(&(key as Key)) || row.status != OrderStatus::Pending {
+                    continue;
+                }
+                row.status = *to;
+                row.close_reason = *reason;
+                row.trade_no = *trade;
+                if *to == OrderStatus::Paid {
+                    row.paid_at = Some(now);
+                } else {
+                    row.closed_at = Some(now);
+                }
+                row.exits += 1;
+                updated += 1;
+            }
+            if updated != keys.len() {
+                return Err("an order left pending under its lock (the conditional update missed)");
+            }
+        }
+        Ok(())
+    }
+
+    /// `write_coupons`: the orders' locked coupons become used (paid) or unused and free.
+    fn write_coupons(&mut self, coupons: &BTreeMap<CouponStatus, Vec<Key>>) {
+        for (status, keys) in coupons {
+            for coupon in &mut self.coupons {
+                let locked_here = coupon.status == CouponStatus::Locked
+                    && coupon.order.is_some_and(|order| keys.contains(&order));
+                if locked_here {
+                    coupon.status = *status;
+                    if *status != CouponStatus::Used {
+                        coupon.order = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// `write_payments` (unique `trade_no`; a violation is retried once by `apply_batch`,
+    /// which here would violate again: a 500).
+    fn write_payments(&mut self, rows: Vec<PaymentRow>) -> Result<(), Tripped> {
+        for row in rows {
+            if self.payments.iter().any(|p| p.trade == row.trade) {
+                return Err("payment_events.trade_no unique violation");
+            }
+            self.payments.push(row);
+        }
+        self.payments.sort();
+        Ok(())
+    }
+
+    /// `outbox::enqueue` (unique (order_no, kind)).
+    fn enqueue(&mut self, effects: &[(Key, EffectKind)]) -> Result<(), Tripped> {
+        for (order, kind) in effects {
+            if self
+                .effects
+                .iter()
+                .any(|e| e.order == *order && e.kind == *kind)
+            {
+                return Err("effects (order_no, kind) unique violation");
+            }
+            self.effects.push(EffectRow {
+                order: *order,
+                kind: *kind,
+                done: false,
+            });
+        }
+        self.effects.sort();
+        Ok(())
+    }
+
+    // ----- `outbox::apply` -----
+
+    /// Applies `kind` for `order` only while its row is `pending`, then marks it `done`: a
+    /// grant inserts `user_courses` with ON CONFLICT DO NOTHING; a refund inserts its `refund`
+    /// ledger row with ON CONFLICT DO NOTHING and credits the points only when it inserted.
+    fn apply_effect(&mut self, order: Key, kind: EffectKind) {
+        let Some(row) = self
+            .effects
+            .iter_mut()
+            .find(|e| e.order == order && e.kind == kind && !e.done)
+        else {
+            return; // not pending: already applied
+        };
+        row.done = true;
+        match kind {
+            EffectKind::Grant => {
+                if !self.courses.contains(&order) {
+                    self.courses.push(order);
+                    self.courses.sort();
+                }
+            }
+            EffectKind::Refund => {
+                let points = self.order(order).points_used;
+                if points > 0 && self.refund_rows(order) == 0 {
+                    self.ledger.push(LedgerRow {
+                        order,
+                        kind: LedgerKind::Refund,
+                        delta: points,
+                    });
+                    self.ledger.sort();
+                    self.user_points += points;
+                }
+            }
+        }
+    }
+
+    // ----- what the properties read -----
+
+    fn refund_rows(&self, order: Key) -> usize {
+        self.ledger
+            .iter()
+            .filter(|r| r.order == order && r.kind == LedgerKind::Refund)
+            .count()
+    }
+
+    fn grants(&self, order: Key) -> usize {
+        self.courses.iter().filter(|k| **k == order).count()
+    }
+
+    fn is_closed(&self, order: Key) -> bool {
+        matches!(
+            self.order(order).status,
+            OrderStatus::Failed | OrderStatus::Cancelled
+        )
+    }
+
+    fn effects_done(&self, order: Key) -> bool {
+        self.effects.iter().all(|e| e.order != order || e.done)
+    }
+
+    fn recorded(&self, trade: Trade, outcome: PaymentOutcome) -> bool {
+        self.payments
+            .iter()
+            .any(|p| p.trade == trade && p.outcome == outcome)
+    }
+
+    /// SPEC invariant 2: `locked` to the order while it is pending, `used` (still naming it)
+    /// iff paid, `unused` and free iff failed or cancelled.
+    fn coupon_follows_order(&self, order: Key) -> bool {
+        let expected = match self.order(order).status {
+            OrderStatus::Pending => (CouponStatus::Locked, Some(order)),
+            OrderStatus::Paid => (CouponStatus::Used, Some(order)),
+            OrderStatus::Failed | OrderStatus::Cancelled => (CouponStatus::Unused, None),
+        };
+        let coupon = self.coupons[usize::from(order)];
+        (coupon.status, coupon.order) == expected
+    }
+
+    /// SPEC invariant 1: `points = initial_points + sum(ledger deltas)`.
+    fn points_balance(&self) -> bool {
+        self.user_points == INITIAL_POINTS + self.ledger.iter().map(|r| r.delta).sum::<i64>()
+    }
+
+    /// Never a refund for a paid or pending order or one without points, never two; never a
+    /// grant for an unpaid order, never two (SPEC invariants 1 and 3).
+    fn effects_at_most_once(&self, order: Key) -> bool {
+        let row = self.order(order);
+        let refunds = usize::from(self.is_closed(order) && row.points_used > 0);
+        let grants = usize::from(row.status == OrderStatus::Paid);
+        self.refund_rows(order) <= refunds && self.grants(order) <= grants
+    }
+
+    /// Once every effect row of the order is applied: points refunded exactly once for a
+    /// closed order with points (never for a paid one), courses granted exactly once iff paid.
+    fn settled_effects_exact(&self, order: Key) -> bool {
+        if !self.effects_done(order) {
+            return true;
+        }
+        let row = self.order(order);
+        let refunds = usize::from(self.is_closed(order) && row.points_used > 0);
+        let grants = usize::from(row.status == OrderStatus::Paid);
+        self.refund_rows(order) == refunds && self.grants(order) == grants
+    }
+
+    /// SPEC "Business rules": paid only while `now < expires_at`; at or after it any
+    /// transition is the close for timeout (`closed_at = now`); before it, never a timeout.
+    fn moved_on_time(&self, order: Key) -> bool {
+        let row = self.order(order);
+        let deadline = expires_at();
+        match (row.status, row.close_reason) {
+            (OrderStatus::Pending, _) => row.paid_at.is_none() && row.closed_at.is_none(),
+            (OrderStatus::Paid, _) => row.paid_at.is_some_and(|at| at < deadline),
+            (_, Some(CloseReason::Timeout)) => row.closed_at.is_some_and(|at| at >= deadline),
+            (_, _) => row.closed_at.is_some_and(|at| at < deadline),
+        }
+    }
+
+    /// The order's `trade_no` is that of the stored callback that moved it (`paid` or
+    /// `failed`), else null; at most one callback moved it.
+    fn trade_no_is_the_movers(&self, order: Key) -> bool {
+        let movers: Vec<Trade> = self
+            .payments
+            .iter()
+            .filter(|p| p.order == order)
+            .filter(|p| matches!(p.outcome, PaymentOutcome::Paid | PaymentOutcome::Failed))
+            .map(|p| p.trade)
+            .collect();
+        movers.len() <= 1 && self.order(order).trade_no == movers.first().copied()
+    }
+
+    /// The journal holds the order's status event once it left `pending` (first) and one
+    /// `late_payment` per late or double payment kept for it.
+    fn events_follow_rows(&self, order: Key) -> bool {
+        let kinds: Vec<EventKind> = self
+            .events
+            .iter()
+            .filter(|(k, _)| *k == order)
+            .map(|(_, kind)| *kind)
+            .collect();
+        let status = self.order(order).status;
+        let kept = self
+            .payments
+            .iter()
+            .filter(|p| p.order == order)
+            .filter(|p| {
+                matches!(
+                    p.outcome,
+                    PaymentOutcome::LatePayment | PaymentOutcome::DoublePayment
+                )
+            })
+            .count();
+        let mut expected = Vec::new();
+        if status != OrderStatus::Pending {
+            expected.push(status.event());
+        }
+        expected.extend(std::iter::repeat_n(EventKind::LatePayment, kept));
+        kinds == expected
+    }
+
+    /// Every rows-only property of one order.
+    fn consistent(&self, order: Key) -> bool {
+        self.order(order).exits <= 1
+            && self.coupon_follows_order(order)
+            && self.points_balance()
+            && self.effects_at_most_once(order)
+            && self.settled_effects_exact(order)
+            && self.moved_on_time(order)
+            && self.trade_no_is_the_movers(order)
+            && self.events_follow_rows(order)
+    }
+}
+
+// ----- the engine process around the database -----
+
+/// The order's actor in this process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Actor {
+    /// None: never tracked since the start, or let go.
+    None,
+    /// Alive, known to the supervisor, its timer armed.
+    Armed,
+    /// Its timer fired: it waits (mailbox held) for the closer's answer.
+    Transitioning,
+}
+
+/// Who asked the closer to close the order (an `Expire` waiting in its queue).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Asker {
+    /// The order's actor, its timer fired.
+    Timer,
+    /// The supervisor's overdue sweep: the order is overdue and has no actor here.
+    Sweep,
+}
+
+/// What the closer answers an asker (`closer::Expired`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expired {
+    Settled,
+    NotDue,
+    Failed,
+}
+
+/// What the order looked like when it left `pending` (status, close reason, trade_no).
+type Terminal = (OrderStatus, Option<CloseReason>, Option<Trade>);
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct State {
+    // --- durable: the database ---
+    rows: Rows,
 
     // --- time ---
+    /// `now >= expires_at`; flips once.
     deadline_passed: bool,
 
     // --- volatile: the engine process ---
     up: bool,
-    /// The order's actor is alive with its timer armed.
-    actor_armed: bool,
+    actor: Actor,
+    /// The `Track` that start-up recovery sent for the (then pending) order, not yet handled
+    /// by the supervisor.
+    track_queued: bool,
+    /// `Expire` requests waiting in the closer, in arrival order.
+    closer: Vec<Asker>,
     /// `QueueEffect` messages waiting in the effect dispatcher.
     queued: Vec<EffectKind>,
 
     // --- what is still in flight (bounded) ---
     /// Deliveries so far of each message of [`MSGS`].
     delivered: [u8; 6],
-    timer_fired: u8,
-    /// Effect worker runs so far, per [`EFFECT_KINDS`].
+    /// Effect worker runs so far, per [`EffectKind::ALL`].
     effect_runs: [u8; 2],
     crashes: u8,
 
     // --- history (ghost state for the properties) ---
-    /// Times the order's status moved out of `pending`.
-    exits: u8,
     /// The order as it first left `pending`.
     terminal: Option<Terminal>,
     /// Successes that reached a non-pending order and what they must be recorded as.
-    owed: Vec<(Trade, &'static str)>,
-    /// The first transaction that failed with an internal error (a guard of the database
-    /// tripped: the plan asked for something impossible).
-    internal_error: Option<&'static str>,
-}
-
-/// Why a transaction did not commit (it is rolled back whole).
-#[derive(Debug)]
-enum TxError {
-    /// 409 `trade_no_conflict`.
-    Conflict,
-    /// A 500: the plan asked for something the database refused.
-    Internal(&'static str),
-}
-
-/// What a committed transaction reports (`transitions::OutcomeKind` plus its effects).
-struct Outcome {
-    effects: Vec<EffectKind>,
+    owed: Vec<(Trade, PaymentOutcome)>,
+    /// The first thing that went wrong: a database guard tripped (the transaction rolled
+    /// back, a 500), or a timeout left its order pending (the closer answers `Failed`).
+    error: Option<&'static str>,
 }
 
 impl State {
     fn initial(points_used: i64) -> Self {
-        let mut ledger = Vec::new();
-        if points_used > 0 {
-            ledger.push(LedgerRow {
-                kind: "spend",
-                delta: -points_used,
-            });
-        }
         State {
-            status: OrderStatus::Pending,
-            close_reason: None,
-            trade_no: None,
-            points_used,
-            events: Vec::new(),
-            coupon: Coupon::Locked,
-            effects: Vec::new(),
-            ledger,
-            user_points: INITIAL_POINTS - points_used,
-            grants: 0,
+            rows: Rows::placed(&[points_used]),
             deadline_passed: false,
             up: true,
-            actor_armed: true,
+            actor: Actor::Armed,
+            track_queued: false,
+            closer: Vec::new(),
             queued: Vec::new(),
             delivered: [0; 6],
-            timer_fired: 0,
             effect_runs: [0; 2],
             crashes: 0,
-            exits: 0,
             terminal: None,
             owed: Vec::new(),
-            internal_error: None,
+            error: None,
         }
     }
 
-    fn all_effects_done(&self) -> bool {
-        self.effects.iter().all(|e| e.done)
+    fn status(&self) -> OrderStatus {
+        self.rows.order(ORDER).status
     }
 
-    fn refund_rows(&self) -> usize {
-        self.ledger.iter().filter(|r| r.kind == "refund").count()
-    }
-
-    fn recorded(&self, trade: Trade, outcome: &str) -> bool {
-        self.events
-            .iter()
-            .any(|e| e.callback.trade == trade && e.outcome == outcome)
-    }
-
-    fn is_closed(&self) -> bool {
-        matches!(self.status, OrderStatus::Failed | OrderStatus::Cancelled)
-    }
-
-    // ----- the transaction of `transitions::apply_once`, on a working copy -----
-
-    /// `check_duplicate`: the same trade_no seen before.
-    fn check_duplicate(&self, cb: &Callback) -> Result<bool, TxError> {
-        match self.events.iter().find(|e| e.callback.trade == cb.trade) {
-            None => Ok(false),
-            Some(seen)
-                if seen.callback.code == cb.code
-                    && seen.callback.amount_cents == cb.amount_cents =>
-            {
-                Ok(true)
+    /// One transaction of `commands` for the order, on the engine's clock: the committed
+    /// answers, or `None` when it rolled back.
+    fn transact(&mut self, commands: Vec<Command>) -> Option<Vec<Answer>> {
+        let requests: Vec<(Key, Command)> = commands.into_iter().map(|c| (ORDER, c)).collect();
+        match self
+            .rows
+            .apply_batch(clock(self.deadline_passed), &requests)
+        {
+            Ok((rows, answers)) => {
+                self.rows = rows;
+                let row = self.rows.order(ORDER);
+                if row.status != OrderStatus::Pending {
+                    self.terminal
+                        .get_or_insert((row.status, row.close_reason, row.trade_no));
+                }
+                Some(answers)
             }
-            Some(_) => Err(TxError::Conflict),
+            Err(why) => {
+                self.error.get_or_insert(why);
+                None
+            }
         }
     }
 
-    /// The conditional `UPDATE orders ... WHERE status = 'pending'`; `left_pending` fails the
-    /// transaction when it hits no row.
-    fn leave_pending(
-        &mut self,
-        to: OrderStatus,
-        reason: Option<&'static str>,
-        trade: Option<Trade>,
-    ) -> Result<(), TxError> {
-        if self.status != OrderStatus::Pending {
-            return Err(TxError::Internal("left pending under its lock"));
+    /// `Core::after_commit`: the committed effects go to the dispatcher; a final order's
+    /// actor is forgotten by the supervisor (`Forget`), which also stands a still-live actor
+    /// down (`StandDown`), so an armed actor that did not make the commit itself stops too.
+    fn after_commit(&mut self, answers: &[Answer]) {
+        for step in answers.iter().flatten() {
+            if let Some(kind) = step.effect {
+                self.queue(kind);
+            }
         }
-        self.status = to;
-        self.close_reason = reason;
-        self.trade_no = trade;
-        self.exits += 1;
-        self.terminal.get_or_insert((to, reason, trade));
-        Ok(())
-    }
-
-    /// `insert_effect` (unique (order_no, kind)).
-    fn insert_effect(&mut self, kind: EffectKind, out: &mut Outcome) -> Result<(), TxError> {
-        if self.effects.iter().any(|e| e.kind == kind) {
-            return Err(TxError::Internal(
-                "effects (order_no, kind) unique violation",
-            ));
-        }
-        self.effects.push(EffectRow { kind, done: false });
-        out.effects.push(kind);
-        Ok(())
-    }
-
-    /// `record_event` (unique trade_no).
-    fn record_event(&mut self, cb: Callback, outcome: &'static str) -> Result<(), TxError> {
-        if self.events.iter().any(|e| e.callback.trade == cb.trade) {
-            return Err(TxError::Internal(
-                "payment_events.trade_no unique violation",
-            ));
-        }
-        self.events.push(StoredEvent {
-            callback: cb,
-            outcome,
-        });
-        // A set keyed by the unique trade_no: the id order matters to no rule.
-        self.events.sort_by_key(|e| e.callback.trade);
-        Ok(())
-    }
-
-    /// `transitions::pay`.
-    fn pay(&mut self, cb: Callback, out: &mut Outcome) -> Result<(), TxError> {
-        self.leave_pending(OrderStatus::Paid, None, Some(cb.trade))?;
-        if self.coupon == Coupon::Locked {
-            self.coupon = Coupon::Used;
-        }
-        self.record_event(cb, "paid")?;
-        self.insert_effect(EffectKind::Grant, out)
-    }
-
-    /// `transitions::close`.
-    fn close(
-        &mut self,
-        to: OrderStatus,
-        reason: CloseReason,
-        cb: Option<Callback>,
-        out: &mut Outcome,
-    ) -> Result<(), TxError> {
-        self.leave_pending(to, Some(reason.as_str()), cb.map(|c| c.trade))?;
-        if self.coupon == Coupon::Locked {
-            self.coupon = Coupon::Unused;
-        }
-        if self.points_used > 0 {
-            self.insert_effect(EffectKind::Refund, out)?;
-        }
-        Ok(())
-    }
-
-    /// `record_callback`: only a callback can be recorded.
-    fn record_callback(&mut self, command: Command, outcome: &'static str) -> Result<(), TxError> {
-        match command {
-            Command::Callback(cb) => self.record_event(cb, outcome),
-            _ => Err(TxError::Internal("record without a callback")),
+        if self.status() != OrderStatus::Pending && self.actor == Actor::Armed {
+            self.actor = Actor::None;
         }
     }
 
-    /// `transitions::apply_once`, steps in the same order. The caller keeps `self` only when
-    /// this returns `Ok` (a rollback otherwise).
-    fn apply_once(&mut self, command: Command) -> Result<Outcome, TxError> {
-        let mut out = Outcome {
-            effects: Vec::new(),
+    /// A success that reaches an order that is no longer pending (its deadline passed counts
+    /// as closed) must be kept for admins, unless it is the paying callback again.
+    fn owe(&mut self, command: &Command) {
+        let Some(cb) = command.callback() else { return };
+        let trade = Trade::of(&cb.trade_no);
+        let row = self.rows.order(ORDER);
+        let effective = if row.status == OrderStatus::Pending && self.deadline_passed {
+            OrderStatus::Cancelled
+        } else {
+            row.status
         };
-        // 1. A trade_no seen before: a duplicate (no change) or a conflict.
-        if let Command::Callback(cb) = command {
-            if self.check_duplicate(&cb)? {
-                return Ok(out);
+        let paying_again = row.status == OrderStatus::Paid && row.trade_no == Some(trade);
+        if cb.code == SUCCESS_CODE && effective != OrderStatus::Pending && !paying_again {
+            let must = if effective == OrderStatus::Paid {
+                PaymentOutcome::DoublePayment
+            } else {
+                PaymentOutcome::LatePayment
+            };
+            if !self.owed.contains(&(trade, must)) {
+                self.owed.push((trade, must));
+                self.owed.sort();
             }
         }
-        // 2. The engine's own plan, from the locked row.
-        let p = plan(self.status, self.deadline_passed, PAYABLE, command.event());
-        // 3. Close for timeout first.
-        if p.close_for_timeout {
-            self.close(OrderStatus::Cancelled, CloseReason::Timeout, None, &mut out)?;
-        }
-        // 4. Then the decision.
-        match p.then {
-            Decision::Transition {
-                to: OrderStatus::Paid,
-                ..
-            } => {
-                let Command::Callback(cb) = command else {
-                    return Err(TxError::Internal("only a callback pays"));
-                };
-                self.pay(cb, &mut out)?;
-            }
-            Decision::Transition { to, reason } => {
-                let reason = reason.ok_or(TxError::Internal("a close needs a reason"))?;
-                let cb = match command {
-                    Command::Callback(cb) => Some(cb),
-                    _ => None,
-                };
-                self.close(to, reason, cb, &mut out)?;
-                if let Some(cb) = cb {
-                    self.record_event(cb, "failed")?;
-                }
-            }
-            Decision::RecordLatePayment => self.record_callback(command, "late_payment")?,
-            Decision::RecordDoublePayment => self.record_callback(command, "double_payment")?,
-            Decision::RecordIgnored => self.record_callback(command, "ignored")?,
-            // Nothing written; a rejection (409 / 422) still commits a close for timeout.
-            Decision::NoChange | Decision::NotDue | Decision::Reject(_) => {}
-        }
-        Ok(out)
     }
 
-    /// One delivery of `command`, by the actor (its mailbox) or straight to the database when
-    /// there is none: the same transaction either way, then `settle`.
+    /// `Engine::deliver`: a callback or cancel, a batch of one — through the order's actor
+    /// when it is armed here (`settle`: let go after a final outcome), else straight to the
+    /// database (`apply_direct`: the supervisor knows no actor of the order).
     fn deliver(&mut self, command: Command) {
-        // Ghost: a success that reaches an order that is no longer pending (its deadline
-        // passed counts as closed) must be kept for admins, unless it is the paying callback
-        // again.
-        if let Command::Callback(cb) = command {
-            let effective = if self.status == OrderStatus::Pending && self.deadline_passed {
-                OrderStatus::Cancelled
-            } else {
-                self.status
-            };
-            let paying_again = self.status == OrderStatus::Paid && self.trade_no == Some(cb.trade);
-            if cb.code == SUCCESS_CODE && effective != OrderStatus::Pending && !paying_again {
-                let must = if effective == OrderStatus::Paid {
-                    "double_payment"
-                } else {
-                    "late_payment"
-                };
-                if !self.owed.contains(&(cb.trade, must)) {
-                    self.owed.push((cb.trade, must));
-                    self.owed.sort();
-                }
-            }
+        self.owe(&command);
+        let via_actor = self.actor == Actor::Armed;
+        if via_actor {
+            self.actor = Actor::Transitioning;
         }
+        if let Some(answers) = self.transact(vec![command]) {
+            self.after_commit(&answers);
+        }
+        if via_actor {
+            self.actor = if self.status() == OrderStatus::Pending {
+                Actor::Armed
+            } else {
+                Actor::None
+            };
+        }
+    }
 
-        let mut tx = self.clone();
-        match tx.apply_once(command) {
-            Ok(out) => {
-                *self = tx;
-                // `settle` / `apply_direct`: queue the committed effects.
-                for kind in out.effects {
-                    self.queue(kind);
-                }
-                // A final outcome lets the actor go; otherwise it stays armed.
-                if self.status != OrderStatus::Pending {
-                    self.actor_armed = false;
-                }
+    /// `Closer::flush` + `answer`: the first `take` waiting `Expire`s, one batch of
+    /// `Command::Timeout`s; what committed goes to the after-commit step, then each asker gets
+    /// its answer (the actor: let go, arm again, or retry).
+    fn close_batch(&mut self, take: usize) {
+        let askers: Vec<Asker> = self.closer.drain(..take).collect();
+        let answers = self.transact(vec![Command::Timeout; take]);
+        let expired: Vec<Expired> = match &answers {
+            Some(answers) => {
+                self.after_commit(answers);
+                let is_final = self.status() != OrderStatus::Pending;
+                answers
+                    .iter()
+                    .map(|answer| match answer {
+                        Ok(s) if s.kind == OutcomeKind::NotDue => Expired::NotDue,
+                        Ok(_) if !is_final => Expired::Failed,
+                        Ok(_) | Err(StepError::OrderNotFound) => Expired::Settled,
+                        Err(_) => Expired::Failed,
+                    })
+                    .collect()
             }
-            Err(TxError::Conflict) => {}
-            Err(TxError::Internal(why)) => {
-                self.internal_error.get_or_insert(why);
+            None => vec![Expired::Failed; take],
+        };
+        for (asker, expired) in askers.into_iter().zip(expired) {
+            if asker != Asker::Timer {
+                continue; // the sweep only logs it
             }
+            self.actor = match expired {
+                Expired::Settled => Actor::None,
+                Expired::NotDue => Actor::Armed,
+                Expired::Failed => {
+                    self.error
+                        .get_or_insert("a timeout left its order pending (the timer retries)");
+                    Actor::Armed
+                }
+            };
         }
     }
 
@@ -503,40 +883,32 @@ impl State {
         self.queued.push(kind);
         self.queued.sort();
     }
+}
 
-    /// `db::effects::apply`: only while the row is pending, then `done`.
-    fn apply_effect(&mut self, kind: EffectKind) {
-        let Some(row) = self.effects.iter_mut().find(|e| e.kind == kind && !e.done) else {
-            return; // AlreadySettled
-        };
-        row.done = true;
-        match kind {
-            EffectKind::Grant => {
-                // INSERT INTO user_courses ... ON CONFLICT DO NOTHING
-                if self.grants == 0 {
-                    self.grants = 1;
-                }
-            }
-            EffectKind::Refund => {
-                if self.points_used > 0 && self.refund_rows() == 0 {
-                    // INSERT INTO points_ledger ... ON CONFLICT DO NOTHING; credit if inserted.
-                    self.ledger.push(LedgerRow {
-                        kind: "refund",
-                        delta: self.points_used,
-                    });
-                    self.user_points += self.points_used;
-                }
-            }
-        }
-    }
+fn effect_index(kind: EffectKind) -> usize {
+    EffectKind::ALL
+        .iter()
+        .position(|k| *k == kind)
+        .expect("a kind of EffectKind::ALL")
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Action {
     /// Time passes the order's `expires_at` (once).
     DeadlinePasses,
-    /// The actor's timer fires: `Command::Timeout`.
+    /// The actor's timer fires (at the deadline, or before it by the process clock, which the
+    /// transaction's clock answers "not due"): it asks
+    /// the closer to close the order and waits.
     TimerFires,
+    /// The overdue sweep finds the order pending past its deadline with no actor here and
+    /// asks the closer too.
+    SweepFinds,
+    /// The supervisor handles start-up recovery's `Track`: an armed actor, unless one lives.
+    TrackArrives,
+    /// The closer runs one batch: the first waiting request alone, or all of them at once.
+    CloserRuns {
+        all: bool,
+    },
     Deliver(Msg),
     /// An effect worker takes a queued effect; `keep_copy` leaves a duplicate message queued
     /// (a replay).
@@ -544,7 +916,7 @@ enum Action {
         kind: EffectKind,
         keep_copy: bool,
     },
-    /// The process dies: actor, timer and effect queue are lost.
+    /// The process dies: actor, timer, closer queue and effect queue are lost.
     Crash,
     /// The process starts again (`Engine::recover`).
     Restart,
@@ -569,16 +941,35 @@ impl Model for OrderModel {
             actions.push(Action::Restart);
             return;
         }
-        if s.actor_armed && s.deadline_passed && s.timer_fired < MAX_DELIVERIES {
+        if s.actor == Actor::Armed {
             actions.push(Action::TimerFires);
         }
+        if s.deadline_passed
+            && s.status() == OrderStatus::Pending
+            && s.actor == Actor::None
+            && !s.closer.contains(&Asker::Sweep)
+        {
+            actions.push(Action::SweepFinds);
+        }
+        if s.track_queued {
+            actions.push(Action::TrackArrives);
+        }
+        if !s.closer.is_empty() {
+            actions.push(Action::CloserRuns { all: false });
+        }
+        if s.closer.len() > 1 {
+            actions.push(Action::CloserRuns { all: true });
+        }
+        // A delivery waits while the actor waits for the closer (its mailbox holds it), and
+        // behind start-up recovery's `Track` (the supervisor answers `Lookup`s in order).
+        let mailbox_free = s.actor != Actor::Transitioning && !s.track_queued;
         for msg in MSGS {
-            if s.delivered[msg.index()] < MAX_DELIVERIES {
+            if mailbox_free && s.delivered[msg.index()] < MAX_DELIVERIES {
                 actions.push(Action::Deliver(msg));
             }
         }
-        for (i, kind) in EFFECT_KINDS.into_iter().enumerate() {
-            if s.queued.contains(&kind) && s.effect_runs[i] < MAX_DELIVERIES {
+        for kind in EffectKind::ALL.iter().copied() {
+            if s.queued.contains(&kind) && s.effect_runs[effect_index(kind)] < MAX_DELIVERIES {
                 for keep_copy in [false, true] {
                     actions.push(Action::ApplyEffect { kind, keep_copy });
                 }
@@ -594,34 +985,47 @@ impl Model for OrderModel {
         match action {
             Action::DeadlinePasses => s.deadline_passed = true,
             Action::TimerFires => {
-                s.timer_fired += 1;
-                s.deliver(Command::Timeout);
+                s.actor = Actor::Transitioning;
+                s.closer.push(Asker::Timer);
+            }
+            Action::SweepFinds => s.closer.push(Asker::Sweep),
+            Action::TrackArrives => {
+                s.track_queued = false;
+                if s.actor == Actor::None {
+                    s.actor = Actor::Armed;
+                }
+            }
+            Action::CloserRuns { all } => {
+                let take = if all { s.closer.len() } else { 1 };
+                s.close_batch(take);
             }
             Action::Deliver(msg) => {
                 s.delivered[msg.index()] += 1;
                 s.deliver(msg.command());
             }
             Action::ApplyEffect { kind, keep_copy } => {
-                let i = EFFECT_KINDS.iter().position(|k| *k == kind).unwrap();
-                s.effect_runs[i] += 1;
+                s.effect_runs[effect_index(kind)] += 1;
                 if !keep_copy {
-                    let at = s.queued.iter().position(|k| *k == kind).unwrap();
+                    let at = s.queued.iter().position(|k| *k == kind)?;
                     s.queued.remove(at);
                 }
-                s.apply_effect(kind);
+                s.rows.apply_effect(ORDER, kind);
             }
             Action::Crash => {
                 s.crashes += 1;
                 s.up = false;
-                s.actor_armed = false;
+                s.actor = Actor::None;
+                s.track_queued = false;
+                s.closer.clear();
                 s.queued.clear();
             }
             Action::Restart => {
                 s.up = true;
-                // `adopt_pending` + `Track`: an actor, armed for the stored deadline.
-                s.actor_armed = s.status == OrderStatus::Pending;
-                // `effects::pending`: every unfinished effect is queued again.
+                // `all_pending` -> `Track`, handled later by the supervisor.
+                s.track_queued = s.status() == OrderStatus::Pending;
+                // `outbox::pending`: every unfinished effect is queued again.
                 let pending: Vec<EffectKind> = s
+                    .rows
                     .effects
                     .iter()
                     .filter(|e| !e.done)
@@ -642,118 +1046,124 @@ impl Model for OrderModel {
             P::always("no internal error", no_internal_error),
             P::always("at most one transition out of pending", one_transition),
             P::always("a terminal state never changes", terminal_is_final),
-            P::always("coupon follows the order", coupon_follows_order),
-            P::always("points = initial + ledger", points_balance),
-            P::always("refund at most once, only if closed", refund_at_most_once),
-            P::always("grant at most once, only if paid", grant_at_most_once),
-            P::always("settled effects are exact", settled_effects_exact),
+            P::always("coupon follows the order", |_, s: &State| {
+                s.rows.coupon_follows_order(ORDER)
+            }),
+            P::always("points = initial + ledger", |_, s: &State| {
+                s.rows.points_balance()
+            }),
+            P::always(
+                "refund at most once, only if closed; grant at most once, only if paid",
+                |_, s: &State| s.rows.effects_at_most_once(ORDER),
+            ),
+            P::always("settled effects are exact", |_, s: &State| {
+                s.rows.settled_effects_exact(ORDER)
+            }),
             P::always("late and double payments recorded", payments_recorded),
+            P::always(
+                "paid before the deadline, timed out at or after it",
+                |_, s: &State| s.rows.moved_on_time(ORDER),
+            ),
+            P::always(
+                "the order's trade_no is the callback that moved it",
+                |_, s: &State| s.rows.trade_no_is_the_movers(ORDER),
+            ),
+            P::always("order events follow the rows", |_, s: &State| {
+                s.rows.events_follow_rows(ORDER)
+            }),
             P::always("a running pending order has a timer", pending_has_timer),
             // ----- liveness, on every maximal path -----
-            P::eventually("order and effects settle", settles),
+            P::eventually("order, effects and actor settle", settles),
             // ----- reachability sanity -----
-            P::sometimes("paid", |_, s: &State| s.status == OrderStatus::Paid),
-            P::sometimes("failed", |_, s: &State| s.status == OrderStatus::Failed),
+            P::sometimes("paid", |_, s: &State| s.status() == OrderStatus::Paid),
+            P::sometimes("failed", |_, s: &State| s.status() == OrderStatus::Failed),
             P::sometimes("cancelled by timeout", |_, s: &State| {
-                s.close_reason == Some("timeout")
+                s.rows.order(ORDER).close_reason == Some(CloseReason::Timeout)
             }),
             P::sometimes("cancelled by the user", |_, s: &State| {
-                s.close_reason == Some("user")
+                s.rows.order(ORDER).close_reason == Some(CloseReason::User)
             }),
             P::sometimes("cancelled by an admin", |_, s: &State| {
-                s.close_reason == Some("admin")
+                s.rows.order(ORDER).close_reason == Some(CloseReason::Admin)
             }),
             P::sometimes("a late payment recorded", |_, s: &State| {
-                s.events.iter().any(|e| e.outcome == "late_payment")
+                s.rows
+                    .payments
+                    .iter()
+                    .any(|p| p.outcome == PaymentOutcome::LatePayment)
             }),
             P::sometimes("a double payment recorded", |_, s: &State| {
-                s.events.iter().any(|e| e.outcome == "double_payment")
+                s.rows
+                    .payments
+                    .iter()
+                    .any(|p| p.outcome == PaymentOutcome::DoublePayment)
             }),
             P::sometimes("a late failure stored as ignored", |_, s: &State| {
-                s.events.iter().any(|e| e.outcome == "ignored")
+                s.rows
+                    .payments
+                    .iter()
+                    .any(|p| p.outcome == PaymentOutcome::Ignored)
             }),
             P::sometimes("the paying callback duplicated", |_, s: &State| {
-                s.trade_no == Some(Trade::A)
-                    && s.status == OrderStatus::Paid
+                s.rows.order(ORDER).trade_no == Some(Trade::A)
+                    && s.status() == OrderStatus::Paid
                     && s.delivered[Msg::SuccessA.index()] == 2
             }),
-            P::sometimes("points refunded", |_, s: &State| s.refund_rows() == 1),
-            P::sometimes("courses granted", |_, s: &State| s.grants == 1),
+            P::sometimes("points refunded", |_, s: &State| {
+                s.rows.refund_rows(ORDER) == 1
+            }),
+            P::sometimes("courses granted", |_, s: &State| s.rows.grants(ORDER) == 1),
             P::sometimes("a done effect replayed", |_, s: &State| {
                 s.queued
                     .iter()
-                    .any(|k| s.effects.iter().any(|e| e.kind == *k && e.done))
+                    .any(|k| s.rows.effects.iter().any(|e| e.kind == *k && e.done))
             }),
             P::sometimes("an effect queued again by a restart", |_, s: &State| {
                 s.crashes > 0
                     && s.queued
                         .iter()
-                        .any(|k| s.effects.iter().any(|e| e.kind == *k && !e.done))
+                        .any(|k| s.rows.effects.iter().any(|e| e.kind == *k && !e.done))
             }),
             P::sometimes("a pending order survives a crash", |_, s: &State| {
-                s.crashes > 0 && s.up && s.status == OrderStatus::Pending && s.deadline_passed
+                s.crashes > 0 && s.up && s.status() == OrderStatus::Pending && s.deadline_passed
             }),
+            P::sometimes("a timer fired before the deadline", |_, s: &State| {
+                !s.deadline_passed && s.closer.contains(&Asker::Timer)
+            }),
+            // A known defect of the actors (not of the state machine), kept visible: see the
+            // module doc. Once fixed, model the fix in `after_commit` and make this
+            P::sometimes(
+                "a timer and a sweep wait for one batch, the order pending past its deadline",
+                |_, s: &State| {
+                    s.closer.len() == 2 && s.status() == OrderStatus::Pending && s.deadline_passed
+                },
+            ),
         ]
     }
 }
 
 // ----- the properties' conditions -----
 
-/// No transaction tripped a database guard: the plan never asked for a second transition out
-/// of `pending`, a second event with one trade_no, or a second effect of one kind.
+/// No transaction tripped a database guard (the steps never asked for a second transition out
+/// of `pending`, a second event with one trade_no, or a second effect of one kind), and no
+/// timeout left its order pending.
 fn no_internal_error(_: &OrderModel, s: &State) -> bool {
-    s.internal_error.is_none()
+    s.error.is_none()
 }
 
 /// SPEC invariant 4: exactly one transition out of `pending` (counted where the status is
-/// written).
+/// written; "eventually settles" gives at least one).
 fn one_transition(_: &OrderModel, s: &State) -> bool {
-    s.exits <= 1
+    s.rows.order(ORDER).exits <= 1
 }
 
 /// Once out of `pending`, status, close reason and trade_no never change.
 fn terminal_is_final(_: &OrderModel, s: &State) -> bool {
+    let row = s.rows.order(ORDER);
     match s.terminal {
-        None => s.status == OrderStatus::Pending,
-        Some(t) => t == (s.status, s.close_reason, s.trade_no),
+        None => row.status == OrderStatus::Pending,
+        Some(t) => t == (row.status, row.close_reason, row.trade_no),
     }
-}
-
-/// SPEC invariant 2: the coupon is `used` iff paid, `locked` iff pending, `unused` iff failed
-/// or cancelled.
-fn coupon_follows_order(_: &OrderModel, s: &State) -> bool {
-    let expected = match s.status {
-        OrderStatus::Pending => Coupon::Locked,
-        OrderStatus::Paid => Coupon::Used,
-        OrderStatus::Failed | OrderStatus::Cancelled => Coupon::Unused,
-    };
-    s.coupon == expected
-}
-
-/// SPEC invariant 1: `points = initial_points + sum(ledger deltas)`.
-fn points_balance(_: &OrderModel, s: &State) -> bool {
-    s.user_points == INITIAL_POINTS + s.ledger.iter().map(|r| r.delta).sum::<i64>()
-}
-
-/// Never a refund for a paid or pending order or one without points, never two.
-fn refund_at_most_once(_: &OrderModel, s: &State) -> bool {
-    s.refund_rows() <= usize::from(s.is_closed() && s.points_used > 0)
-}
-
-/// SPEC invariant 3: no grants for an unpaid order, never two.
-fn grant_at_most_once(_: &OrderModel, s: &State) -> bool {
-    s.grants <= u8::from(s.status == OrderStatus::Paid)
-}
-
-/// Once every effect row is applied: points refunded exactly once for a closed order with
-/// points (never for a paid one), courses granted exactly once iff paid.
-fn settled_effects_exact(_: &OrderModel, s: &State) -> bool {
-    if !s.all_effects_done() {
-        return true;
-    }
-    let refunds = usize::from(s.is_closed() && s.points_used > 0);
-    let grants = u8::from(s.status == OrderStatus::Paid);
-    s.refund_rows() == refunds && s.grants == grants
 }
 
 /// Every success that reached a non-pending order (other than the paying callback again) is
@@ -761,17 +1171,21 @@ fn settled_effects_exact(_: &OrderModel, s: &State) -> bool {
 fn payments_recorded(_: &OrderModel, s: &State) -> bool {
     s.owed
         .iter()
-        .all(|(trade, outcome)| s.recorded(*trade, outcome))
+        .all(|(trade, outcome)| s.rows.recorded(*trade, *outcome))
 }
 
-/// While the engine runs, a pending order has its actor with an armed timer (SPEC invariant 5).
+/// While the engine runs, a pending order has its actor with its timer armed or fired, or its
+/// `Track` is on the way (SPEC invariant 5).
 fn pending_has_timer(_: &OrderModel, s: &State) -> bool {
-    !s.up || s.status != OrderStatus::Pending || s.actor_armed
+    !s.up
+        || s.status() != OrderStatus::Pending
+        || matches!(s.actor, Actor::Armed | Actor::Transitioning)
+        || s.track_queued
 }
 
 /// On every path: the order leaves `pending` and every effect it queued is applied.
 fn settles(_: &OrderModel, s: &State) -> bool {
-    s.status != OrderStatus::Pending && s.all_effects_done()
+    s.status() != OrderStatus::Pending && s.rows.effects_done(ORDER) && s.actor == Actor::None
 }
 
 #[test]
@@ -807,4 +1221,99 @@ fn the_order_state_machine_holds_under_every_interleaving() {
         .collect();
     assert!(violations.is_empty(), "{}", violations.concat());
     checker.assert_properties();
+}
+
+// ----- batches of mixed commands -----
+
+/// Every request the batch test combines: each command of the model, to either order.
+fn requests() -> Vec<(Key, Command)> {
+    let commands = std::iter::once(Command::Timeout).chain(MSGS.map(Msg::command));
+    commands
+        .flat_map(|c| [(ORDER, c.clone()), (OTHER, c)])
+        .collect()
+}
+
+/// `sequence` applied as consecutive batches of the given sizes: the rows it leaves and every
+/// request's answer, in order.
+fn run_batches(
+    start: &Rows,
+    now: NaiveDateTime,
+    sequence: &[(Key, Command)],
+    sizes: &[usize],
+) -> Result<(Rows, Vec<Answer>), Tripped> {
+    let mut rows = start.clone();
+    let mut answers = Vec::new();
+    let mut at = 0;
+    for size in sizes {
+        let (next, mut got) = rows.apply_batch(now, &sequence[at..at + size])?;
+        rows = next;
+        answers.append(&mut got);
+        at += size;
+    }
+    Ok((rows, answers))
+}
+
+/// The ways to cut `n` requests into consecutive non-empty batches.
+fn splits(n: usize) -> Vec<Vec<usize>> {
+    (0..1u32 << (n - 1))
+        .map(|cuts| {
+            let mut sizes = vec![1];
+            for i in 0..n - 1 {
+                if cuts & (1 << i) != 0 {
+                    sizes.push(1);
+                } else if let Some(last) = sizes.last_mut() {
+                    *last += 1;
+                }
+            }
+            sizes
+        })
+        .collect()
+}
+
+/// What the model check cannot reach with one order and the engine's own batches (timeouts
+/// only): every sequence of up to three commands to two orders of one user — the same trade_no
+/// reaching both, callbacks and cancels beside timeouts — decided by `step_batch` in every cut
+/// into consecutive batches, from both sides of the deadline. Every cut must trip no database
+/// guard, give every request the same answer and leave the same rows as one command per
+/// transaction, and the rows must keep the model check's invariants.
+#[test]
+fn a_batch_decides_as_its_commands_one_by_one() {
+    let requests = requests();
+    let start = Rows::placed(&[0, 10]);
+    let mut checked = 0;
+    for deadline_passed in [false, true] {
+        let now = clock(deadline_passed);
+        let mut sequences: Vec<Vec<(Key, Command)>> = vec![Vec::new()];
+        for _ in 0..3 {
+            sequences = sequences
+                .iter()
+                .flat_map(|s| {
+                    requests.iter().map(move |r| {
+                        let mut longer = s.clone();
+                        longer.push(r.clone());
+                        longer
+                    })
+                })
+                .collect();
+            for sequence in &sequences {
+                let one_by_one = vec![1; sequence.len()];
+                let expected = run_batches(&start, now, sequence, &one_by_one)
+                    .unwrap_or_else(|why| panic!("{sequence:?} one by one: {why}"));
+                for order in [ORDER, OTHER] {
+                    assert!(
+                        expected.0.consistent(order),
+                        "{sequence:?}: order {order}: {:#?}",
+                        expected.0
+                    );
+                }
+                for sizes in splits(sequence.len()) {
+                    let got = run_batches(&start, now, sequence, &sizes)
+                        .unwrap_or_else(|why| panic!("{sequence:?} in batches {sizes:?}: {why}"));
+                    assert_eq!(got, expected, "{sequence:?} in batches {sizes:?}");
+                    checked += 1;
+                }
+            }
+        }
+    }
+    println!("batch test: {checked} cuts checked");
 }

@@ -67,13 +67,14 @@ fn series(backend: Backend, n: i64, cols: &str) -> String {
     }
 }
 
-/// The order number of order `i` (1-based SQL expression): 32 lowercase hex digits, the form
-/// of the numbers the engine itself makes (`domain::order::new_order_no`), so the actors keep
-/// seeded orders exactly as they keep placed ones.
+/// The order number of order `i` (1-based SQL expression): 32 lowercase hex digits of a UUIDv7
+/// (version nibble 7, RFC 4122 variant nibble 8, `i` in the last 15 digits), the form of the
+/// numbers the engine itself makes (`domain::order::new_order_no`), so the actors keep seeded
+/// orders exactly as they keep placed ones and `/admin/orders` accepts them as cursors.
 fn order_no(backend: Backend) -> &'static str {
     match backend {
-        Backend::Postgres => "lpad(to_hex(i), 32, '0')",
-        Backend::Sqlite => "printf('%032x', i)",
+        Backend::Postgres => "'00000000000070008' || lpad(to_hex(i), 15, '0')",
+        Backend::Sqlite => "printf('00000000000070008%015x', i)",
     }
 }
 
@@ -183,6 +184,6 @@ mod tests {
         assert_eq!(s.courses, 4);
         let sql = sql(Backend::Sqlite, &s);
         assert!(sql.contains("WITH RECURSIVE"));
-        assert!(sql.contains("printf('%032x', i)"));
+        assert!(sql.contains("printf('00000000000070008%015x', i)"));
     }
 }

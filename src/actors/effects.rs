@@ -1,22 +1,22 @@
-//! The effect actors. `GrantActor` and `RefundActor` are `SyncArbiter` actors owning pooled
-//! connections (Diesel is blocking: they run on their own threads); each applies, idempotently,
-//! a batch of the outbox rows of its kind that wait together in one transaction, or one row
-//! alone. `EffectDispatcher` routes queued effects to them and retries failures one at a time
+//! The effect actors. Each kind of effect (the grant actor, the refund actor, ...) has an
+//! [`EffectWorker`] `SyncArbiter` owning pooled connections (Diesel is blocking: they run on
+//! their own threads); each applies, idempotently, a batch of the outbox rows of its kind that
+//! wait together in one transaction, or one row alone ([`crate::db::outbox`]). `EffectDispatcher` routes queued effects to them and retries failures one at a time
 //! with exponential backoff; after `effects.max_attempts` an effect is dead-lettered
 //! for admins. Every few seconds it also picks up overdue effects that no message announced
 //! (queued by a process that died, or retried across a database outage).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::TimeDelta;
 
-use super::{blocking, Core, MAILBOX_CAPACITY};
-use crate::db::batch::{apply_effects, MAX_BATCH};
-use crate::db::effects::{self as outbox, Attempt, EffectRow, RetryPolicy};
-use crate::domain::order::effect;
+use super::{Core, MAILBOX_CAPACITY};
+use crate::db::outbox::{self, Attempt, RetryPolicy, MAX_BATCH};
+use crate::domain::ids::OrderNo;
+use crate::domain::states::EffectKind;
 use crate::domain::time;
 
 /// Threads of each effect actor.
@@ -28,29 +28,15 @@ const SWEEP_EVERY: Duration = Duration::from_secs(2);
 #[derive(Message, Clone)]
 #[rtype(result = "Result<Attempt, String>")]
 pub struct Apply {
-    pub order_no: String,
-    pub kind: &'static str,
+    pub order_no: OrderNo,
 }
 
 /// Queue an effect (written by a committed transaction) for its actor.
 #[derive(Message, Clone, Debug)]
 #[rtype(result = "()")]
 pub struct QueueEffect {
-    pub order_no: String,
-    pub kind: &'static str,
-}
-
-impl QueueEffect {
-    pub fn from_row(row: &EffectRow) -> Self {
-        Self {
-            order_no: row.order_no.clone(),
-            kind: if row.kind == effect::GRANT {
-                effect::GRANT
-            } else {
-                effect::REFUND
-            },
-        }
-    }
+    pub order_no: OrderNo,
+    pub kind: EffectKind,
 }
 
 fn policy(core: &Core) -> RetryPolicy {
@@ -62,115 +48,97 @@ fn policy(core: &Core) -> RetryPolicy {
     }
 }
 
-fn attempt(core: &Core, msg: &Apply) -> Result<Attempt, String> {
-    let mut conn = core.pool.get().map_err(|e| e.to_string())?;
-    let attempt = outbox::attempt(
-        &mut conn,
-        &msg.order_no,
-        msg.kind,
-        policy(core),
-        time::now(),
-        core.journal,
-    )
-    .map_err(|e| e.to_string())?;
-    if matches!(attempt, Attempt::Applied | Attempt::DeadLettered(_)) {
-        core.kick_events();
-    }
-    Ok(attempt)
+/// The actor of one kind of effect — the grant actor, the refund actor — a `SyncArbiter` of
+/// [`WORKERS_PER_KIND`] threads, each owning pooled connections as it needs them.
+pub struct EffectWorker {
+    kind: EffectKind,
+    core: Arc<Core>,
 }
 
-/// Gives the user the courses and chapters of a paid order.
-pub struct GrantActor(Arc<Core>);
-
-impl Actor for GrantActor {
+impl Actor for EffectWorker {
     type Context = SyncContext<Self>;
 }
 
-impl Handler<Apply> for GrantActor {
+impl Handler<Apply> for EffectWorker {
     type Result = Result<Attempt, String>;
 
     fn handle(&mut self, msg: Apply, _ctx: &mut SyncContext<Self>) -> Self::Result {
-        attempt(&self.0, &msg)
-    }
-}
-
-/// Gives back the points of an order closed unpaid.
-pub struct RefundActor(Arc<Core>);
-
-impl Actor for RefundActor {
-    type Context = SyncContext<Self>;
-}
-
-impl Handler<Apply> for RefundActor {
-    type Result = Result<Attempt, String>;
-
-    fn handle(&mut self, msg: Apply, _ctx: &mut SyncContext<Self>) -> Self::Result {
-        attempt(&self.0, &msg)
+        let core = &self.core;
+        let mut conn = core.pool.get().map_err(|e| e.to_string())?;
+        let attempt = outbox::attempt(
+            &mut conn,
+            msg.order_no.as_str(),
+            self.kind,
+            policy(core),
+            time::now(),
+            core.journal,
+        )
+        .map_err(|e| e.to_string())?;
+        if matches!(attempt, Attempt::Applied | Attempt::DeadLettered(_)) {
+            core.after_commit(super::Committed::default());
+        }
+        Ok(attempt)
     }
 }
 
 /// Apply the pending effects (of the worker's kind) of these orders in one transaction;
 /// answers the orders whose effect it applied.
 #[derive(Message)]
-#[rtype(result = "Result<Vec<String>, String>")]
-pub struct ApplyBatch(pub Vec<String>);
+#[rtype(result = "Result<Vec<OrderNo>, String>")]
+pub struct ApplyBatch(pub Vec<OrderNo>);
 
-fn apply_batch(core: &Core, kind: &str, order_nos: &[String]) -> Result<Vec<String>, String> {
-    let mut conn = core.pool.get().map_err(|e| e.to_string())?;
-    let applied = apply_effects(&mut conn, kind, order_nos, time::now(), core.journal)
-        .map_err(|e| e.to_string())?;
-    if !applied.is_empty() {
-        core.kick_events();
-    }
-    Ok(applied)
-}
-
-impl Handler<ApplyBatch> for GrantActor {
-    type Result = Result<Vec<String>, String>;
+impl Handler<ApplyBatch> for EffectWorker {
+    type Result = Result<Vec<OrderNo>, String>;
 
     fn handle(&mut self, msg: ApplyBatch, _ctx: &mut SyncContext<Self>) -> Self::Result {
-        apply_batch(&self.0, effect::GRANT, &msg.0)
-    }
-}
-
-impl Handler<ApplyBatch> for RefundActor {
-    type Result = Result<Vec<String>, String>;
-
-    fn handle(&mut self, msg: ApplyBatch, _ctx: &mut SyncContext<Self>) -> Self::Result {
-        apply_batch(&self.0, effect::REFUND, &msg.0)
+        let core = &self.core;
+        let mut conn = core.pool.get().map_err(|e| e.to_string())?;
+        let applied = outbox::apply(&mut conn, self.kind, &msg.0, time::now(), core.journal)
+            .map_err(|e| e.to_string())?;
+        if !applied.is_empty() {
+            core.after_commit(super::Committed::default());
+        }
+        Ok(applied)
     }
 }
 
 /// Effects of one kind waiting for the next batch, and that kind's batches in flight.
 #[derive(Default)]
 struct Batches {
-    waiting: Vec<String>,
+    waiting: Vec<OrderNo>,
     in_flight: usize,
 }
 
 pub struct EffectDispatcher {
     core: Arc<Core>,
-    grant: Addr<GrantActor>,
-    refund: Addr<RefundActor>,
+    /// The actor of each kind.
+    workers: BTreeMap<EffectKind, Addr<EffectWorker>>,
     /// Effects sent to an actor and not answered yet, so a sweep does not send them twice.
-    in_flight: HashSet<(String, &'static str)>,
-    grants: Batches,
-    refunds: Batches,
+    in_flight: HashSet<(OrderNo, EffectKind)>,
+    batches: BTreeMap<EffectKind, Batches>,
 }
 
 impl EffectDispatcher {
     pub fn start_with_workers(core: Arc<Core>) -> Addr<Self> {
-        let grant_core = core.clone();
-        let grant = SyncArbiter::start(WORKERS_PER_KIND, move || GrantActor(grant_core.clone()));
-        let refund_core = core.clone();
-        let refund = SyncArbiter::start(WORKERS_PER_KIND, move || RefundActor(refund_core.clone()));
+        let workers = EffectKind::ALL
+            .iter()
+            .map(|&kind| {
+                let core = core.clone();
+                let addr = SyncArbiter::start(WORKERS_PER_KIND, move || EffectWorker {
+                    kind,
+                    core: core.clone(),
+                });
+                (kind, addr)
+            })
+            .collect();
         let dispatcher = EffectDispatcher {
             core,
-            grant,
-            refund,
+            workers,
             in_flight: HashSet::new(),
-            grants: Batches::default(),
-            refunds: Batches::default(),
+            batches: EffectKind::ALL
+                .iter()
+                .map(|&kind| (kind, Batches::default()))
+                .collect(),
         };
         // A thread of its own: a burst of effects must not hold up the order actors' timers.
         EffectDispatcher::start_in_arbiter(&Arbiter::new().handle(), move |_| dispatcher)
@@ -186,41 +154,31 @@ impl EffectDispatcher {
         self.flush(msg.kind, ctx);
     }
 
-    fn batches(&mut self, kind: &str) -> &mut Batches {
-        if kind == effect::GRANT {
-            &mut self.grants
-        } else {
-            &mut self.refunds
-        }
+    fn batches(&mut self, kind: EffectKind) -> &mut Batches {
+        self.batches.entry(kind).or_default()
     }
 
-    /// The actor that applies `kind` effects, for message `M`.
-    fn worker<M>(&self, kind: &str) -> Recipient<M>
-    where
-        M: Message + Send + 'static,
-        M::Result: Send,
-        GrantActor: Handler<M>,
-        RefundActor: Handler<M>,
-    {
-        if kind == effect::GRANT {
-            self.grant.clone().recipient()
-        } else {
-            self.refund.clone().recipient()
-        }
+    /// The actor that applies `kind` effects.
+    fn worker(&self, kind: EffectKind) -> Option<&Addr<EffectWorker>> {
+        self.workers.get(&kind)
     }
 
     /// Sends waiting effects of `kind` to their actors, up to one batch per worker in flight.
     /// A batch that fails is retried one effect at a time (with the retry policy).
-    fn flush(&mut self, kind: &'static str, ctx: &mut Context<Self>) {
+    fn flush(&mut self, kind: EffectKind, ctx: &mut Context<Self>) {
         loop {
             let batches = self.batches(kind);
             if batches.in_flight >= WORKERS_PER_KIND || batches.waiting.is_empty() {
                 return;
             }
             let take = batches.waiting.len().min(MAX_BATCH);
-            let batch: Vec<String> = batches.waiting.drain(..take).collect();
+            let batch: Vec<OrderNo> = batches.waiting.drain(..take).collect();
             batches.in_flight += 1;
-            let request = self.worker(kind).send(ApplyBatch(batch.clone()));
+            let Some(worker) = self.worker(kind) else {
+                log::error!("no actor applies {kind} effects");
+                return;
+            };
+            let request = worker.send(ApplyBatch(batch.clone()));
             ctx.spawn(actix::fut::wrap_future(request).map(
                 move |result, actor: &mut Self, ctx| {
                     actor.batches(kind).in_flight -= 1;
@@ -263,9 +221,16 @@ impl EffectDispatcher {
     fn apply_alone(&mut self, msg: QueueEffect, ctx: &mut Context<Self>) {
         let key = (msg.order_no.clone(), msg.kind);
         self.in_flight.insert(key.clone());
-        let request = self.worker(msg.kind).send(Apply {
+        let Some(worker) = self.worker(msg.kind) else {
+            log::error!(
+                "order {}: no actor applies {} effects",
+                msg.order_no,
+                msg.kind
+            );
+            return;
+        };
+        let request = worker.send(Apply {
             order_no: msg.order_no.clone(),
-            kind: msg.kind,
         });
         // The reply comes back as a message: a future spawned in this context per effect would
         // be polled on every wake-up of the dispatcher (quadratic in the backlog).
@@ -279,19 +244,25 @@ impl EffectDispatcher {
     fn sweep(&mut self, ctx: &mut Context<Self>) {
         let core = self.core.clone();
         let lookup = async move {
-            blocking(&core, |conn| {
+            let wait = core.pool.connection_timeout();
+            core.run_db(wait, |conn| {
                 let before = time::now() - TimeDelta::seconds(1);
                 Ok(outbox::overdue(conn, before, 1000)?)
             })
             .await
         };
         ctx.spawn(
-            actix::fut::wrap_future(lookup).map(|rows, actor: &mut Self, ctx| {
-                if let Ok(rows) = rows {
+            actix::fut::wrap_future(lookup).map(|rows, actor: &mut Self, ctx| match rows {
+                Ok(rows) => {
                     for row in rows {
-                        actor.dispatch(QueueEffect::from_row(&row), ctx);
+                        let msg = QueueEffect {
+                            order_no: row.order_no,
+                            kind: row.kind,
+                        };
+                        actor.dispatch(msg, ctx);
                     }
                 }
+                Err(err) => log::warn!("overdue effect sweep failed: {err}"),
             }),
         );
     }

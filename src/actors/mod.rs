@@ -1,15 +1,18 @@
 //! The actor side of the engine: one [`order::OrderActor`] per pending order under the
-//! [`supervisor::OrderSupervisor`], and the effect actors ([`effects`]) that apply grants and
-//! refunds from the outbox.
+//! [`supervisor::OrderSupervisor`]; their deadline timers ([`timers`]); the [`closer`], which
+//! closes the orders whose timers fire together in one transaction; and the effect actors
+//! ([`effects`]) that apply the outbox's effects.
 //!
 //! HTTP handlers talk to it through [`Engine`]: `track` a placed order, `deliver` a callback or
-//! cancel, `inspect` a live actor.
+//! cancel, `inspect` a live actor. Whatever commits an outcome hands it to one step,
+//! [`Core::after_commit`].
 
 pub mod closer;
 pub mod effects;
 pub mod key;
 pub mod order;
 pub mod supervisor;
+pub mod timers;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -19,20 +22,23 @@ use actix::prelude::*;
 use chrono::NaiveDateTime;
 use serde::Serialize;
 
-use crate::cluster::Cluster;
 use crate::config::Settings;
-use crate::db::events::Journal;
-use crate::db::transitions::{self, Command, Outcome, OutcomeKind};
+use crate::db::journal::Journal;
+use crate::db::transitions::{self, Outcome};
 use crate::db::DbPool;
+use crate::domain::ids::OrderNo;
+use crate::domain::order::{Command, OutcomeKind};
+use crate::domain::states::EffectKind;
 use crate::domain::time;
 use crate::error::ApiError;
-use crate::events::{spawn_publisher, Kick};
-use crate::redis_link::RedisLink;
+use crate::redis::cluster::{Cluster, LocalOrders};
+use crate::redis::publisher::{spawn_publisher, Kick};
+use crate::redis::RedisLink;
 use closer::Closer;
 use effects::{EffectDispatcher, QueueEffect};
 use key::OrderKey;
 use order::{ActorSnapshot, Deliver, Snapshot};
-use supervisor::{Forget, Lookup, OrderSupervisor, Stats, SupervisorStats, Track};
+use supervisor::{Forget, Lookup, OrderSupervisor, Retire, Stats, SupervisorStats, Track};
 
 /// Mailbox size of the supervisor and the effect dispatcher: many orders arrive at once at
 /// start-up and in bursts, and senders that await must not be parked behind them.
@@ -57,44 +63,86 @@ pub struct Core {
     events: Option<Kick>,
 }
 
-impl Core {
-    /// An order left `pending`: its actor can go.
-    pub fn forget(&self, key: &OrderKey) {
-        if let Some(supervisor) = self.supervisor.get() {
-            supervisor.do_send(Forget(key.clone()));
+/// What a committed transaction leaves for the engine to do, handed to
+/// [`Core::after_commit`].
+#[derive(Debug, Default)]
+pub struct Committed {
+    /// Orders that left `pending`: their actors go.
+    pub settled: Vec<OrderNo>,
+    /// Effects it queued in the outbox.
+    pub effects: Vec<(OrderNo, EffectKind)>,
+    /// Orders another process owned (and armed a timer for): `(owner, order_no)`.
+    pub moved: Vec<(String, OrderNo)>,
+}
+
+impl Committed {
+    /// What the outcomes of transitions leave to do.
+    pub fn of<'a>(outcomes: impl IntoIterator<Item = &'a Outcome>, node_id: &str) -> Self {
+        let mut done = Committed::default();
+        for outcome in outcomes {
+            let no = &outcome.order.order_no;
+            if outcome.is_final() {
+                done.settled.push(no.clone());
+            }
+            if let Some(kind) = outcome.effect {
+                done.effects.push((no.clone(), kind));
+            }
+            match &outcome.previous_owner {
+                Some(owner) if outcome.kind == OutcomeKind::Transitioned && owner != node_id => {
+                    done.moved.push((owner.clone(), no.clone()));
+                }
+                _ => {}
+            }
         }
+        done
     }
 
-    /// Queues an effect a committed transaction wrote.
-    pub fn queue_effect(&self, order_no: &str, kind: &'static str) {
+    /// Effects queued outside any transition (a zero-payable placement, an admin's retry, the
+    /// replay at start).
+    pub fn effects(effects: Vec<(OrderNo, EffectKind)>) -> Self {
+        Committed {
+            effects,
+            ..Committed::default()
+        }
+    }
+}
+
+impl Core {
+    /// The one step after any commit: the settled orders' actors are forgotten, the queued
+    /// effects go to their actors, the event publisher wakes (the transaction may have written
+    /// events), and a process that owned a moved order is told to let its actor go (in the
+    /// background: this may run on an actor's thread).
+    pub fn after_commit(&self, committed: Committed) {
+        if let Some(supervisor) = self.supervisor.get() {
+            for order_no in &committed.settled {
+                supervisor.do_send(Forget(OrderKey::new(order_no.as_str())));
+            }
+        }
         if let Some(effects) = self.effects.get() {
-            effects.do_send(QueueEffect {
-                order_no: order_no.to_string(),
-                kind,
+            for (order_no, kind) in committed.effects {
+                effects.do_send(QueueEffect { order_no, kind });
+            }
+        }
+        if let Some(kick) = &self.events {
+            kick.kick();
+        }
+        if let (Some(cluster), false) = (&self.cluster, committed.moved.is_empty()) {
+            let (cluster, moved) = (cluster.clone(), committed.moved);
+            actix_web::rt::task::spawn_blocking(move || {
+                for (owner, order_no) in moved {
+                    cluster.tell_owner_to_stop(&owner, order_no.as_str());
+                }
             });
         }
     }
 
-    /// Wakes the event publisher: a transaction that wrote events committed.
-    pub fn kick_events(&self) {
-        if let Some(kick) = &self.events {
-            kick.kick();
-        }
-    }
-
-    /// After a transition committed: publish its events, and when another process owned the
-    /// order, tell it to let go of its actor (in the background: this may run on an actor's
-    /// thread).
-    pub fn after_transition(&self, order_no: &str, outcome: &Outcome) {
-        self.kick_events();
-        let (Some(cluster), Some(owner)) = (&self.cluster, &outcome.previous_owner) else {
-            return;
-        };
-        if outcome.kind != OutcomeKind::Transitioned || *owner == self.settings.cluster.node_id {
-            return;
-        }
-        let (cluster, owner, order_no) = (cluster.clone(), owner.clone(), order_no.to_string());
-        actix_web::rt::task::spawn_blocking(move || cluster.tell_owner_to_stop(&owner, &order_no));
+    /// Runs blocking database work, waiting at most `wait` for a connection.
+    pub async fn run_db<T, F>(&self, wait: Duration, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut crate::db::DbConnection) -> Result<T, ApiError> + Send + 'static,
+    {
+        crate::db::run(&self.pool, wait, f).await
     }
 }
 
@@ -134,30 +182,6 @@ impl Gauges {
             ActorState::Stopped => None,
         }
     }
-}
-
-/// Runs blocking Diesel work on the blocking thread pool.
-pub async fn blocking<T, F>(core: &Arc<Core>, f: F) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: FnOnce(&mut crate::db::DbConnection) -> Result<T, ApiError> + Send + 'static,
-{
-    blocking_within(core, core.pool.connection_timeout(), f).await
-}
-
-/// Like [`blocking`], giving up after `wait` for a pooled connection (503 `unavailable`).
-pub async fn blocking_within<T, F>(core: &Arc<Core>, wait: Duration, f: F) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: FnOnce(&mut crate::db::DbConnection) -> Result<T, ApiError> + Send + 'static,
-{
-    let pool = core.pool.clone();
-    actix_web::rt::task::spawn_blocking(move || {
-        let mut conn = pool.get_timeout(wait)?;
-        f(&mut conn)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("blocking task failed: {e}")))?
 }
 
 /// The engine's handle, cloned into every HTTP worker.
@@ -214,10 +238,8 @@ impl Engine {
             events,
         });
         let effects = EffectDispatcher::start_with_workers(core.clone());
-        let _ = core
-            .closer
-            .set(Closer::new(core.clone(), effects.clone()).start());
-        let supervisor = OrderSupervisor::new(core.clone(), effects.clone()).start();
+        let _ = core.closer.set(Closer::new(core.clone()).start());
+        let supervisor = OrderSupervisor::new(core.clone()).start();
         let _ = core.supervisor.set(supervisor.clone());
         let _ = core.effects.set(effects.clone());
         if let Some(cluster) = &core.cluster {
@@ -229,8 +251,9 @@ impl Engine {
             {
                 log::warn!("cannot write the first heartbeat (Redis down?): {err}");
             }
+            let orders: Arc<dyn LocalOrders> = Arc::new(SupervisorOrders(supervisor.clone()));
             cluster
-                .start(&core, supervisor.clone())
+                .start(&core, core.pool.clone(), orders)
                 .map_err(thread_error)?;
         }
         let engine = Engine {
@@ -278,11 +301,11 @@ impl Engine {
                 deadline: expires_at,
             });
         }
-        let effects = crate::db::effects::pending(&mut conn)?;
+        let effects = crate::db::outbox::pending(&mut conn)?;
         let effect_count = effects.len();
-        for effect in effects {
-            self.effects.do_send(QueueEffect::from_row(&effect));
-        }
+        self.core.after_commit(Committed::effects(
+            effects.into_iter().map(|e| (e.order_no, e.kind)).collect(),
+        ));
         log::info!(
             "recovered {count} pending orders (read in {loaded:?}, queued to the supervisor in \
              {:?}) and {effect_count} unfinished effects",
@@ -307,14 +330,6 @@ impl Engine {
                 "order {order_no}: the supervisor is gone; its timer fires after a restart"
             );
         }
-    }
-
-    /// Queues an effect that a transaction outside any actor wrote (a zero-payable order).
-    pub fn queue_effect(&self, order_no: &str, kind: &'static str) {
-        self.effects.do_send(QueueEffect {
-            order_no: order_no.to_string(),
-            kind,
-        });
     }
 
     /// Delivers a callback or cancel: to the order's actor when this process has one (its
@@ -344,14 +359,15 @@ impl Engine {
     async fn apply_direct(&self, order_no: &str, command: Command) -> Result<Outcome, ApiError> {
         let no = order_no.to_string();
         let journal = self.core.journal;
-        let outcome = blocking(&self.core, move |conn| {
-            transitions::apply(conn, &no, &command, time::now, journal)
-        })
-        .await?;
-        for kind in &outcome.effects {
-            self.queue_effect(order_no, kind);
-        }
-        self.core.after_transition(order_no, &outcome);
+        let wait = self.core.pool.connection_timeout();
+        let outcome = self
+            .core
+            .run_db(wait, move |conn| {
+                transitions::apply(conn, &no, &command, time::now, journal)
+            })
+            .await?;
+        let node_id = &self.core.settings.cluster.node_id;
+        self.core.after_commit(Committed::of([&outcome], node_id));
         Ok(outcome)
     }
 
@@ -371,5 +387,20 @@ impl Engine {
             .send(Stats)
             .await
             .map_err(|e| ApiError::Internal(format!("supervisor: {e}")))
+    }
+}
+
+/// The cluster's way to this process's order actors.
+struct SupervisorOrders(Addr<OrderSupervisor>);
+
+impl LocalOrders for SupervisorOrders {
+    fn adopted(&self, orders: Vec<(String, NaiveDateTime)>) {
+        for (order_no, deadline) in orders {
+            self.0.do_send(Track { order_no, deadline });
+        }
+    }
+
+    fn moved_away(&self, order_no: String) {
+        self.0.do_send(Retire(order_no));
     }
 }

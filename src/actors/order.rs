@@ -19,9 +19,10 @@ use serde::Serialize;
 
 use super::closer::{Expire, Expired};
 use super::key::OrderKey;
-use super::{blocking_within, ActorState, Core};
-use crate::db::effects::RetryPolicy;
-use crate::db::transitions::{self, Command, Outcome, OutcomeKind};
+use super::{ActorState, Committed, Core};
+use crate::db::outbox::RetryPolicy;
+use crate::db::transitions::{self, Outcome};
+use crate::domain::order::{Command, OutcomeKind};
 use crate::domain::time::{self, serde_ts};
 use crate::error::ApiError;
 
@@ -122,10 +123,10 @@ impl OrderActor {
     }
 
     /// The deadline passed: cancel the order (the mailbox waits until this is done). The
-    /// closer tries first, batched with other timers firing together; what it does not close
-    /// goes through the one-order transition. Only an armed actor fires: a second firing
-    /// (the sweep's, or a timer entry left from before a restart) finds it transitioning or
-    /// stopped.
+    /// closer decides and writes it, in one transaction with the other timers firing together
+    /// (through the same transition as every other command). Only an armed actor fires: a
+    /// second firing (the sweep's, or a timer entry left from before a restart) finds it
+    /// transitioning or stopped.
     fn fire(&mut self, ctx: &mut Context<Self>) {
         if self.state != ActorState::Armed {
             return;
@@ -134,61 +135,38 @@ impl OrderActor {
         self.set_state(ActorState::Transitioning);
         let closer = self.core.closer.get().cloned();
         let order_no = self.key.to_string();
-        let batched = actix::fut::wrap_future(async move {
+        let closing = actix::fut::wrap_future(async move {
             match closer {
                 Some(closer) => closer
                     .send(Expire(order_no))
                     .await
-                    .unwrap_or(Expired::Untouched),
-                None => Expired::Untouched,
+                    .unwrap_or_else(|e| Expired::Failed(format!("the closer is gone: {e}"))),
+                None => Expired::Failed("no closer yet".into()),
             }
         });
-        let attempt = batched.then(|expired, actor: &mut Self, ctx| match expired {
-            Expired::Closed => {
-                actor.closed_by_closer(ctx);
-                futures_util::future::Either::Left(actix::fut::ready(()))
+        ctx.wait(closing.map(|expired, actor: &mut Self, ctx| match expired {
+            Expired::Settled => {
+                if let Some(trouble) = &mut actor.trouble {
+                    trouble.failed_timeouts = 0;
+                }
+                actor.let_go(ctx);
             }
-            Expired::Failed(err) => {
-                actor.timeout_failed(err, ctx);
-                futures_util::future::Either::Left(actix::fut::ready(()))
+            Expired::NotDue => {
+                // Still pending and, by the database's clock, not yet due.
+                let left = (actor.deadline - time::now_precise()).to_std();
+                let left = left.unwrap_or_default().max(Duration::from_millis(1));
+                actor.fire_in(left, ctx);
             }
-            Expired::Untouched => futures_util::future::Either::Right(actor.timeout_alone()),
-        });
-        ctx.wait(attempt);
+            Expired::Failed(err) => actor.timeout_failed(err, ctx),
+        }));
     }
 
-    /// The closer cancelled the order (and queued its refund): let go.
-    fn closed_by_closer(&mut self, ctx: &mut Context<Self>) {
-        log::debug!("order {} -> cancelled (timeout)", self.key);
-        self.let_go(ctx);
-    }
-
-    /// The order left `pending`: the supervisor forgets the actor, which stops.
+    /// The order left `pending` (the after-commit step has had the supervisor forget this
+    /// actor): stop.
     fn let_go(&mut self, ctx: &mut Context<Self>) {
         self.cancel_retry(ctx);
         self.set_state(ActorState::Stopped);
-        self.core.forget(&self.key);
         ctx.stop();
-    }
-
-    /// The timeout as a transaction of its own: retried with backoff while it fails.
-    fn timeout_alone(&mut self) -> impl ActorFuture<Self, Output = ()> {
-        self.transition(Command::Timeout)
-            .map(|result, actor, ctx| match result {
-                Ok(outcome) => {
-                    if let Some(trouble) = &mut actor.trouble {
-                        trouble.failed_timeouts = 0;
-                    }
-                    actor.settle(&outcome, ctx);
-                    if !outcome.is_final() {
-                        // Still pending and, by the database's clock, not yet due.
-                        let left = (actor.deadline - time::now_precise()).to_std();
-                        let left = left.unwrap_or_default().max(Duration::from_millis(1));
-                        actor.fire_in(left, ctx);
-                    }
-                }
-                Err(err) => actor.timeout_failed(err.to_string(), ctx),
-            })
     }
 
     /// A timeout could not be written (the database is unavailable): back off and retry.
@@ -232,27 +210,28 @@ impl OrderActor {
         };
         let journal = core.journal;
         actix::fut::wrap_future(async move {
-            blocking_within(&core, wait, move |conn| {
+            core.run_db(wait, move |conn| {
                 transitions::apply(conn, &order_no, &command, time::now, journal)
             })
             .await
         })
     }
 
-    /// After a transaction: queue its effects; let go after a final transition; else stay
+    /// After a transaction: the after-commit step; let go after a final transition; else stay
     /// armed (the supervisor's timer entry, or a retry of our own, still stands).
     fn settle(&mut self, outcome: &Outcome, ctx: &mut Context<Self>) {
-        let order_no = self.key.to_string();
-        self.core.after_transition(&order_no, outcome);
-        for kind in &outcome.effects {
-            self.core.queue_effect(&order_no, kind);
-        }
+        let node_id = &self.core.settings.cluster.node_id;
+        self.core.after_commit(Committed::of([outcome], node_id));
         if outcome.is_final() {
             if outcome.kind == OutcomeKind::Transitioned {
                 log::info!(
-                    "order {order_no} -> {} ({})",
+                    "order {} -> {} ({})",
+                    self.key,
                     outcome.order.status,
-                    outcome.order.close_reason.as_deref().unwrap_or("callback")
+                    outcome
+                        .order
+                        .close_reason
+                        .map_or("callback", |reason| reason.as_str())
                 );
             }
             self.let_go(ctx);
@@ -350,6 +329,7 @@ mod tests {
     use crate::config::Settings;
     use crate::db::orders::{place_order, Placement};
     use crate::db::{catalog, connect};
+    use crate::domain::states::{CloseReason, OrderStatus};
 
     /// Stops the actor's context as a failure would (tests only).
     #[derive(Message)]
@@ -446,7 +426,7 @@ mod tests {
         actix::System::new().block_on(async {
             // Start-up recovery gives the pending order its actor.
             let engine = Engine::start(pool.clone(), settings.clone(), None).unwrap();
-            let lookup = || engine_lookup(&engine, &order.order_no);
+            let lookup = || engine_lookup(&engine, order.order_no.as_str());
             let addr = lookup().await;
             crash(&addr).await;
             let revived = lookup().await;
@@ -458,12 +438,14 @@ mod tests {
 
             let deadline = std::time::Instant::now() + Duration::from_secs(30);
             loop {
-                let stored =
-                    crate::db::orders::find_order(&mut pool.get().unwrap(), &order.order_no)
-                        .unwrap()
-                        .unwrap();
-                if stored.status == "cancelled" {
-                    assert_eq!(stored.close_reason.as_deref(), Some("timeout"));
+                let stored = crate::db::orders::find_order(
+                    &mut pool.get().unwrap(),
+                    order.order_no.as_str(),
+                )
+                .unwrap()
+                .unwrap();
+                if stored.status == OrderStatus::Cancelled {
+                    assert_eq!(stored.close_reason, Some(CloseReason::Timeout));
                     break;
                 }
                 assert!(

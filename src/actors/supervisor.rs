@@ -1,14 +1,10 @@
 //! `OrderSupervisor`: maps `order_no` to its actor's (weak) address and deadline. An actor
 //! whose context stopped anyway is re-created from the stored deadline when it is next asked
 //! for or its timer is due (`restarts` counts it); an actor stops itself after its order's
-//! final transition, and the supervisor forgets it.
-//!
-//! It also keeps the actors' timers: one entry per order in a heap on the deadline and one
-//! tokio timer for the earliest, which sends each due actor [`Fire`]. A tokio `Sleep` of each
-//! actor's own would cost 112 bytes per pending order; an entry here costs 32.
+//! final transition, and the supervisor forgets it. It also keeps the actors' deadline timers
+//! ([`super::timers`]) and sweeps for overdue orders no actor holds.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,16 +15,15 @@ use chrono::{NaiveDateTime, TimeDelta};
 use serde::Serialize;
 
 use super::closer::{Expire, Expired};
-use super::effects::{EffectDispatcher, QueueEffect};
 use super::key::OrderKey;
 use super::order::{Fire, OrderActor, StandDown};
-use super::{blocking, Core, MAILBOX_CAPACITY};
+use super::timers::Timers;
+use super::{Core, MAILBOX_CAPACITY};
 use crate::db::orders;
-use crate::db::transitions::{self, Command, OutcomeKind};
 use crate::domain::time;
 
 /// A live order actor, with what is needed to re-create it if its mailbox ever closes.
-struct Entry {
+pub(super) struct Entry {
     /// Weak: a strong address costs two allocations per pending order, and the actor keeps
     /// itself alive.
     addr: WeakAddr<OrderActor>,
@@ -37,98 +32,22 @@ struct Entry {
 }
 
 pub struct OrderSupervisor {
-    actors: HashMap<OrderKey, Entry>,
+    pub(super) actors: HashMap<OrderKey, Entry>,
     /// Times this supervisor re-created an order's actor after its mailbox closed.
-    revivals: HashMap<OrderKey, u32>,
-    timers: Timers,
+    pub(super) revivals: HashMap<OrderKey, u32>,
+    pub(super) timers: Timers,
     core: Arc<Core>,
-    effects: Addr<EffectDispatcher>,
     sweeping: bool,
 }
 
-/// The order actors' timers: `(deadline in Unix ms, order)` in a min-heap, and the one tokio
-/// timer armed for the earliest. An order that leaves `pending` leaves its entry behind; it is
-/// skipped when due, and the heap is compacted when such entries outnumber the live ones.
-#[derive(Default)]
-struct Timers {
-    heap: BinaryHeap<Reverse<(i64, OrderKey)>>,
-    /// When the tokio timer wakes the supervisor, and its handle.
-    wake: Option<(i64, SpawnHandle)>,
-}
-
-/// Most actors told to fire in one wake-up, so a burst of shared deadlines does not hold the
-/// supervisor's mailbox (placements, callbacks) for long.
-const FIRE_PER_WAKE: usize = 4096;
-
 impl OrderSupervisor {
-    pub fn new(core: Arc<Core>, effects: Addr<EffectDispatcher>) -> Self {
+    pub fn new(core: Arc<Core>) -> Self {
         Self {
             actors: HashMap::new(),
             revivals: HashMap::new(),
             timers: Timers::default(),
             core,
-            effects,
             sweeping: false,
-        }
-    }
-
-    /// Adds an order's timer entry.
-    fn schedule(&mut self, key: OrderKey, deadline_ms: i64, ctx: &mut Context<Self>) {
-        self.timers.heap.push(Reverse((deadline_ms, key)));
-        self.wake_for_earliest(ctx);
-    }
-
-    /// Keeps the tokio timer set for the earliest entry.
-    fn wake_for_earliest(&mut self, ctx: &mut Context<Self>) {
-        let Some(Reverse((next, _))) = self.timers.heap.peek() else {
-            return;
-        };
-        let next = *next;
-        if let Some((at, handle)) = self.timers.wake {
-            if at <= next {
-                return;
-            }
-            ctx.cancel_future(handle);
-        }
-        let now_us = time::now_precise().and_utc().timestamp_micros();
-        let delay = Duration::from_micros(u64::try_from(next * 1000 - now_us).unwrap_or(0));
-        let handle = ctx.run_later(delay, |supervisor, ctx| {
-            supervisor.timers.wake = None;
-            supervisor.fire_due(ctx);
-        });
-        self.timers.wake = Some((next, handle));
-    }
-
-    /// Tells every actor whose deadline has passed to fire (never before the deadline: the
-    /// heap is read against the clock at full precision).
-    fn fire_due(&mut self, ctx: &mut Context<Self>) {
-        let now_us = time::now_precise().and_utc().timestamp_micros();
-        let mut fired = 0;
-        while fired < FIRE_PER_WAKE {
-            match self.timers.heap.peek() {
-                Some(Reverse((due, _))) if due * 1000 <= now_us => {}
-                _ => break,
-            }
-            let Some(Reverse((_, key))) = self.timers.heap.pop() else {
-                break;
-            };
-            if let Some(addr) = self.live(&key, ctx) {
-                addr.do_send(Fire);
-                fired += 1;
-            }
-        }
-        self.wake_for_earliest(ctx);
-    }
-
-    /// An order left this supervisor: drops its timer entries once the ones left behind
-    /// outnumber the live ones (amortised O(1) per order).
-    fn removed(&mut self, key: &OrderKey) {
-        self.revivals.remove(key);
-        if self.timers.heap.len() > 2 * self.actors.len() + FIRE_PER_WAKE {
-            let actors = &self.actors;
-            self.timers
-                .heap
-                .retain(|Reverse((_, key))| actors.contains_key(key));
         }
     }
 }
@@ -161,7 +80,8 @@ impl OrderSupervisor {
         }
         let core = self.core.clone();
         let fetch = async move {
-            blocking(&core, |conn| {
+            let wait = core.pool.connection_timeout();
+            core.run_db(wait, |conn| {
                 let before = time::now() - TimeDelta::milliseconds(SWEEP_GRACE_MS);
                 Ok(orders::overdue(conn, before, 1000)?)
             })
@@ -186,45 +106,20 @@ impl OrderSupervisor {
                     Vec::new()
                 }
             };
-            let core = supervisor.core.clone();
-            let effects = supervisor.effects.clone();
-            let closer = core.closer.get().cloned();
+            let closer = supervisor.core.closer.get().cloned();
             ctx.spawn(actix::fut::wrap_future(async move {
-                // Batched through the closer first; what it did not close goes alone.
-                let mut left = Vec::new();
-                if let Some(closer) = closer {
-                    let asks = orphans.iter().map(|no| closer.send(Expire(no.clone())));
-                    let answers = futures_util::future::join_all(asks).await;
-                    for (order_no, closed) in orphans.into_iter().zip(answers) {
-                        if closed != Ok(Expired::Closed) {
-                            left.push(order_no);
+                let Some(closer) = closer else { return };
+                // The closer batches them, decides each through the one transition path and
+                // runs the after-commit step.
+                let asks = orphans.iter().map(|no| closer.send(Expire(no.clone())));
+                let answers = futures_util::future::join_all(asks).await;
+                for (order_no, answer) in orphans.iter().zip(answers) {
+                    match answer {
+                        Ok(Expired::Settled) => {
+                            log::info!("order {order_no}: closed by the overdue sweep");
                         }
-                    }
-                } else {
-                    left = orphans;
-                }
-                for order_no in left {
-                    let no = order_no.clone();
-                    let journal = core.journal;
-                    let outcome = blocking(&core, move |conn| {
-                        transitions::apply(conn, &no, &Command::Timeout, time::now, journal)
-                    })
-                    .await;
-                    match outcome {
-                        Ok(outcome) => {
-                            core.after_transition(&order_no, &outcome);
-                            if outcome.kind == OutcomeKind::Transitioned {
-                                log::info!(
-                                    "order {order_no} -> {} (timeout, by the sweep)",
-                                    outcome.order.status
-                                );
-                            }
-                            for kind in outcome.effects {
-                                effects.do_send(QueueEffect {
-                                    order_no: order_no.clone(),
-                                    kind,
-                                });
-                            }
+                        Ok(other) => {
+                            log::warn!("order {order_no}: sweep could not close it: {other:?}")
                         }
                         Err(err) => log::warn!("order {order_no}: sweep could not close it: {err}"),
                     }
@@ -248,7 +143,7 @@ pub struct Track {
 #[rtype(result = "Option<Addr<OrderActor>>")]
 pub struct Lookup(pub OrderKey);
 
-/// The order left `pending`: drop its actor.
+/// The order left `pending`: drop its actor (and stop it, if it is still running).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Forget(pub OrderKey);
@@ -295,7 +190,11 @@ impl OrderSupervisor {
 
     /// The live address of an order's actor. An actor whose mailbox closed anyway (its
     /// context is gone) is re-created from the stored deadline, and the restart counted.
-    fn live(&mut self, key: &OrderKey, ctx: &mut Context<Self>) -> Option<Addr<OrderActor>> {
+    pub(super) fn live(
+        &mut self,
+        key: &OrderKey,
+        ctx: &mut Context<Self>,
+    ) -> Option<Addr<OrderActor>> {
         let entry = self.actors.get(key)?;
         if let Some(addr) = entry.addr.upgrade().filter(Addr::connected) {
             return Some(addr);
@@ -335,7 +234,13 @@ impl Handler<Forget> for OrderSupervisor {
     type Result = ();
 
     fn handle(&mut self, msg: Forget, _ctx: &mut Context<Self>) {
-        if self.actors.remove(&msg.0).is_some() {
+        if let Some(entry) = self.actors.remove(&msg.0) {
+            // The order may have left `pending` by another path than this actor (the sweep,
+            // a direct transition) while the actor is armed: without this it would stay
+            // alive, unreachable, counted as armed (found by the model check).
+            if let Some(addr) = entry.addr.upgrade() {
+                addr.do_send(StandDown);
+            }
             self.removed(&msg.0);
         }
     }

@@ -9,11 +9,12 @@ use diesel::prelude::*;
 use super::models::*;
 use super::schema::*;
 use super::{write_transaction, DbConnection};
-use crate::domain::order::{coupon_status, OrderStatus};
+use crate::domain::ids::{CourseId, UserId};
+use crate::domain::states::{CouponStatus, OrderStatus};
 use crate::error::ApiError;
 use crate::per_backend;
 
-pub fn find_user(conn: &mut DbConnection, user_id: i64) -> QueryResult<Option<User>> {
+pub fn find_user(conn: &mut DbConnection, user_id: UserId) -> QueryResult<Option<User>> {
     users::table
         .find(user_id)
         .select(User::as_select())
@@ -54,7 +55,7 @@ pub fn create_course(
             courses::on_sale.eq(on_sale),
             courses::created_at.eq(now),
         );
-        let course_id: i64 = per_backend!(conn, |c| diesel::insert_into(courses::table)
+        let course_id: CourseId = per_backend!(conn, |c| diesel::insert_into(courses::table)
             .values(values)
             .returning(courses::id)
             .get_result(c))?;
@@ -81,12 +82,15 @@ pub fn create_course(
 }
 
 /// Courses by id, with their chapters in order.
-pub fn load_courses(conn: &mut DbConnection, ids: &[i64]) -> QueryResult<BTreeMap<i64, Course>> {
+pub fn load_courses(
+    conn: &mut DbConnection,
+    ids: &[CourseId],
+) -> QueryResult<BTreeMap<CourseId, Course>> {
     let rows: Vec<CourseRow> = courses::table
         .filter(courses::id.eq_any(ids))
         .select(CourseRow::as_select())
         .load(conn)?;
-    let mut chapters_by_course: BTreeMap<i64, Vec<Chapter>> = BTreeMap::new();
+    let mut chapters_by_course: BTreeMap<CourseId, Vec<Chapter>> = BTreeMap::new();
     let chapter_rows: Vec<Chapter> = chapters::table
         .filter(chapters::course_id.eq_any(ids))
         .order((chapters::course_id, chapters::position))
@@ -115,7 +119,7 @@ pub fn load_courses(conn: &mut DbConnection, ids: &[i64]) -> QueryResult<BTreeMa
 
 /// Every course, by id.
 pub fn list_courses(conn: &mut DbConnection) -> QueryResult<Vec<Course>> {
-    let ids: Vec<i64> = courses::table
+    let ids: Vec<CourseId> = courses::table
         .select(courses::id)
         .order(courses::id)
         .load(conn)?;
@@ -124,7 +128,7 @@ pub fn list_courses(conn: &mut DbConnection) -> QueryResult<Vec<Course>> {
 
 pub fn set_course_on_sale(
     conn: &mut DbConnection,
-    course_id: i64,
+    course_id: CourseId,
     on_sale: bool,
 ) -> Result<Course, ApiError> {
     let updated = diesel::update(courses::table.find(course_id))
@@ -162,7 +166,7 @@ pub fn create_coupon(
 /// Gives `user_id` a fresh, unused copy of a coupon.
 pub fn give_coupon(
     conn: &mut DbConnection,
-    user_id: i64,
+    user_id: UserId,
     coupon_id: i64,
     now: NaiveDateTime,
 ) -> Result<UserCoupon, ApiError> {
@@ -179,7 +183,7 @@ pub fn give_coupon(
         let values = (
             user_coupons::user_id.eq(user_id),
             user_coupons::coupon_id.eq(coupon_id),
-            user_coupons::status.eq(coupon_status::UNUSED),
+            user_coupons::status.eq(CouponStatus::Unused),
             user_coupons::created_at.eq(now),
         );
         let row: UserCouponRow = per_backend!(conn, |c| diesel::insert_into(user_coupons::table)
@@ -205,7 +209,7 @@ pub fn find_user_coupon(
 }
 
 /// All of a user's coupons, by id.
-pub fn user_coupons_of(conn: &mut DbConnection, user_id: i64) -> QueryResult<Vec<UserCoupon>> {
+pub fn user_coupons_of(conn: &mut DbConnection, user_id: UserId) -> QueryResult<Vec<UserCoupon>> {
     let rows: Vec<(UserCouponRow, Coupon)> = user_coupons::table
         .inner_join(coupons::table)
         .filter(user_coupons::user_id.eq(user_id))
@@ -220,21 +224,24 @@ pub fn user_coupons_of(conn: &mut DbConnection, user_id: i64) -> QueryResult<Vec
 
 /// The courses a user owns: granted ones and those of any paid order (grants are
 /// asynchronous; a paid course cannot be bought twice).
-pub fn owned_course_ids(conn: &mut DbConnection, user_id: i64) -> QueryResult<BTreeSet<i64>> {
-    let granted: Vec<i64> = user_courses::table
+pub fn owned_course_ids(
+    conn: &mut DbConnection,
+    user_id: UserId,
+) -> QueryResult<BTreeSet<CourseId>> {
+    let granted: Vec<CourseId> = user_courses::table
         .filter(user_courses::user_id.eq(user_id))
         .select(user_courses::course_id)
         .load(conn)?;
-    let paid: Vec<i64> = order_items::table
+    let paid: Vec<CourseId> = order_items::table
         .inner_join(orders::table)
         .filter(orders::user_id.eq(user_id))
-        .filter(orders::status.eq(OrderStatus::Paid.as_str()))
+        .filter(orders::status.eq(OrderStatus::Paid))
         .select(order_items::course_id)
         .load(conn)?;
     Ok(granted.into_iter().chain(paid).collect())
 }
 
-pub fn me(conn: &mut DbConnection, user_id: i64) -> Result<Me, ApiError> {
+pub fn me(conn: &mut DbConnection, user_id: UserId) -> Result<Me, ApiError> {
     let user = find_user(conn, user_id)?.ok_or(ApiError::UserNotFound(user_id))?;
     Ok(Me {
         id: user.id,
@@ -245,7 +252,7 @@ pub fn me(conn: &mut DbConnection, user_id: i64) -> Result<Me, ApiError> {
     })
 }
 
-pub fn admin_user(conn: &mut DbConnection, user_id: i64) -> Result<AdminUser, ApiError> {
+pub fn admin_user(conn: &mut DbConnection, user_id: UserId) -> Result<AdminUser, ApiError> {
     let user = find_user(conn, user_id)?.ok_or(ApiError::UserNotFound(user_id))?;
     let ledger = points_ledger::table
         .filter(points_ledger::user_id.eq(user_id))
@@ -260,12 +267,12 @@ pub fn admin_user(conn: &mut DbConnection, user_id: i64) -> Result<AdminUser, Ap
             at: row.created_at,
         })
         .collect();
-    let granted: Vec<i64> = user_courses::table
+    let granted: Vec<CourseId> = user_courses::table
         .filter(user_courses::user_id.eq(user_id))
         .order(user_courses::course_id)
         .select(user_courses::course_id)
         .load(conn)?;
-    let chapter_rows: Vec<(i64, i64)> = user_course_chapters::table
+    let chapter_rows: Vec<(CourseId, i64)> = user_course_chapters::table
         .filter(user_course_chapters::user_id.eq(user_id))
         .order((
             user_course_chapters::course_id,
@@ -276,7 +283,7 @@ pub fn admin_user(conn: &mut DbConnection, user_id: i64) -> Result<AdminUser, Ap
             user_course_chapters::chapter_id,
         ))
         .load(conn)?;
-    let mut chapter_ids: BTreeMap<i64, Vec<i64>> =
+    let mut chapter_ids: BTreeMap<CourseId, Vec<i64>> =
         granted.iter().map(|id| (*id, Vec::new())).collect();
     for (course_id, chapter_id) in chapter_rows {
         chapter_ids.entry(course_id).or_default().push(chapter_id);

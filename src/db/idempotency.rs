@@ -6,6 +6,7 @@
 //! client may retry. A claim left by a process that died mid-request is taken over after
 //! [`ABANDONED_AFTER_SECS`].
 
+use crate::domain::ids::UserId;
 use chrono::{NaiveDateTime, TimeDelta};
 use diesel::prelude::*;
 
@@ -36,7 +37,7 @@ pub enum Claim {
 /// insert; when a concurrent request took it first, the key is in use.
 pub fn claim(
     conn: &mut DbConnection,
-    user_id: i64,
+    user_id: UserId,
     key: &str,
     request_hash: &str,
     now: NaiveDateTime,
@@ -88,7 +89,7 @@ pub fn claim(
 /// [`claim`] to take it).
 pub fn peek(
     conn: &mut DbConnection,
-    user_id: i64,
+    user_id: UserId,
     key: &str,
     request_hash: &str,
     now: NaiveDateTime,
@@ -121,7 +122,7 @@ pub fn peek(
 /// Stores the first response for replays.
 pub fn complete(
     conn: &mut DbConnection,
-    user_id: i64,
+    user_id: UserId,
     key: &str,
     status: u16,
     body: &str,
@@ -136,7 +137,7 @@ pub fn complete(
 }
 
 /// Gives a claim back after a response that must not be replayed (500, 503).
-pub fn release(conn: &mut DbConnection, user_id: i64, key: &str) -> QueryResult<()> {
+pub fn release(conn: &mut DbConnection, user_id: UserId, key: &str) -> QueryResult<()> {
     diesel::delete(
         keys::table
             .find((user_id, key))

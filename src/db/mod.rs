@@ -1,17 +1,22 @@
 //! The database layer: one connection type for SQLite and PostgreSQL (Diesel's
-//! `MultiConnection`), the pool, the embedded migrations and the one transaction helper.
+//! `MultiConnection`), the pool, the embedded migrations, the one transaction helper and the
+//! one way to run blocking database work from async code ([`run`]).
+//!
+//! Where things are: placement in [`orders`], every transition out of `pending` in
+//! [`transitions`], the effect outbox (queue, apply, retry, dead letter) in [`outbox`], the
+//! order-event outbox in [`journal`].
 //!
 //! Queries are written once against [`DbConnection`]; where the SQL must differ per backend
 //! (`RETURNING`, `ON CONFLICT`), [`per_backend!`] runs the same Diesel code on each concrete
 //! connection type.
 
-pub mod batch;
 pub mod catalog;
-pub mod effects;
-pub mod events;
 pub mod idempotency;
+pub mod journal;
 pub mod models;
 pub mod orders;
+pub mod outbox;
+pub mod payments;
 pub mod schema;
 pub mod transitions;
 
@@ -19,7 +24,7 @@ use std::time::Duration;
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::r2d2::{Pool, PooledConnection, R2D2Connection};
-use diesel::{Connection, PgConnection, SqliteConnection};
+use diesel::{Connection, PgConnection, QueryResult, RunQueryDsl, SqliteConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use crate::config::{DatabaseSettings, DatabaseUrl};
@@ -201,4 +206,58 @@ fn on_sqlite(
         DbConnection::Sqlite(sqlite) => op(sqlite),
         DbConnection::Postgresql(_) => Ok(()),
     }
+}
+
+/// Runs blocking Diesel work on the blocking thread pool, waiting at most `wait` for a pooled
+/// connection (then 503 `unavailable`). The one way async code (HTTP handlers, actors) touches
+/// the database.
+pub async fn run<T, F>(pool: &DbPool, wait: Duration, f: F) -> Result<T, crate::error::ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut DbConnection) -> Result<T, crate::error::ApiError> + Send + 'static,
+{
+    let pool = pool.clone();
+    actix_web::rt::task::spawn_blocking(move || {
+        let mut conn = pool.get_timeout(wait)?;
+        f(&mut conn)
+    })
+    .await
+    .map_err(|e| crate::error::ApiError::Internal(format!("blocking task failed: {e}")))?
+}
+
+/// How [`lock_users`] locks: `FOR UPDATE` (their points change) or `FOR KEY SHARE` (rows
+/// that reference them are inserted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserLock {
+    Update,
+    KeyShare,
+}
+
+/// Locks users' rows in id order before a transaction's inserts take the foreign keys'
+/// key-share locks in their own order, which could deadlock with a concurrent batch
+/// (PostgreSQL; SQLite's write transaction holds the whole database).
+pub fn lock_users(conn: &mut DbConnection, ids: &[i64], lock: UserLock) -> QueryResult<()> {
+    use diesel::sql_types::{Array, BigInt};
+    let strength = match lock {
+        UserLock::Update => "UPDATE",
+        UserLock::KeyShare => "KEY SHARE",
+    };
+    if let DbConnection::Postgresql(pg) = conn {
+        if !ids.is_empty() {
+            diesel::sql_query(format!(
+                "SELECT 1 FROM users WHERE id = ANY($1) ORDER BY id FOR {strength}"
+            ))
+            .bind::<Array<BigInt>, _>(ids)
+            .execute(pg)?;
+        }
+    }
+    Ok(())
+}
+
+/// The distinct values, ascending.
+pub fn sorted_unique(values: impl Iterator<Item = i64>) -> Vec<i64> {
+    let mut values: Vec<i64> = values.collect();
+    values.sort_unstable();
+    values.dedup();
+    values
 }

@@ -6,12 +6,14 @@ use diesel::prelude::*;
 use serde::Serialize;
 
 use super::schema::*;
+use crate::domain::ids::{CourseId, OrderNo, UserId};
+use crate::domain::states::{CloseReason, CouponStatus, LedgerKind, OrderStatus};
 use crate::domain::time::{serde_ts, serde_ts_opt};
 
 #[derive(Debug, Clone, Queryable, Selectable, Serialize)]
 #[diesel(table_name = users)]
 pub struct User {
-    pub id: i64,
+    pub id: UserId,
     pub name: String,
     pub points: i64,
     pub initial_points: i64,
@@ -22,7 +24,7 @@ pub struct User {
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = courses)]
 pub struct CourseRow {
-    pub id: i64,
+    pub id: CourseId,
     pub title: String,
     pub price_cents: i64,
     pub on_sale: bool,
@@ -34,7 +36,7 @@ pub struct CourseRow {
 pub struct Chapter {
     pub id: i64,
     #[serde(skip)]
-    pub course_id: i64,
+    pub course_id: CourseId,
     #[serde(skip)]
     pub position: i32,
     pub title: String,
@@ -43,7 +45,7 @@ pub struct Chapter {
 /// The SPEC's Course object.
 #[derive(Debug, Clone, Serialize)]
 pub struct Course {
-    pub id: i64,
+    pub id: CourseId,
     pub title: String,
     pub price_cents: i64,
     pub on_sale: bool,
@@ -68,10 +70,10 @@ pub struct Coupon {
 #[diesel(table_name = user_coupons)]
 pub struct UserCouponRow {
     pub id: i64,
-    pub user_id: i64,
+    pub user_id: UserId,
     pub coupon_id: i64,
-    pub status: String,
-    pub order_no: Option<String>,
+    pub status: CouponStatus,
+    pub order_no: Option<OrderNo>,
     pub created_at: NaiveDateTime,
 }
 
@@ -79,15 +81,15 @@ pub struct UserCouponRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct UserCoupon {
     pub user_coupon_id: i64,
-    pub user_id: i64,
+    pub user_id: UserId,
     pub coupon_id: i64,
     pub title: String,
     pub discount_cents: i64,
     pub min_spend_cents: i64,
     #[serde(with = "serde_ts_opt")]
     pub valid_until: Option<NaiveDateTime>,
-    pub status: String,
-    pub order_no: Option<String>,
+    pub status: CouponStatus,
+    pub order_no: Option<OrderNo>,
 }
 
 impl UserCoupon {
@@ -109,9 +111,9 @@ impl UserCoupon {
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = orders)]
 pub struct OrderRow {
-    pub order_no: String,
-    pub user_id: i64,
-    pub status: String,
+    pub order_no: OrderNo,
+    pub user_id: UserId,
+    pub status: OrderStatus,
     pub total_cents: i64,
     pub discount_cents: i64,
     pub points_used: i64,
@@ -121,7 +123,7 @@ pub struct OrderRow {
     pub expires_at: NaiveDateTime,
     pub paid_at: Option<NaiveDateTime>,
     pub closed_at: Option<NaiveDateTime>,
-    pub close_reason: Option<String>,
+    pub close_reason: Option<CloseReason>,
     pub trade_no: Option<String>,
     pub owner_node: Option<String>,
 }
@@ -129,24 +131,24 @@ pub struct OrderRow {
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = order_items)]
 pub struct OrderItemRow {
-    pub order_no: String,
+    pub order_no: OrderNo,
     pub position: i32,
-    pub course_id: i64,
+    pub course_id: CourseId,
     pub price_cents: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct OrderItem {
-    pub course_id: i64,
+    pub course_id: CourseId,
     pub price_cents: i64,
 }
 
 /// The SPEC's Order object.
 #[derive(Debug, Clone, Serialize)]
 pub struct Order {
-    pub order_no: String,
-    pub user_id: i64,
-    pub status: String,
+    pub order_no: OrderNo,
+    pub user_id: UserId,
+    pub status: OrderStatus,
     pub items: Vec<OrderItem>,
     pub total_cents: i64,
     pub discount_cents: i64,
@@ -161,7 +163,7 @@ pub struct Order {
     pub paid_at: Option<NaiveDateTime>,
     #[serde(with = "serde_ts_opt")]
     pub closed_at: Option<NaiveDateTime>,
-    pub close_reason: Option<String>,
+    pub close_reason: Option<CloseReason>,
     pub trade_no: Option<String>,
 }
 
@@ -198,17 +200,17 @@ impl Order {
 #[diesel(table_name = points_ledger)]
 pub struct LedgerRow {
     pub id: i64,
-    pub user_id: i64,
-    pub order_no: String,
-    pub kind: String,
+    pub user_id: UserId,
+    pub order_no: OrderNo,
+    pub kind: LedgerKind,
     pub delta: i64,
     pub created_at: NaiveDateTime,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LedgerEntry {
-    pub order_no: String,
-    pub kind: String,
+    pub order_no: OrderNo,
+    pub kind: LedgerKind,
     pub delta: i64,
     #[serde(with = "serde_ts")]
     pub at: NaiveDateTime,
@@ -216,14 +218,14 @@ pub struct LedgerEntry {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct OwnedCourse {
-    pub course_id: i64,
+    pub course_id: CourseId,
     pub chapter_ids: Vec<i64>,
 }
 
 /// `GET /admin/users/{id}`: a user with everything the invariants are checked against.
 #[derive(Debug, Clone, Serialize)]
 pub struct AdminUser {
-    pub id: i64,
+    pub id: UserId,
     pub name: String,
     pub points: i64,
     pub initial_points: i64,
@@ -235,9 +237,9 @@ pub struct AdminUser {
 /// `GET /api/me`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Me {
-    pub id: i64,
+    pub id: UserId,
     pub name: String,
     pub points: i64,
     pub coupons: Vec<UserCoupon>,
-    pub course_ids: Vec<i64>,
+    pub course_ids: Vec<CourseId>,
 }

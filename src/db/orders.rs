@@ -6,20 +6,22 @@ use chrono::{NaiveDateTime, TimeDelta};
 use diesel::prelude::*;
 
 use super::catalog::{find_user_coupon, load_courses, owned_course_ids};
-use super::events::{kind as event, Journal};
+use super::journal::Journal;
 use super::models::*;
 use super::schema::*;
-use super::{write_transaction, DbConnection};
-use crate::domain::order::{coupon_status, effect, ledger_kind, new_order_no, OrderStatus};
-use crate::domain::placement::{quote, total, CouponTerms};
+use super::{outbox, write_transaction, DbConnection};
+use crate::domain::ids::{CourseId, UserId};
+use crate::domain::order::new_order_no;
+use crate::domain::pricing::{quote, total, CouponTerms};
+use crate::domain::states::{CouponStatus, EffectKind, EventKind, LedgerKind, OrderStatus};
 use crate::error::ApiError;
 use crate::per_backend;
 
 /// A placement that passed the shape checks.
 #[derive(Debug, Clone)]
 pub struct Placement {
-    pub user_id: i64,
-    pub course_ids: Vec<i64>,
+    pub user_id: UserId,
+    pub course_ids: Vec<CourseId>,
     pub user_coupon_id: Option<i64>,
     pub points: i64,
     pub cents_per_point: i64,
@@ -72,8 +74,10 @@ pub fn place_order(
             ),
         };
 
+        // Pending orders first, locked: a success being applied to one of them finishes
+        // before this reads what the user owns (see `lock_open_orders`).
+        let pending = lock_open_orders(conn, p.user_id, &p.course_ids, now)?;
         let owned = owned_course_ids(conn, p.user_id)?;
-        let pending = courses_in_open_orders(conn, p.user_id, &p.course_ids, now)?;
         for course in &items {
             if !course.on_sale {
                 return Err(ApiError::CourseNotOnSale(course.id));
@@ -86,7 +90,7 @@ pub fn place_order(
             }
         }
         if let Some(c) = &coupon {
-            if c.status != coupon_status::UNUSED {
+            if c.status != CouponStatus::Unused {
                 return Err(ApiError::CouponNotUsable(c.user_coupon_id));
             }
         }
@@ -117,9 +121,7 @@ pub fn place_order(
                 OrderStatus::Paid
             } else {
                 OrderStatus::Pending
-            }
-            .as_str()
-            .to_string(),
+            },
             total_cents: q.total_cents,
             discount_cents: q.discount_cents,
             points_used: q.points_used,
@@ -160,7 +162,7 @@ pub fn place_order(
                 .values((
                     points_ledger::user_id.eq(p.user_id),
                     points_ledger::order_no.eq(&row.order_no),
-                    points_ledger::kind.eq(ledger_kind::SPEND),
+                    points_ledger::kind.eq(LedgerKind::Spend),
                     points_ledger::delta.eq(-q.points_used),
                     points_ledger::created_at.eq(now),
                 ))
@@ -168,14 +170,14 @@ pub fn place_order(
         }
         if let Some(c) = &coupon {
             let new_status = if paid_now {
-                coupon_status::USED
+                CouponStatus::Used
             } else {
-                coupon_status::LOCKED
+                CouponStatus::Locked
             };
             let taken = diesel::update(
                 user_coupons::table
                     .find(c.user_coupon_id)
-                    .filter(user_coupons::status.eq(coupon_status::UNUSED)),
+                    .filter(user_coupons::status.eq(CouponStatus::Unused)),
             )
             .set((
                 user_coupons::status.eq(new_status),
@@ -187,13 +189,13 @@ pub fn place_order(
             }
         }
         if paid_now {
-            insert_effect(conn, &row.order_no, effect::GRANT, now)?;
+            outbox::enqueue(conn, &[(row.order_no.as_str(), EffectKind::Grant)], now)?;
         }
 
         let order = Order::new(row, item_rows);
-        p.journal.record(conn, event::PLACED, &order, now)?;
+        p.journal.record(conn, EventKind::Placed, &order, now)?;
         if paid_now {
-            p.journal.record(conn, event::PAID, &order, now)?;
+            p.journal.record(conn, EventKind::Paid, &order, now)?;
         }
         before_commit(conn, &order)?;
         Ok(order)
@@ -201,43 +203,35 @@ pub fn place_order(
 }
 
 /// Courses among `course_ids` that sit in one of the user's pending orders that can still be
-/// paid (one past its deadline can never be paid and is about to be closed).
-fn courses_in_open_orders(
+/// paid (one past its deadline is about to be closed), locking every pending order of the user
+/// that holds one of them. The lock is what keeps a course from being paid twice: a success
+/// being applied to such an order holds its row, so this waits for it and then (the row no
+/// longer pending) the ownership check sees it paid; and a success that comes after waits for
+/// this placement to commit and then reads its clock after ours, so an order this placement
+/// took as past its deadline is closed by it, never paid (on SQLite the write transaction
+/// holds the whole database).
+fn lock_open_orders(
     conn: &mut DbConnection,
-    user_id: i64,
-    course_ids: &[i64],
+    user_id: UserId,
+    course_ids: &[CourseId],
     now: NaiveDateTime,
-) -> QueryResult<BTreeSet<i64>> {
-    let ids: Vec<i64> = order_items::table
+) -> QueryResult<BTreeSet<CourseId>> {
+    let query = order_items::table
         .inner_join(orders::table)
         .filter(orders::user_id.eq(user_id))
-        .filter(orders::status.eq(OrderStatus::Pending.as_str()))
-        .filter(orders::expires_at.gt(now))
+        .filter(orders::status.eq(OrderStatus::Pending))
         .filter(order_items::course_id.eq_any(course_ids))
-        .select(order_items::course_id)
-        .load(conn)?;
-    Ok(ids.into_iter().collect())
-}
-
-/// Queues an effect in the outbox, due at once.
-pub fn insert_effect(
-    conn: &mut DbConnection,
-    order_no: &str,
-    kind: &str,
-    now: NaiveDateTime,
-) -> QueryResult<()> {
-    diesel::insert_into(effects::table)
-        .values((
-            effects::order_no.eq(order_no),
-            effects::kind.eq(kind),
-            effects::status.eq(effect::PENDING),
-            effects::attempts.eq(0),
-            effects::next_attempt_at.eq(now),
-            effects::created_at.eq(now),
-            effects::updated_at.eq(now),
-        ))
-        .execute(conn)
-        .map(|_| ())
+        .order(orders::order_no)
+        .select((order_items::course_id, orders::expires_at));
+    let rows: Vec<(CourseId, NaiveDateTime)> = match conn {
+        DbConnection::Postgresql(c) => query.for_update().load(c)?,
+        DbConnection::Sqlite(c) => query.load(c)?,
+    };
+    Ok(rows
+        .into_iter()
+        .filter(|(_, expires_at)| *expires_at > now)
+        .map(|(course, _)| course)
+        .collect())
 }
 
 pub fn find_order(conn: &mut DbConnection, order_no: &str) -> QueryResult<Option<Order>> {
@@ -261,7 +255,7 @@ pub fn find_order(conn: &mut DbConnection, order_no: &str) -> QueryResult<Option
 /// the actors of all of them; nothing is written, so a start costs one read).
 pub fn all_pending(conn: &mut DbConnection) -> QueryResult<Vec<(String, NaiveDateTime)>> {
     orders::table
-        .filter(orders::status.eq(OrderStatus::Pending.as_str()))
+        .filter(orders::status.eq(OrderStatus::Pending))
         .select((orders::order_no, orders::expires_at))
         .load(conn)
 }
@@ -276,7 +270,7 @@ pub fn claim_at_start(
     let others: Vec<&String> = from.iter().filter(|n| *n != node_id).collect();
     diesel::update(
         orders::table
-            .filter(orders::status.eq(OrderStatus::Pending.as_str()))
+            .filter(orders::status.eq(OrderStatus::Pending))
             .filter(
                 orders::owner_node
                     .is_null()
@@ -290,7 +284,7 @@ pub fn claim_at_start(
 
 fn owned_by(conn: &mut DbConnection, node_id: &str) -> QueryResult<Vec<(String, NaiveDateTime)>> {
     orders::table
-        .filter(orders::status.eq(OrderStatus::Pending.as_str()))
+        .filter(orders::status.eq(OrderStatus::Pending))
         .filter(orders::owner_node.eq(node_id))
         .select((orders::order_no, orders::expires_at))
         .load(conn)
@@ -305,7 +299,7 @@ pub fn adopt_from(
     from: &[String],
 ) -> QueryResult<Vec<(String, NaiveDateTime)>> {
     let target = orders::table
-        .filter(orders::status.eq(OrderStatus::Pending.as_str()))
+        .filter(orders::status.eq(OrderStatus::Pending))
         .filter(orders::owner_node.eq_any(from));
     per_backend!(conn, |c| diesel::update(target)
         .set(orders::owner_node.eq(me))
@@ -317,7 +311,7 @@ pub fn adopt_from(
 pub fn pending_by_owner(conn: &mut DbConnection) -> QueryResult<Vec<(Option<String>, i64)>> {
     use diesel::dsl::count_star;
     orders::table
-        .filter(orders::status.eq(OrderStatus::Pending.as_str()))
+        .filter(orders::status.eq(OrderStatus::Pending))
         .group_by(orders::owner_node)
         .select((orders::owner_node, count_star()))
         .load(conn)
@@ -327,13 +321,13 @@ pub fn pending_by_owner(conn: &mut DbConnection) -> QueryResult<Vec<(Option<Stri
 pub fn page(
     conn: &mut DbConnection,
     status: Option<OrderStatus>,
-    user_id: Option<i64>,
+    user_id: Option<UserId>,
     after: Option<&str>,
     limit: i64,
 ) -> QueryResult<Vec<Order>> {
     let mut query = orders::table.select(OrderRow::as_select()).into_boxed();
     if let Some(status) = status {
-        query = query.filter(orders::status.eq(status.as_str()));
+        query = query.filter(orders::status.eq(status));
     }
     if let Some(user_id) = user_id {
         query = query.filter(orders::user_id.eq(user_id));
@@ -344,6 +338,15 @@ pub fn page(
     let rows: Vec<OrderRow> = query
         .order(orders::order_no.desc())
         .limit(limit)
+        .load(conn)?;
+    with_items(conn, rows)
+}
+
+/// The orders `order_nos` with their items.
+pub fn find_orders(conn: &mut DbConnection, order_nos: &[&str]) -> QueryResult<Vec<Order>> {
+    let rows: Vec<OrderRow> = orders::table
+        .filter(orders::order_no.eq_any(order_nos))
+        .select(OrderRow::as_select())
         .load(conn)?;
     with_items(conn, rows)
 }
@@ -368,7 +371,7 @@ pub fn with_items(conn: &mut DbConnection, rows: Vec<OrderRow>) -> QueryResult<V
 }
 
 /// How many orders are in each state.
-pub fn count_by_status(conn: &mut DbConnection) -> QueryResult<Vec<(String, i64)>> {
+pub fn count_by_status(conn: &mut DbConnection) -> QueryResult<Vec<(OrderStatus, i64)>> {
     use diesel::dsl::count_star;
     orders::table
         .group_by(orders::status)
@@ -383,7 +386,7 @@ pub fn overdue(
     limit: i64,
 ) -> QueryResult<Vec<String>> {
     orders::table
-        .filter(orders::status.eq(OrderStatus::Pending.as_str()))
+        .filter(orders::status.eq(OrderStatus::Pending))
         .filter(orders::expires_at.lt(before))
         .order(orders::expires_at)
         .limit(limit)

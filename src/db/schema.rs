@@ -31,17 +31,6 @@ diesel::table! {
 }
 
 diesel::table! {
-    order_events (id) {
-        id -> Int8,
-        #[max_length = 64]
-        order_no -> Varchar,
-        kind -> Text,
-        at -> Timestamp,
-        data -> Text,
-    }
-}
-
-diesel::table! {
     effects (id) {
         id -> Int8,
         #[max_length = 64]
@@ -66,6 +55,17 @@ diesel::table! {
         response_status -> Nullable<Int4>,
         response_body -> Nullable<Text>,
         created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    order_events (id) {
+        id -> Int8,
+        #[max_length = 64]
+        order_no -> Varchar,
+        kind -> Text,
+        at -> Timestamp,
+        data -> Text,
     }
 }
 

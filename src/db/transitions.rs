@@ -1,82 +1,48 @@
-//! The one transaction that moves an order: it locks the order's row, applies the pure plan of
-//! [`crate::domain::order::plan`], and in the same transaction moves the coupon, stores the
-//! payment event and queues the effect in the outbox. The update out of `pending` is
-//! conditional on `status = 'pending'`, so exactly one transition happens even across
-//! processes.
+//! The one transaction that moves orders. It locks the orders' rows, asks the pure state
+//! machine ([`crate::domain::order::step_batch`]) what each command does, and writes all of it
+//! in the same transaction: the conditional update out of `pending`, the coupon, the payment event,
+//! the outbox effect and the order events. Every way an order leaves `pending` comes through
+//! [`apply_batch`]: a callback or a cancel is a batch of one ([`apply`]); timeouts that fire
+//! together are one batch (the closer's), written with a constant number of statements.
+//!
+//! The update out of `pending` is conditional on `status = 'pending'` under the row lock, so
+//! exactly one transition happens even across processes.
+
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
-use super::events::{kind as event, Journal};
-use super::models::{Order, OrderRow};
-use super::orders::{find_order, insert_effect};
+use super::journal::Journal;
+use super::models::{Order, OrderItemRow, OrderRow};
 use super::schema::*;
-use super::{write_transaction, DbConnection};
+use super::{outbox, write_transaction, DbConnection};
+use crate::domain::ids::OrderNo;
 use crate::domain::order::{
-    coupon_status, effect, plan, CloseReason, Decision, Event, OrderStatus, Rejection,
+    step_batch, Command, CouponStatus, EffectKind, EventKind, OrderStatus, OrderView, OutcomeKind,
+    PaymentOutcome, Rejection, Step, StepError, StoredTrade,
 };
+use crate::domain::states::CloseReason;
 use crate::error::ApiError;
 
-/// Callback code that means success.
-pub const SUCCESS_CODE: i64 = 100_000;
-
-/// A payment provider callback, after its signature and shape were checked.
+/// One command for one order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Callback {
-    pub trade_no: String,
-    pub code: i64,
-    pub amount_cents: i64,
-    pub provider_paid_at: Option<NaiveDateTime>,
+pub struct Request {
+    pub order_no: OrderNo,
+    pub command: Command,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    Timeout,
-    Callback(Callback),
-    /// A cancel by the order's user (`Some(user_id)`) or an admin (`None`).
-    Cancel {
-        user_id: Option<i64>,
-    },
-}
-
-impl Command {
-    /// The state-machine event this command is (also used by the model check).
-    pub fn event(&self) -> Event {
-        match self {
-            Command::Timeout => Event::Timeout,
-            Command::Callback(cb) if cb.code == SUCCESS_CODE => Event::Success {
-                amount_cents: cb.amount_cents,
-            },
-            Command::Callback(_) => Event::Failure,
-            Command::Cancel { user_id: Some(_) } => Event::Cancel(CloseReason::User),
-            Command::Cancel { user_id: None } => Event::Cancel(CloseReason::Admin),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutcomeKind {
-    /// The order left `pending` in this transaction.
-    Transitioned,
-    /// The same callback again: nothing changed.
-    Duplicate,
-    LatePayment,
-    DoublePayment,
-    /// Stored (a failure code for a closed order) or nothing to do (a late timer).
-    Unchanged,
-    /// The timer fired before the deadline.
-    NotDue,
-}
-
-/// What one command did. `rejection` is set when the command itself was refused; an expired
-/// order may still have been closed for timeout in the same, committed, transaction.
+/// What one command did.
 #[derive(Debug)]
 pub struct Outcome {
     pub kind: OutcomeKind,
+    /// The order as the transaction left it.
     pub order: Order,
-    /// Effects queued in the outbox by this transaction (`grant` / `refund`).
-    pub effects: Vec<&'static str>,
+    /// The effect queued in the outbox by this transaction.
+    pub effect: Option<EffectKind>,
+    /// Set when the command itself was refused (an expired order may still have been closed
+    /// for timeout in the same, committed, transaction).
     pub rejection: Option<Rejection>,
     /// The process that owned the order (and armed its timer) before this transaction.
     pub previous_owner: Option<String>,
@@ -85,15 +51,11 @@ pub struct Outcome {
 impl Outcome {
     /// True once the order is no longer pending: its actor can go.
     pub fn is_final(&self) -> bool {
-        self.order.status != OrderStatus::Pending.as_str()
+        self.order.status != OrderStatus::Pending
     }
 }
 
-/// Applies `command` to the order. `clock` is read inside the transaction, once the order's
-/// row is locked, so `paid_at` / `closed_at` and the deadline check are the engine's time at
-/// the transition. A concurrent callback with the same `trade_no` (caught by the unique
-/// index) is retried once, and then reads as a duplicate or conflict. With `journal` on, the
-/// transaction also writes the order events it causes.
+/// Applies one command to one order: a batch of one.
 pub fn apply(
     conn: &mut DbConnection,
     order_no: &str,
@@ -101,10 +63,35 @@ pub fn apply(
     clock: fn() -> NaiveDateTime,
     journal: Journal,
 ) -> Result<Outcome, ApiError> {
-    match apply_once(conn, order_no, command, clock, journal) {
-        Err(TxError::Race) => match apply_once(conn, order_no, command, clock, journal) {
+    let request = Request {
+        order_no: OrderNo::from(order_no),
+        command: command.clone(),
+    };
+    apply_batch(conn, std::slice::from_ref(&request), clock, journal)?
+        .pop()
+        .unwrap_or_else(|| Err(ApiError::Internal(format!("order {order_no}: no outcome"))))
+}
+
+/// Applies `requests` in one transaction and answers each in request order: its outcome, or
+/// why it was refused (that request wrote nothing). `Err` when the transaction itself failed
+/// (nothing was written). `clock` is read once every row is locked, so `paid_at` / `closed_at`
+/// and the deadline checks are the engine's time at the transition. A unique violation from a
+/// concurrent transaction (the same `trade_no` at once) is retried once, and then reads as a
+/// duplicate or conflict.
+pub fn apply_batch(
+    conn: &mut DbConnection,
+    requests: &[Request],
+    clock: fn() -> NaiveDateTime,
+    journal: Journal,
+) -> Result<Vec<Result<Outcome, ApiError>>, ApiError> {
+    if requests.is_empty() {
+        return Ok(Vec::new());
+    }
+    match apply_once(conn, requests, clock, journal) {
+        Err(TxError::Race) => match apply_once(conn, requests, clock, journal) {
             Err(TxError::Race) => Err(ApiError::Internal(format!(
-                "order {order_no}: unique violation twice in a row"
+                "orders {}: unique violation twice in a row",
+                numbers_of(requests).join(", ")
             ))),
             other => other.map_err(ApiError::from),
         },
@@ -143,360 +130,335 @@ impl From<TxError> for ApiError {
     }
 }
 
+fn numbers_of(requests: &[Request]) -> Vec<&str> {
+    let mut numbers: Vec<&str> = requests.iter().map(|r| r.order_no.as_str()).collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    numbers
+}
+
+/// A kind of transition out of `pending`: the new status, reason and trade_no.
+type TransitionKey<'a> = (OrderStatus, Option<CloseReason>, Option<&'a str>);
+
+/// What the steps of a batch write, gathered so each kind of write is one statement.
+#[derive(Default)]
+struct Writes<'a> {
+    /// Transitions out of `pending` by kind, with their orders.
+    transitions: BTreeMap<TransitionKey<'a>, Vec<&'a str>>,
+    coupons: BTreeMap<CouponStatus, Vec<&'a str>>,
+    payments: Vec<(&'a str, &'a crate::domain::order::Callback, PaymentOutcome)>,
+    effects: Vec<(&'a str, EffectKind)>,
+}
+
 fn apply_once(
     conn: &mut DbConnection,
-    order_no: &str,
-    command: &Command,
+    requests: &[Request],
     clock: fn() -> NaiveDateTime,
     journal: Journal,
-) -> Result<Outcome, TxError> {
-    write_transaction(conn, |conn| -> Result<Outcome, TxError> {
-        // Lock the order's row: transitions of one order queue here, in every process.
-        let locked = diesel::update(orders::table.find(order_no))
-            .set(orders::status.eq(orders::status))
-            .execute(conn)?;
-        let row: Option<OrderRow> = if locked == 0 {
-            None
-        } else {
-            orders::table
-                .find(order_no)
-                .select(OrderRow::as_select())
-                .first(conn)
-                .optional()?
-        };
-        let row = match (row, command) {
-            (
-                Some(row),
-                Command::Cancel {
-                    user_id: Some(user),
-                },
-            ) if row.user_id != *user => None,
-            (row, _) => row,
-        };
-        let row = row.ok_or_else(|| ApiError::OrderNotFound(order_no.to_string()))?;
+) -> Result<Vec<Result<Outcome, ApiError>>, TxError> {
+    write_transaction(conn, |conn| {
+        let numbers = numbers_of(requests);
+        // The clock is read once the rows are locked: a placement of the same user that locked
+        // one of these orders first has committed, and saw a clock no later than ours.
+        let mut rows: HashMap<OrderNo, OrderRow> = lock_orders(conn, &numbers)?
+            .into_iter()
+            .map(|row| (row.order_no.clone(), row))
+            .collect();
         let now = clock();
-        let status = OrderStatus::parse(&row.status).ok_or_else(|| {
-            ApiError::Internal(format!("order {order_no} has status {}", row.status))
-        })?;
+        let mut seen = seen_trades(conn, requests)?;
 
-        if let Command::Callback(cb) = command {
-            if let Some(kind) = check_duplicate(conn, order_no, cb)? {
-                let done = Finish {
-                    kind,
-                    effects: Vec::new(),
-                    rejection: None,
-                    previous_owner: row.owner_node,
-                };
-                return Ok(done.load(conn, order_no, &[], journal, now)?);
-            }
-        }
+        let previous_owners: HashMap<OrderNo, Option<String>> = rows
+            .iter()
+            .map(|(no, row)| (no.clone(), row.owner_node.clone()))
+            .collect();
+        let mut views: HashMap<OrderNo, OrderView> = rows
+            .iter()
+            .map(|(no, row)| (no.clone(), view_of(row)))
+            .collect();
+        let commands: Vec<(OrderNo, &Command)> = requests
+            .iter()
+            .map(|r| (r.order_no.clone(), &r.command))
+            .collect();
+        let planned = step_batch(&mut views, &mut seen, now, &commands);
 
-        let p = plan(
-            status,
-            now >= row.expires_at,
-            row.payable_cents,
-            command.event(),
-        );
-        let mut effects = Vec::new();
-        let mut events: Vec<&'static str> = Vec::new();
-        if p.close_for_timeout {
-            events.push(event::CANCELLED);
-            close(
-                conn,
-                &row,
-                OrderStatus::Cancelled,
-                CloseReason::Timeout,
-                None,
-                now,
-                &mut effects,
-            )?;
-        }
-        let mut transitioned = p.close_for_timeout;
-        let (kind, rejection) = match p.then {
-            Decision::Transition {
-                to: OrderStatus::Paid,
-                ..
-            } => {
-                let Command::Callback(cb) = command else {
-                    return Err(ApiError::Internal("only a callback pays".into()).into());
-                };
-                pay(conn, &row, cb, now, &mut effects)?;
-                events.push(event::PAID);
-                transitioned = true;
-                (OutcomeKind::Transitioned, None)
-            }
-            Decision::Transition { to, reason } => {
-                let reason =
-                    reason.ok_or_else(|| ApiError::Internal("a close needs a reason".into()))?;
-                let callback = match command {
-                    Command::Callback(cb) => Some(cb),
-                    _ => None,
-                };
-                close(conn, &row, to, reason, callback, now, &mut effects)?;
-                events.push(if to == OrderStatus::Failed {
-                    event::FAILED
-                } else {
-                    event::CANCELLED
-                });
-                if let Some(cb) = callback {
-                    record_event(conn, order_no, cb, now, "failed")?;
+        let mut writes = Writes::default();
+        let mut steps: Vec<Result<Step, ApiError>> = Vec::with_capacity(requests.len());
+        for (request, planned) in requests.iter().zip(planned) {
+            let no = request.order_no.as_str();
+            let cb = request.command.callback();
+            let (planned, row) = match (planned, rows.get_mut(no)) {
+                (Ok(planned), Some(row)) => (planned, row),
+                (Err(StepError::TradeNoConflict), _) => {
+                    let trade_no = cb.map(|cb| cb.trade_no.clone()).unwrap_or_default();
+                    steps.push(Err(ApiError::TradeNoConflict(trade_no)));
+                    continue;
                 }
-                transitioned = true;
-                (OutcomeKind::Transitioned, None)
+                _ => {
+                    steps.push(Err(ApiError::OrderNotFound(no.to_string())));
+                    continue;
+                }
+            };
+            if let Some(t) = planned.transition {
+                let trade_no = cb
+                    .filter(|_| t.takes_trade_no)
+                    .map(|cb| cb.trade_no.as_str());
+                writes
+                    .transitions
+                    .entry((t.to, t.reason, trade_no))
+                    .or_default()
+                    .push(no);
+                writes.coupons.entry(t.coupon()).or_default().push(no);
+                move_row(row, t.to, t.reason, trade_no, now);
             }
-            Decision::RecordLatePayment => {
-                record_callback(conn, order_no, command, now, "late_payment")?;
-                events.push(event::LATE_PAYMENT);
-                (OutcomeKind::LatePayment, None)
+            if let (Some(payment), Some(cb)) = (planned.payment, cb) {
+                writes.payments.push((no, cb, payment));
             }
-            Decision::RecordDoublePayment => {
-                record_callback(conn, order_no, command, now, "double_payment")?;
-                events.push(event::LATE_PAYMENT);
-                (OutcomeKind::DoublePayment, None)
+            if let Some(effect) = planned.effect {
+                writes.effects.push((no, effect));
             }
-            Decision::RecordIgnored => {
-                record_callback(conn, order_no, command, now, "ignored")?;
-                (OutcomeKind::Unchanged, None)
+            steps.push(Ok(planned));
+        }
+
+        write_transitions(conn, &writes, now)?;
+        write_coupons(conn, &writes)?;
+        write_payments(conn, &writes, now)?;
+        outbox::enqueue(conn, &writes.effects, now)?;
+
+        // The orders as the transaction leaves them, with their items, for the answers and
+        // the events.
+        let answered: Vec<&str> = requests
+            .iter()
+            .zip(&steps)
+            .filter(|(_, s)| s.is_ok())
+            .map(|(r, _)| r.order_no.as_str())
+            .collect();
+        let orders = orders_with_items(conn, &answered, &rows)?;
+        let mut events: Vec<(EventKind, &Order)> = Vec::new();
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for (request, planned) in requests.iter().zip(steps) {
+            outcomes.push(planned.and_then(|s| {
+                let order = orders
+                    .get(request.order_no.as_str())
+                    .cloned()
+                    .ok_or_else(|| {
+                        ApiError::Internal(format!("order {}: not read back", request.order_no))
+                    })?;
+                Ok((s, order))
+            }));
+        }
+        for outcome in outcomes.iter().flatten() {
+            let (s, order) = outcome;
+            for kind in &s.events {
+                events.push((*kind, order));
             }
-            Decision::NoChange => (OutcomeKind::Unchanged, None),
-            Decision::NotDue => (OutcomeKind::NotDue, None),
-            Decision::Reject(r) => (OutcomeKind::Unchanged, Some(r)),
-        };
-        let kind = if transitioned && kind == OutcomeKind::Unchanged {
-            OutcomeKind::Transitioned
-        } else {
-            kind
-        };
-        let done = Finish {
-            kind,
-            effects,
-            rejection,
-            previous_owner: row.owner_node,
-        };
-        Ok(done.load(conn, order_no, &events, journal, now)?)
+        }
+        journal.record_all(conn, &events, now)?;
+        Ok(outcomes
+            .into_iter()
+            .zip(requests)
+            .map(|(outcome, request)| {
+                outcome.map(|(s, order)| Outcome {
+                    kind: s.kind,
+                    order,
+                    effect: s.effect,
+                    rejection: s.rejection,
+                    previous_owner: previous_owners
+                        .get(request.order_no.as_str())
+                        .cloned()
+                        .flatten(),
+                })
+            })
+            .collect())
     })
 }
 
-/// What a transaction did, before the order is read back.
-struct Finish {
-    kind: OutcomeKind,
-    effects: Vec<&'static str>,
-    rejection: Option<Rejection>,
-    previous_owner: Option<String>,
-}
-
-impl Finish {
-    /// Reads the order as the transaction leaves it and journals `events` with it.
-    fn load(
-        self,
-        conn: &mut DbConnection,
-        order_no: &str,
-        events: &[&'static str],
-        journal: Journal,
-        now: NaiveDateTime,
-    ) -> Result<Outcome, ApiError> {
-        let order = find_order(conn, order_no)?
-            .ok_or_else(|| ApiError::OrderNotFound(order_no.to_string()))?;
-        for kind in events {
-            journal.record(conn, kind, &order, now)?;
-        }
-        Ok(Outcome {
-            kind: self.kind,
-            order,
-            effects: self.effects,
-            rejection: self.rejection,
-            previous_owner: self.previous_owner,
-        })
+fn view_of(row: &OrderRow) -> OrderView {
+    OrderView {
+        status: row.status,
+        user_id: row.user_id,
+        expires_at: row.expires_at,
+        payable_cents: row.payable_cents,
+        points_used: row.points_used,
     }
 }
 
-/// A callback whose `trade_no` was seen before: the same one again is a duplicate; a
-/// different one is a conflict.
-fn check_duplicate(
+/// The row as the transition leaves it (what [`write_transitions`] writes).
+fn move_row(
+    row: &mut OrderRow,
+    to: OrderStatus,
+    reason: Option<CloseReason>,
+    trade_no: Option<&str>,
+    now: NaiveDateTime,
+) {
+    row.status = to;
+    row.close_reason = reason;
+    row.trade_no = trade_no.map(str::to_string);
+    row.owner_node = None;
+    if to == OrderStatus::Paid {
+        row.paid_at = Some(now);
+    } else {
+        row.closed_at = Some(now);
+    }
+}
+
+/// Locks the orders' rows (by primary key, in key order so that concurrent batches cannot
+/// deadlock) and reads them. A predicate on `status` is avoided: it could lead the planner to
+/// the partial index of pending deadlines, full of dead entries while a burst of orders leaves
+/// `pending`. SQLite's write transaction holds the whole database already.
+fn lock_orders(conn: &mut DbConnection, numbers: &[&str]) -> QueryResult<Vec<OrderRow>> {
+    let query = orders::table
+        .filter(orders::order_no.eq_any(numbers))
+        .order(orders::order_no);
+    match conn {
+        DbConnection::Postgresql(c) => query.select(OrderRow::as_select()).for_update().load(c),
+        DbConnection::Sqlite(c) => query.select(OrderRow::as_select()).load(c),
+    }
+}
+
+/// The stored payment events carrying the batch's trade numbers: `trade_no -> (order, code,
+/// amount)`.
+fn seen_trades(
     conn: &mut DbConnection,
-    order_no: &str,
-    cb: &Callback,
-) -> Result<Option<OutcomeKind>, ApiError> {
-    let seen: Option<(String, i64, i64)> = payment_events::table
-        .filter(payment_events::trade_no.eq(&cb.trade_no))
+    requests: &[Request],
+) -> QueryResult<HashMap<String, StoredTrade<OrderNo>>> {
+    let trade_nos: Vec<&str> = requests
+        .iter()
+        .filter_map(|r| r.command.callback().map(|cb| cb.trade_no.as_str()))
+        .collect();
+    if trade_nos.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(String, OrderNo, i64, i64)> = payment_events::table
+        .filter(payment_events::trade_no.eq_any(&trade_nos))
         .select((
+            payment_events::trade_no,
             payment_events::order_no,
             payment_events::code,
             payment_events::amount_cents,
         ))
-        .first(conn)
-        .optional()?;
-    match seen {
-        None => Ok(None),
-        Some((seen_order, code, amount))
-            if seen_order == order_no && code == cb.code && amount == cb.amount_cents =>
-        {
-            Ok(Some(OutcomeKind::Duplicate))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|(trade_no, order, code, amount)| (trade_no, (order, code, amount)))
+        .collect())
+}
+
+/// One conditional update per kind of transition; each must hit exactly the rows locked at
+/// the start, still pending.
+fn write_transitions(
+    conn: &mut DbConnection,
+    writes: &Writes<'_>,
+    now: NaiveDateTime,
+) -> Result<(), TxError> {
+    for ((to, reason, trade_no), numbers) in &writes.transitions {
+        let target = orders::table
+            .filter(orders::order_no.eq_any(numbers))
+            .filter(orders::status.eq(OrderStatus::Pending));
+        let moved = (
+            orders::status.eq(*to),
+            orders::close_reason.eq(*reason),
+            orders::trade_no.eq(*trade_no),
+            orders::owner_node.eq(None::<String>),
+        );
+        let updated = if *to == OrderStatus::Paid {
+            diesel::update(target)
+                .set((moved, orders::paid_at.eq(now)))
+                .execute(conn)?
+        } else {
+            diesel::update(target)
+                .set((moved, orders::closed_at.eq(now)))
+                .execute(conn)?
+        };
+        if updated != numbers.len() {
+            return Err(ApiError::Internal(format!(
+                "orders {}: {updated} of {} left pending under their lock",
+                numbers.join(", "),
+                numbers.len()
+            ))
+            .into());
         }
-        Some(_) => Err(ApiError::TradeNoConflict(cb.trade_no.clone())),
-    }
-}
-
-fn pay(
-    conn: &mut DbConnection,
-    row: &OrderRow,
-    cb: &Callback,
-    now: NaiveDateTime,
-    effects: &mut Vec<&'static str>,
-) -> Result<(), TxError> {
-    let updated = diesel::update(
-        orders::table
-            .find(&row.order_no)
-            .filter(orders::status.eq(OrderStatus::Pending.as_str())),
-    )
-    .set((
-        orders::status.eq(OrderStatus::Paid.as_str()),
-        orders::paid_at.eq(now),
-        orders::trade_no.eq(&cb.trade_no),
-        orders::owner_node.eq(None::<String>),
-    ))
-    .execute(conn)?;
-    left_pending(updated, &row.order_no)?;
-    diesel::update(locked_coupon(&row.order_no))
-        .set(user_coupons::status.eq(coupon_status::USED))
-        .execute(conn)?;
-    record_event(conn, &row.order_no, cb, now, "paid")?;
-    insert_effect(conn, &row.order_no, effect::GRANT, now)?;
-    effects.push(effect::GRANT);
-    Ok(())
-}
-
-/// The query of the coupon an order holds locked.
-type LockedCoupon<'a> = diesel::dsl::Filter<
-    diesel::dsl::Filter<user_coupons::table, diesel::dsl::Eq<user_coupons::order_no, &'a str>>,
-    diesel::dsl::Eq<user_coupons::status, &'static str>,
->;
-
-/// The coupon an order holds locked (none, or one: `user_coupons.order_no` is unique).
-fn locked_coupon(order_no: &str) -> LockedCoupon<'_> {
-    user_coupons::table
-        .filter(user_coupons::order_no.eq(order_no))
-        .filter(user_coupons::status.eq(coupon_status::LOCKED))
-}
-
-/// The conditional update out of `pending` must hit exactly the row locked at the start.
-fn left_pending(updated: usize, order_no: &str) -> Result<(), TxError> {
-    if updated == 1 {
-        Ok(())
-    } else {
-        Err(ApiError::Internal(format!("order {order_no} left pending under its lock")).into())
-    }
-}
-
-/// Closes a pending order; `callback` is the failure callback that closes it, if one does (its
-/// `trade_no` becomes the order's).
-fn close(
-    conn: &mut DbConnection,
-    row: &OrderRow,
-    to: OrderStatus,
-    reason: CloseReason,
-    callback: Option<&Callback>,
-    now: NaiveDateTime,
-    effects: &mut Vec<&'static str>,
-) -> Result<(), TxError> {
-    let updated = diesel::update(
-        orders::table
-            .find(&row.order_no)
-            .filter(orders::status.eq(OrderStatus::Pending.as_str())),
-    )
-    .set((
-        orders::status.eq(to.as_str()),
-        orders::closed_at.eq(now),
-        orders::close_reason.eq(reason.as_str()),
-        orders::trade_no.eq(callback.map(|cb| cb.trade_no.as_str())),
-        orders::owner_node.eq(None::<String>),
-    ))
-    .execute(conn)?;
-    left_pending(updated, &row.order_no)?;
-    diesel::update(locked_coupon(&row.order_no))
-        .set((
-            user_coupons::status.eq(coupon_status::UNUSED),
-            user_coupons::order_no.eq(None::<String>),
-        ))
-        .execute(conn)?;
-    if row.points_used > 0 {
-        insert_effect(conn, &row.order_no, effect::REFUND, now)?;
-        effects.push(effect::REFUND);
     }
     Ok(())
 }
 
-fn record_callback(
-    conn: &mut DbConnection,
-    order_no: &str,
-    command: &Command,
-    now: NaiveDateTime,
-    outcome: &str,
-) -> Result<(), TxError> {
-    match command {
-        Command::Callback(cb) => record_event(conn, order_no, cb, now, outcome),
-        _ => Err(ApiError::Internal(format!("{outcome} without a callback")).into()),
+/// The coupons the orders hold locked: used when paid, back to unused (and free) otherwise.
+fn write_coupons(conn: &mut DbConnection, writes: &Writes<'_>) -> QueryResult<()> {
+    for (status, numbers) in &writes.coupons {
+        let locked = user_coupons::table
+            .filter(user_coupons::order_no.eq_any(numbers))
+            .filter(user_coupons::status.eq(CouponStatus::Locked));
+        match status {
+            CouponStatus::Used => diesel::update(locked)
+                .set(user_coupons::status.eq(CouponStatus::Used))
+                .execute(conn)?,
+            _ => diesel::update(locked)
+                .set((
+                    user_coupons::status.eq(*status),
+                    user_coupons::order_no.eq(None::<String>),
+                ))
+                .execute(conn)?,
+        };
     }
-}
-
-fn record_event(
-    conn: &mut DbConnection,
-    order_no: &str,
-    cb: &Callback,
-    now: NaiveDateTime,
-    outcome: &str,
-) -> Result<(), TxError> {
-    diesel::insert_into(payment_events::table)
-        .values((
-            payment_events::order_no.eq(order_no),
-            payment_events::trade_no.eq(&cb.trade_no),
-            payment_events::code.eq(cb.code),
-            payment_events::amount_cents.eq(cb.amount_cents),
-            payment_events::provider_paid_at.eq(cb.provider_paid_at),
-            payment_events::received_at.eq(now),
-            payment_events::outcome.eq(outcome),
-        ))
-        .execute(conn)?;
     Ok(())
 }
 
-/// A success that arrived for an order that could not take it: money to give back.
-#[derive(Debug, Clone, Queryable, serde::Serialize)]
-pub struct LatePayment {
-    pub id: i64,
-    pub order_no: String,
-    pub trade_no: String,
-    pub amount_cents: i64,
-    #[serde(with = "crate::domain::time::serde_ts_opt")]
-    pub provider_paid_at: Option<NaiveDateTime>,
-    #[serde(with = "crate::domain::time::serde_ts")]
-    pub received_at: NaiveDateTime,
-    pub reason: String,
+fn write_payments(
+    conn: &mut DbConnection,
+    writes: &Writes<'_>,
+    now: NaiveDateTime,
+) -> QueryResult<()> {
+    if writes.payments.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<_> = writes
+        .payments
+        .iter()
+        .map(|(order_no, cb, outcome)| {
+            (
+                payment_events::order_no.eq(*order_no),
+                payment_events::trade_no.eq(cb.trade_no.as_str()),
+                payment_events::code.eq(cb.code),
+                payment_events::amount_cents.eq(cb.amount_cents),
+                payment_events::provider_paid_at.eq(cb.provider_paid_at),
+                payment_events::received_at.eq(now),
+                payment_events::outcome.eq(*outcome),
+            )
+        })
+        .collect();
+    crate::per_backend!(conn, |c| diesel::insert_into(payment_events::table)
+        .values(&rows)
+        .execute(c))?;
+    Ok(())
 }
 
-/// Late and double payments, newest first.
-pub fn late_payments(
+/// The answered orders, from their rows as the transaction left them, with their items (one
+/// query for all).
+fn orders_with_items(
     conn: &mut DbConnection,
-    after: Option<i64>,
-    limit: i64,
-) -> QueryResult<Vec<LatePayment>> {
-    let mut query = payment_events::table
-        .filter(payment_events::outcome.eq_any(["late_payment", "double_payment"]))
-        .select((
-            payment_events::id,
-            payment_events::order_no,
-            payment_events::trade_no,
-            payment_events::amount_cents,
-            payment_events::provider_paid_at,
-            payment_events::received_at,
-            payment_events::outcome,
-        ))
-        .into_boxed();
-    if let Some(after) = after {
-        query = query.filter(payment_events::id.lt(after));
+    numbers: &[&str],
+    rows: &HashMap<OrderNo, OrderRow>,
+) -> QueryResult<HashMap<OrderNo, Order>> {
+    let mut numbers = numbers.to_vec();
+    numbers.sort_unstable();
+    numbers.dedup();
+    let items: Vec<OrderItemRow> = order_items::table
+        .filter(order_items::order_no.eq_any(&numbers))
+        .order((order_items::order_no, order_items::position))
+        .select(OrderItemRow::as_select())
+        .load(conn)?;
+    let mut by_order: HashMap<OrderNo, Vec<OrderItemRow>> = HashMap::new();
+    for item in items {
+        by_order
+            .entry(item.order_no.clone())
+            .or_default()
+            .push(item);
     }
-    query
-        .order(payment_events::id.desc())
-        .limit(limit)
-        .load(conn)
+    Ok(numbers
+        .iter()
+        .filter_map(|no| {
+            let row = rows.get(*no)?.clone();
+            let items = by_order.remove(*no).unwrap_or_default();
+            Some((OrderNo::from(*no), Order::new(row, items)))
+        })
+        .collect())
 }

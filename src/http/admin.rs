@@ -4,8 +4,10 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::NaiveDateTime;
 use serde::Deserialize;
 
+use super::paging::SinglePage;
 use super::{parse_id, parse_json, read_body, require_admin, run_db, AppState};
 use crate::db::catalog;
+use crate::domain::ids::{CourseId, UserId};
 use crate::domain::time::{self, serde_ts_opt};
 use crate::error::ApiError;
 
@@ -67,7 +69,10 @@ pub async fn get_user(
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&state, &req)?;
     let user_id = parse_id(&path, "user id")?;
-    let user = run_db(&state, move |conn| catalog::admin_user(conn, user_id)).await?;
+    let user = run_db(&state, move |conn| {
+        catalog::admin_user(conn, UserId(user_id))
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(user))
 }
 
@@ -127,9 +132,9 @@ pub async fn list_courses(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&state, &req)?;
+    SinglePage::check(&req)?;
     let courses = run_db(&state, |conn| Ok(catalog::list_courses(conn)?)).await?;
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({"data": courses, "has_more": false, "next_after": null})))
+    Ok(SinglePage::respond(courses))
 }
 
 #[derive(Deserialize)]
@@ -148,7 +153,7 @@ pub async fn patch_course(
     let input: CoursePatch = admin_body(&state, &req, payload).await?;
     let course_id = parse_id(&path, "course id")?;
     let course = run_db(&state, move |conn| {
-        catalog::set_course_on_sale(conn, course_id, input.on_sale)
+        catalog::set_course_on_sale(conn, CourseId(course_id), input.on_sale)
     })
     .await?;
     log::info!("admin set course {course_id} on_sale={}", course.on_sale);
@@ -216,7 +221,7 @@ pub async fn give_coupon(
     let input: GiveCoupon = admin_body(&state, &req, payload).await?;
     let user_id = parse_id(&path, "user id")?;
     let coupon = run_db(&state, move |conn| {
-        catalog::give_coupon(conn, user_id, input.coupon_id, time::now())
+        catalog::give_coupon(conn, UserId(user_id), input.coupon_id, time::now())
     })
     .await?;
     log::info!(

@@ -1,76 +1,20 @@
 //! Admin routes over orders and actors: live actor state, order and effect listings, late
 //! payments, force-cancel, and retrying a dead-lettered effect.
 
-use crate::cluster::{describe_nodes, Beat};
+use crate::redis::cluster::{describe_nodes, Beat};
 use std::collections::BTreeMap;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::paging::{id_cursor, order_no_cursor, query, Paging};
 use super::{parse_id, require_admin, run_db, AppState};
-use crate::db::{effects as outbox, orders, transitions};
-use crate::domain::order::{effect, OrderStatus};
+use crate::actors::Committed;
+use crate::db::{orders, outbox, payments};
+use crate::domain::states::{EffectStatus, OrderStatus};
 use crate::domain::time;
 use crate::error::ApiError;
-
-/// `limit` and `after` of a list, and how to build its page.
-struct Paging {
-    limit: i64,
-}
-
-impl Paging {
-    fn parse(limit: Option<&str>) -> Result<Self, ApiError> {
-        let limit = match limit {
-            None => 50,
-            Some(text) => text
-                .parse::<i64>()
-                .ok()
-                .filter(|n| (1..=100).contains(n))
-                .ok_or_else(|| {
-                    ApiError::InvalidRequest("limit must be an integer from 1 to 100".into())
-                })?,
-        };
-        Ok(Self { limit })
-    }
-
-    /// One more row than the page holds is read, to know whether there is a next page.
-    fn fetch(&self) -> i64 {
-        self.limit + 1
-    }
-
-    fn respond<T: Serialize>(
-        &self,
-        mut rows: Vec<T>,
-        cursor: impl Fn(&T) -> String,
-    ) -> HttpResponse {
-        let has_more = rows.len() as i64 > self.limit;
-        rows.truncate(self.limit as usize);
-        let next_after = if has_more {
-            rows.last().map(cursor)
-        } else {
-            None
-        };
-        HttpResponse::Ok()
-            .json(json!({"data": rows, "has_more": has_more, "next_after": next_after}))
-    }
-}
-
-fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
-    web::Query::<T>::from_query(req.query_string())
-        .map(web::Query::into_inner)
-        .map_err(|e| ApiError::InvalidRequest(format!("invalid query: {e}")))
-}
-
-fn id_cursor(after: Option<&str>) -> Result<Option<i64>, ApiError> {
-    after
-        .map(|text| {
-            text.parse::<i64>().map_err(|_| {
-                ApiError::InvalidRequest("after is not a cursor from this list".into())
-            })
-        })
-        .transpose()
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,6 +25,15 @@ struct OrderFilter {
     after: Option<String>,
 }
 
+/// A list's `status` filter: absent, or one the list knows (else 400).
+fn status_filter<T>(
+    text: Option<&str>,
+    parse: fn(&str) -> Option<T>,
+) -> Result<Option<T>, ApiError> {
+    text.map(|s| parse(s).ok_or_else(|| ApiError::InvalidRequest(format!("unknown status {s:?}"))))
+        .transpose()
+}
+
 /// `GET /admin/orders?status=&user_id=&limit=&after=`
 pub async fn list_orders(
     state: web::Data<AppState>,
@@ -89,27 +42,13 @@ pub async fn list_orders(
     require_admin(&state, &req)?;
     let filter: OrderFilter = query(&req)?;
     let paging = Paging::parse(filter.limit.as_deref())?;
-    let status = filter
-        .status
-        .as_deref()
-        .map(|s| {
-            OrderStatus::parse(s)
-                .ok_or_else(|| ApiError::InvalidRequest(format!("unknown status {s:?}")))
-        })
-        .transpose()?;
+    let status = status_filter(filter.status.as_deref(), OrderStatus::parse)?;
     let user_id = filter
         .user_id
         .as_deref()
-        .map(|u| parse_id(u, "user_id"))
+        .map(|u| parse_id(u, "user_id").map(crate::domain::ids::UserId))
         .transpose()?;
-    let after = filter.after.clone();
-    if after.as_deref().is_some_and(|a| {
-        a.is_empty() || a.len() > 64 || !a.bytes().all(|b| b.is_ascii_alphanumeric())
-    }) {
-        return Err(ApiError::InvalidRequest(
-            "after is not a cursor from this list".into(),
-        ));
-    }
+    let after = order_no_cursor(filter.after.as_deref())?;
     let fetch = paging.fetch();
     let rows = run_db(&state, move |conn| {
         Ok(orders::page(
@@ -121,13 +60,13 @@ pub async fn list_orders(
         )?)
     })
     .await?;
-    Ok(paging.respond(rows, |o| o.order_no.clone()))
+    Ok(paging.respond(rows, |o| o.order_no.to_string()))
 }
 
 #[derive(Serialize)]
 struct EffectView {
-    kind: String,
-    status: String,
+    kind: crate::domain::states::EffectKind,
+    status: EffectStatus,
     attempts: i32,
     last_error: Option<String>,
 }
@@ -191,7 +130,7 @@ pub async fn actors(
                 orders::count_by_status(conn)?,
                 outbox::backlog(conn)?,
                 orders::pending_by_owner(conn)?,
-                crate::db::events::backlog(conn)?,
+                crate::db::journal::backlog(conn)?,
             ))
         })
         .await?;
@@ -215,9 +154,7 @@ pub async fn actors(
     let mut orders_by_status: BTreeMap<&str, i64> =
         OrderStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
     for (status, count) in &by_status {
-        if let Some(slot) = orders_by_status.get_mut(status.as_str()) {
-            *slot = *count;
-        }
+        orders_by_status.insert(status.as_str(), *count);
     }
     let stopped = (stats.live_actors as i64 - stats.armed - stats.transitioning).max(0);
     let node_id = &state.settings.cluster.node_id;
@@ -249,25 +186,18 @@ pub async fn list_effects(
     require_admin(&state, &req)?;
     let filter: EffectFilter = query(&req)?;
     let paging = Paging::parse(filter.limit.as_deref())?;
-    let status = match filter.status.as_deref() {
-        None => None,
-        Some(s @ (effect::PENDING | effect::DONE | effect::DEAD_LETTERED)) => Some(s.to_string()),
-        Some(other) => {
-            return Err(ApiError::InvalidRequest(format!(
-                "unknown status {other:?}"
-            )))
-        }
-    };
+    let status = status_filter(filter.status.as_deref(), EffectStatus::parse)?;
     let after = id_cursor(filter.after.as_deref())?;
     let fetch = paging.fetch();
     let rows = run_db(&state, move |conn| {
-        let effects = outbox::page(conn, status.as_deref(), after, fetch)?;
+        let effects = outbox::page(conn, status, after, fetch)?;
         effects
             .into_iter()
             .map(|effect| {
-                let order = orders::find_order(conn, &effect.order_no)?.ok_or_else(|| {
-                    ApiError::Internal(format!("effect {} has no order", effect.id))
-                })?;
+                let order =
+                    orders::find_order(conn, effect.order_no.as_str())?.ok_or_else(|| {
+                        ApiError::Internal(format!("effect {} has no order", effect.id))
+                    })?;
                 Ok(outbox::EffectWithOrder { effect, order })
             })
             .collect::<Result<Vec<_>, ApiError>>()
@@ -289,10 +219,10 @@ pub async fn retry_effect(
     })
     .await?
     .ok_or(ApiError::EffectNotDeadLettered(id))?;
-    state
-        .engine
-        .effects
-        .do_send(crate::actors::effects::QueueEffect::from_row(&effect));
+    state.engine.core.after_commit(Committed::effects(vec![(
+        effect.order_no.clone(),
+        effect.kind,
+    )]));
     log::info!(
         "admin retried effect {id} ({} of order {})",
         effect.kind,
@@ -319,7 +249,7 @@ pub async fn late_payments(
     let after = id_cursor(filter.after.as_deref())?;
     let fetch = paging.fetch();
     let rows = run_db(&state, move |conn| {
-        Ok(transitions::late_payments(conn, after, fetch)?)
+        Ok(payments::late_payments(conn, after, fetch)?)
     })
     .await?;
     Ok(paging.respond(rows, |p| p.id.to_string()))

@@ -6,20 +6,24 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{authenticate_client, fastpath, parse_json, read_body, run_db, AppState};
+use super::paging::SinglePage;
+use super::{authenticate_client, parse_json, read_body, run_db, AppState};
+use crate::actors::Committed;
 use crate::db::catalog;
 use crate::db::idempotency::{self, Claim};
 use crate::db::models::Order;
 use crate::db::orders::{self, Placement};
-use crate::domain::order::{effect, OrderStatus};
-use crate::domain::placement::check_shape;
+use crate::domain::ids::{CourseId, UserId};
+use crate::domain::pricing::check_shape;
+use crate::domain::states::{EffectKind, OrderStatus};
 use crate::domain::time;
 use crate::error::ApiError;
+use crate::redis::fastpath;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PlaceOrderBody {
-    course_ids: Vec<i64>,
+    course_ids: Vec<CourseId>,
     #[serde(default)]
     user_coupon_id: Option<i64>,
     #[serde(default)]
@@ -78,13 +82,19 @@ pub async fn place_order(
 
     let hash = input.canonical_hash();
     if let Some(key) = &key {
-        match fastpath::cached_response(&state, user_id, key, &hash).await {
+        match fastpath::cached_response(state.engine.core.redis.clone(), user_id, key, &hash).await
+        {
             Some(Claim::Replay { status, body }) => return replay(status, body),
             Some(Claim::Reused) => return Err(ApiError::IdempotencyKeyReused),
             _ => {}
         }
     }
-    fastpath::rate_limit(&state, user_id).await?;
+    fastpath::rate_limit(
+        state.engine.core.redis.clone(),
+        state.settings.limits.orders_per_user_per_minute,
+        user_id,
+    )
+    .await?;
 
     let placement = Placement {
         user_id,
@@ -111,7 +121,7 @@ pub async fn place_order(
         Claim::InUse => return Err(ApiError::IdempotencyKeyInUse),
         Claim::Reused => return Err(ApiError::IdempotencyKeyReused),
         Claim::Replay { status, body } => {
-            fastpath::remember_response(&state, user_id, &key, &hash, status, &body);
+            remember(&state, user_id, &key, &hash, status, &body);
             return replay(status, body);
         }
     }
@@ -130,7 +140,7 @@ pub async fn place_order(
     match placement {
         Ok(order) => {
             if let Ok(body) = serde_json::to_string(&order) {
-                fastpath::remember_response(&state, user_id, &key, &hash, 201, &body);
+                remember(&state, user_id, &key, &hash, 201, &body);
             }
             Ok(placed(&state, order).await)
         }
@@ -151,7 +161,7 @@ pub async fn place_order(
                 })
                 .await;
                 if stored.is_ok() {
-                    fastpath::remember_response(&state, user_id, &key, &hash, status, &envelope);
+                    remember(&state, user_id, &key, &hash, status, &envelope);
                 }
                 if let Err(store_err) = stored {
                     log::warn!(
@@ -180,7 +190,13 @@ fn replay(status: u16, body: String) -> Result<HttpResponse, ApiError> {
 /// Gives an `Idempotency-Key` claim back so the client's retry can run, retrying in the
 /// background while the database is unavailable (else the retry would get 409
 /// `idempotency_key_in_use` until the claim is taken as abandoned).
-fn release_claim(state: &web::Data<AppState>, user_id: i64, key: String) {
+/// Caches a stored idempotent response in Redis (best effort).
+fn remember(state: &AppState, user_id: UserId, key: &str, hash: &str, status: u16, body: &str) {
+    let link = state.engine.core.redis.clone();
+    fastpath::remember_response(link, user_id, key, hash, status, body);
+}
+
+fn release_claim(state: &web::Data<AppState>, user_id: UserId, key: String) {
     let state = state.clone();
     actix_web::rt::spawn(async move {
         let mut delay = Duration::from_millis(100);
@@ -213,7 +229,7 @@ const IN_FLIGHT_WAIT: Duration = Duration::from_secs(3);
 /// request's stored response, up to [`IN_FLIGHT_WAIT`].
 async fn claim_or_wait(
     state: &AppState,
-    user_id: i64,
+    user_id: UserId,
     key: &str,
     hash: &str,
 ) -> Result<Claim, ApiError> {
@@ -250,20 +266,24 @@ async fn claim_or_wait(
 /// After the placement committed: give a pending order its actor (before the client hears
 /// of it), or queue the grant of one that was paid at once.
 async fn placed(state: &AppState, order: Order) -> HttpResponse {
-    state.engine.core.kick_events();
     log::info!(
         "order {} placed by user {}: {}",
         order.order_no,
         order.user_id,
         order.status
     );
-    if order.status == OrderStatus::Pending.as_str() {
+    let pending = order.status == OrderStatus::Pending;
+    let effects = if pending {
+        Vec::new()
+    } else {
+        vec![(order.order_no.clone(), EffectKind::Grant)]
+    };
+    state.engine.core.after_commit(Committed::effects(effects));
+    if pending {
         state
             .engine
-            .track(order.order_no.clone(), order.expires_at)
+            .track(order.order_no.to_string(), order.expires_at)
             .await;
-    } else {
-        state.engine.queue_effect(&order.order_no, effect::GRANT);
     }
     HttpResponse::Created().json(order)
 }
@@ -307,7 +327,7 @@ pub async fn list_courses(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     authenticate_client(&state, &req).await?;
+    SinglePage::check(&req)?;
     let courses = run_db(&state, |conn| Ok(catalog::list_courses(conn)?)).await?;
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({"data": courses, "has_more": false, "next_after": null})))
+    Ok(SinglePage::respond(courses))
 }

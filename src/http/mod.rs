@@ -5,13 +5,15 @@
 pub mod admin;
 pub mod admin_orders;
 pub mod client;
-pub mod fastpath;
 pub mod ops;
+pub mod paging;
 pub mod provider;
+pub mod request_timeout;
 pub mod signature;
 
 use std::sync::Arc;
 
+use actix_web::rt::time::Instant;
 use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
 use futures_util::StreamExt;
@@ -20,9 +22,10 @@ use serde::de::DeserializeOwned;
 use crate::actors::Engine;
 use crate::auth::{bearer_token, token_matches, JwtKeys};
 use crate::config::Settings;
-use crate::db::transitions::Command;
 use crate::db::{catalog, DbConnection, DbPool};
+use crate::domain::ids::UserId;
 use crate::domain::order::Rejection;
+use crate::domain::order::{Canceller, Command};
 use crate::error::ApiError;
 
 /// What every handler shares.
@@ -39,16 +42,12 @@ where
     T: Send + 'static,
     F: FnOnce(&mut DbConnection) -> Result<T, ApiError> + Send + 'static,
 {
-    let pool = state.pool.clone();
-    web::block(move || {
-        let mut conn = pool.get()?;
-        f(&mut conn)
-    })
-    .await?
+    crate::db::run(&state.pool, state.pool.connection_timeout(), f).await
 }
 
 /// Reads the whole body, refusing one over `limit` bytes before reading it when the
-/// `Content-Length` says so.
+/// `Content-Length` says so, and one not whole by the request's deadline (timed from its first
+/// byte, see `request_timeout`) with 408.
 pub async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
@@ -62,16 +61,27 @@ pub async fn read_body(
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(ApiError::PayloadTooLarge(limit));
     }
-    let mut body = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::InvalidRequest(format!("could not read the body: {e}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::PayloadTooLarge(limit));
+    let read = async move {
+        let mut body = BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk
+                .map_err(|e| ApiError::InvalidRequest(format!("could not read the body: {e}")))?;
+            if body.len() + chunk.len() > limit {
+                return Err(ApiError::PayloadTooLarge(limit));
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
+        Ok(body.freeze())
+    };
+    match request_timeout::deadline(req) {
+        // A body already whole is taken even at the deadline (the future is polled first).
+        Some(at) => {
+            actix_web::rt::time::timeout(at.saturating_duration_since(Instant::now()), read)
+                .await
+                .unwrap_or(Err(ApiError::RequestTimeout))
+        }
+        None => read.await,
     }
-    Ok(body.freeze())
 }
 
 /// Parses a request body, which must be one JSON object (serde would also read a struct
@@ -96,9 +106,9 @@ pub fn order_no_or_404(order_no: String) -> Result<String, ApiError> {
 }
 
 /// The user a valid client JWT names; 401 unless that user exists.
-pub async fn authenticate_client(state: &AppState, req: &HttpRequest) -> Result<i64, ApiError> {
+pub async fn authenticate_client(state: &AppState, req: &HttpRequest) -> Result<UserId, ApiError> {
     let token = bearer_token(req).ok_or(ApiError::Unauthenticated("missing bearer token"))?;
-    let user_id = state.jwt.verify(token)?;
+    let user_id = UserId(state.jwt.verify(token)?);
     let exists = run_db(state, move |conn| {
         Ok(catalog::find_user(conn, user_id)?.is_some())
     })
@@ -122,12 +132,15 @@ pub fn require_admin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError
 pub async fn cancel(
     state: &AppState,
     order_no: String,
-    user_id: Option<i64>,
+    user_id: Option<UserId>,
 ) -> Result<HttpResponse, ApiError> {
     let order_no = order_no_or_404(order_no)?;
     let outcome = state
         .engine
-        .deliver(&order_no, Command::Cancel { user_id })
+        .deliver(
+            &order_no,
+            Command::Cancel(user_id.map_or(Canceller::Admin, Canceller::User)),
+        )
         .await?;
     if outcome.rejection == Some(Rejection::OrderNotPending) {
         return Err(ApiError::OrderNotPending {

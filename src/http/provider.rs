@@ -9,8 +9,8 @@ use serde_json::json;
 
 use super::signature::verify;
 use super::{parse_json, read_body, AppState};
-use crate::db::transitions::{Callback, Command, OutcomeKind};
 use crate::domain::order::Rejection;
+use crate::domain::order::{Callback, Command, OutcomeKind};
 use crate::domain::time::serde_ts_opt;
 use crate::error::ApiError;
 

@@ -169,6 +169,50 @@ on_both_backends! {
 }
 
 on_both_backends! {
+    /// A `paid_at` outside 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z after its offset,
+    /// or with a 60th second, is 400 invalid_request and changes nothing, for a pending order
+    /// (not paid) and a cancelled one (no late payment kept). The edges of the range are kept.
+    fn out_of_range_paid_at_is_400(app) {
+        let pending = Pending::new(app);
+        let cancelled = Pending::new(app);
+        app.admin("POST", &format!("/admin/orders/{}/cancel", cancelled.no()), None)
+            .assert_status(200);
+        app.wait_effects_done(cancelled.no());
+        let before = (pending.snapshot(app), cancelled.snapshot(app));
+        for paid_at in OUT_OF_RANGE_TIMESTAMPS {
+            for order in [&pending, &cancelled] {
+                let body = json!({"order_no": order.no(), "trade_no": trade_no(), "code": SUCCESS,
+                                  "amount_cents": order.payable(), "paid_at": paid_at})
+                    .to_string();
+                let body = body.as_bytes();
+                let resp = app.callback_raw(body, &[("X-Signature", &signature(body))]);
+                resp.assert_error(400, "invalid_request");
+                assert_keys(&resp.json["error"], &["code", "message"]);
+            }
+        }
+        assert_eq!((pending.snapshot(app), cancelled.snapshot(app)), before);
+
+        // The last stored millisecond of 9999 (sub-millisecond digits are truncated first) and
+        // the epoch itself are accepted.
+        let late = trade_no();
+        let body = json!({"order_no": cancelled.no(), "trade_no": late, "code": SUCCESS,
+                          "amount_cents": 1, "paid_at": "9999-12-31T23:59:59.9999Z"})
+            .to_string();
+        let body = body.as_bytes();
+        assert_success(&app.callback_raw(body, &[("X-Signature", &signature(body))]));
+        let records = late_of(app, &late);
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert_eq!(records[0]["provider_paid_at"], "9999-12-31T23:59:59.999Z");
+        let body = json!({"order_no": pending.no(), "trade_no": trade_no(), "code": SUCCESS,
+                          "amount_cents": pending.payable(), "paid_at": "1970-01-01T00:00:00Z"})
+            .to_string();
+        let body = body.as_bytes();
+        assert_success(&app.callback_raw(body, &[("X-Signature", &signature(body))]));
+        assert_eq!(app.admin_order(pending.no())["order"]["status"], "paid");
+    }
+}
+
+on_both_backends! {
     /// An unknown order is 404; a wrong amount on a pending order is 422; neither changes it.
     fn unknown_order_and_wrong_amount(app) {
         let p = Pending::new(app);

@@ -76,3 +76,36 @@ on_both_backends! {
         assert_eq!((&me["coupons"][0]["status"], &me["coupons"][0]["order_no"]), (&json!("locked"), &order["order_no"]));
     }
 }
+
+on_both_backends! {
+    /// A user places an order for a course and, while its success callback is being applied,
+    /// places another order for the same course: the second placement is refused (the course
+    /// is owned, or still in the pending order), never 201 — so no course is paid twice (SPEC
+    /// invariant 3; before the fix about one round in seven got 201 on PostgreSQL).
+    fn a_course_being_paid_cannot_be_ordered_again(app) {
+        const ROUNDS: usize = 40;
+        let (_, token) = app.user_with_token(0);
+        for round in 0..ROUNDS {
+            let course = app.course(100);
+            let first = app.place(&token, json!({"course_ids": [course]}));
+            let order_no = first.assert_status(201)["order_no"].as_str().unwrap().to_string();
+            let trade = trade_no();
+            let answers = in_parallel(2, |i| match i {
+                0 => app.callback(&order_no, &trade, 100_000, 100),
+                _ => app.place(&token, json!({"course_ids": [course]})),
+            });
+            answers[0].assert_status(200);
+            let second = &answers[1];
+            assert!(
+                second.status == 409
+                    && matches!(
+                        second.error_code(),
+                        "course_already_owned" | "course_in_pending_order"
+                    ),
+                "round {round}: the second placement of course {course} answered {} {}",
+                second.status,
+                second.text
+            );
+        }
+    }
+}

@@ -203,6 +203,70 @@ fn bad_client_credentials(user_id: i64) -> Vec<(&'static str, Option<String>)> {
             bearer(jwt(&json!({"sub": "-1", "exp": exp}), JWT_SECRET, HS256)),
         ),
         ("admin token", bearer(ADMIN_TOKEN.into())),
+        (
+            "nbf in the future",
+            bearer(jwt(
+                &json!({"sub": sub, "exp": exp, "nbf": unix_in(60)}),
+                JWT_SECRET,
+                HS256,
+            )),
+        ),
+        (
+            "crit header",
+            bearer(jwt_with_header(
+                &json!({"alg": "HS256", "typ": "JWT", "crit": ["exp"]}),
+                &json!({"sub": sub, "exp": exp}),
+                JWT_SECRET,
+            )),
+        ),
+        (
+            "sub with a plus sign",
+            bearer(jwt(
+                &json!({"sub": format!("+{user_id}"), "exp": exp}),
+                JWT_SECRET,
+                HS256,
+            )),
+        ),
+        (
+            "sub with a leading zero",
+            bearer(jwt(
+                &json!({"sub": format!("0{user_id}"), "exp": exp}),
+                JWT_SECRET,
+                HS256,
+            )),
+        ),
+        (
+            "sub with a fraction",
+            bearer(jwt(
+                &json!({"sub": format!("{user_id}.0"), "exp": exp}),
+                JWT_SECRET,
+                HS256,
+            )),
+        ),
+        (
+            "sub with a space",
+            bearer(jwt(
+                &json!({"sub": format!(" {user_id}"), "exp": exp}),
+                JWT_SECRET,
+                HS256,
+            )),
+        ),
+        (
+            "sub with an exponent",
+            bearer(jwt(
+                &json!({"sub": format!("{user_id}e0"), "exp": exp}),
+                JWT_SECRET,
+                HS256,
+            )),
+        ),
+        (
+            "numeric sub as a float",
+            bearer(jwt(
+                &json!({"sub": user_id as f64, "exp": exp}),
+                JWT_SECRET,
+                HS256,
+            )),
+        ),
     ]
 }
 
@@ -229,11 +293,17 @@ on_both_backends! {
             }
         }
         assert_eq!(app.snapshot(user_id, &token), before);
-        // Controls: the same user with a string or numeric sub is accepted.
+        // Controls: the same user with a string or numeric sub is accepted, also with an `nbf`
+        // already reached and a header with other unknown fields.
         for sub in [json!(user_id.to_string()), json!(user_id)] {
             let t = jwt(&json!({"sub": sub, "exp": unix_in(60)}), JWT_SECRET, jsonwebtoken::Algorithm::HS256);
             assert_eq!(app.me(&t)["id"], user_id);
         }
+        let claims = json!({"sub": user_id.to_string(), "exp": unix_in(60), "nbf": unix_in(-1)});
+        let reached = jwt(&claims, JWT_SECRET, jsonwebtoken::Algorithm::HS256);
+        assert_eq!(app.me(&reached)["id"], user_id);
+        let header = json!({"alg": "HS256", "typ": "JWT", "kid": "k1", "x-note": 1});
+        assert_eq!(app.me(&jwt_with_header(&header, &claims, JWT_SECRET))["id"], user_id);
     }
 }
 
@@ -344,6 +414,28 @@ on_both_backends! {
         assert_eq!(app.snapshot(user_id, &token), before);
         // The limit itself is accepted.
         app.post_order_raw(Some(&token), &[], &pad(order_body, 65_536)).assert_status(201);
+    }
+}
+
+on_both_backends! {
+    /// A coupon's `valid_until` outside 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z after
+    /// its offset, or with a 60th second, is 400 invalid_request and creates nothing; the edges
+    /// of the range are kept (sub-millisecond digits truncated).
+    fn out_of_range_valid_until_is_400(app) {
+        let first = app.create_coupon(100, 0, None);
+        for valid_until in OUT_OF_RANGE_TIMESTAMPS {
+            let body = json!({"title": "t", "discount_cents": 1, "min_spend_cents": 0, "valid_until": valid_until});
+            refused(&app.admin("POST", "/admin/coupons", Some(body)), 400, "invalid_request");
+        }
+        // Nothing was created: the next coupon takes the next id.
+        for (id, valid_until, shown) in [
+            (first + 1, "9999-12-31T23:59:59.9999Z", "9999-12-31T23:59:59.999Z"),
+            (first + 2, "1970-01-01T01:00:00+01:00", "1970-01-01T00:00:00.000Z"),
+        ] {
+            let body = json!({"title": "t", "discount_cents": 1, "min_spend_cents": 0, "valid_until": valid_until});
+            let coupon = app.admin("POST", "/admin/coupons", Some(body)).assert_status(201).clone();
+            assert_eq!((&coupon["id"], &coupon["valid_until"]), (&json!(id), &json!(shown)), "{coupon}");
+        }
     }
 }
 

@@ -239,17 +239,23 @@ pub fn service_url(var: &str, suite: &str, skip: &Once) -> Option<String> {
     match std::env::var(var) {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{var} is not set, but CI is: the {suite} suite must run in CI"
-            );
-            skip.call_once(|| {
-                // Written past the test harness's capture so it shows in `cargo test` output.
-                let _ = writeln!(std::io::stderr(), "skipped: {suite} tests ({var} not set)");
-            });
+            skip_or_fail_under_ci(&format!("{suite} tests ({var} not set)"), skip);
             None
         }
     }
+}
+
+/// Prints one `skipped: <what>` line (once per `skip`) for a check that cannot run here; when
+/// `CI` is set it fails instead: CI must never pass without the check.
+pub fn skip_or_fail_under_ci(what: &str, skip: &Once) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI is set, so this must not be skipped: {what}"
+    );
+    skip.call_once(|| {
+        // Written past the test harness's capture so it shows in `cargo test` output.
+        let _ = writeln!(std::io::stderr(), "skipped: {what}");
+    });
 }
 
 /// `server_url` with its database name replaced.
@@ -605,6 +611,20 @@ pub fn jwt(claims: &Value, secret: &str, alg: jsonwebtoken::Algorithm) -> String
     .expect("encode a JWT")
 }
 
+/// A JWT with any header (jsonwebtoken's `Header` cannot carry `crit`), HS256-signed with
+/// `secret` by hand.
+pub fn jwt_with_header(header: &Value, claims: &Value, secret: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let message = format!(
+        "{}.{}",
+        base64url(header.to_string().as_bytes()),
+        base64url(claims.to_string().as_bytes())
+    );
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key");
+    mac.update(message.as_bytes());
+    format!("{message}.{}", base64url(&mac.finalize().into_bytes()))
+}
+
 /// Unpadded base64url, for hand-made (unsigned) tokens.
 pub fn base64url(bytes: &[u8]) -> String {
     const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -805,6 +825,18 @@ pub fn signature(body: &[u8]) -> String {
 pub fn signature_at(body: &[u8], t: i64) -> String {
     order_engine::http::signature::sign(body, PAYMENT_SECRET.as_bytes(), t)
 }
+
+/// Input timestamps the SPEC refuses: outside 1970-01-01T00:00:00Z to
+/// 9999-12-31T23:59:59.999Z once normalised to UTC, or with a 60th second.
+pub const OUT_OF_RANGE_TIMESTAMPS: [&str; 7] = [
+    "0000-01-01T00:00:00+23:59",
+    "1969-12-31T23:59:59.999Z",
+    "1970-01-01T00:59:59+01:00",
+    "9999-12-31T23:59:59-00:01",
+    "10000-01-01T00:00:00Z",
+    "2026-06-30T23:59:60Z",
+    "2026-07-01T08:59:60.500+09:00",
+];
 
 /// An API timestamp.
 #[track_caller]

@@ -16,6 +16,7 @@ use diesel::prelude::*;
 use order_engine::db::models::*;
 use order_engine::db::schema::*;
 use order_engine::db::DbConnection;
+use order_engine::domain::states::{CloseReason, OrderStatus};
 
 use crate::helpers::{wait_for, TestApp};
 
@@ -155,12 +156,13 @@ pub fn violations(conn: &mut DbConnection) -> Vec<String> {
             ));
         }
     }
-    let closed = |o: &OrderRow| o.status == "failed" || o.status == "cancelled";
+    let closed =
+        |o: &OrderRow| o.status == OrderStatus::Failed || o.status == OrderStatus::Cancelled;
     for order in &orders {
         let rows = |kind: &str| -> Vec<i64> {
             ledger
                 .iter()
-                .filter(|l| l.order_no == order.order_no && l.kind == kind)
+                .filter(|l| l.order_no == order.order_no && l.kind.as_str() == kind)
                 .map(|l| l.delta)
                 .collect()
         };
@@ -200,8 +202,12 @@ pub fn violations(conn: &mut DbConnection) -> Vec<String> {
         let holder = coupon.order_no.as_deref().and_then(|no| by_no.get(no));
         let ok = match (coupon.status.as_str(), holder) {
             ("unused", None) => coupon.order_no.is_none(),
-            ("locked", Some(o)) => o.status == "pending" && o.user_coupon_id == Some(coupon.id),
-            ("used", Some(o)) => o.status == "paid" && o.user_coupon_id == Some(coupon.id),
+            ("locked", Some(o)) => {
+                o.status == OrderStatus::Pending && o.user_coupon_id == Some(coupon.id)
+            }
+            ("used", Some(o)) => {
+                o.status == OrderStatus::Paid && o.user_coupon_id == Some(coupon.id)
+            }
             _ => false,
         };
         if !ok {
@@ -216,12 +222,12 @@ pub fn violations(conn: &mut DbConnection) -> Vec<String> {
     }
     for order in orders
         .iter()
-        .filter(|o| o.status == "pending" || o.status == "paid")
+        .filter(|o| o.status == OrderStatus::Pending || o.status == OrderStatus::Paid)
     {
         if let Some(id) = order.user_coupon_id {
             let held = coupons
                 .iter()
-                .any(|c| c.id == id && c.order_no.as_deref() == Some(&order.order_no));
+                .any(|c| c.id == id && c.order_no.as_deref() == Some(order.order_no.as_str()));
             if !held {
                 v.push(format!(
                     "order {} ({}): its coupon {id} is not held by it",
@@ -237,8 +243,8 @@ pub fn violations(conn: &mut DbConnection) -> Vec<String> {
         .filter_map(|i| {
             by_no
                 .get(i.order_no.as_str())
-                .filter(|o| o.status == "paid")
-                .map(|o| (o.user_id, i.course_id))
+                .filter(|o| o.status == OrderStatus::Paid)
+                .map(|o| (o.user_id.0, i.course_id.0))
         })
         .collect();
     let owns: BTreeSet<(i64, i64)> = granted.iter().copied().collect();
@@ -275,13 +281,13 @@ pub fn violations(conn: &mut DbConnection) -> Vec<String> {
         let outcome_count = |outcome: &str| {
             events
                 .iter()
-                .filter(|e| &e.order_no == no && e.outcome == outcome)
+                .filter(|e| e.order_no == no.as_str() && e.outcome == outcome)
                 .count()
         };
         let effect_count = |kind: &str| {
             effects
                 .iter()
-                .filter(|(o, k, _)| o == no && k == kind)
+                .filter(|(o, k, _)| o == no.as_str() && k == kind)
                 .count()
         };
         match order.status.as_str() {
@@ -323,8 +329,8 @@ pub fn violations(conn: &mut DbConnection) -> Vec<String> {
                         order.status
                     ));
                 }
-                let failed = order.close_reason.as_deref() == Some("payment_failed");
-                if (order.status == "failed") != failed
+                let failed = order.close_reason == Some(CloseReason::PaymentFailed);
+                if (order.status == OrderStatus::Failed) != failed
                     || outcome_count("failed") != usize::from(failed)
                 {
                     v.push(format!(
@@ -339,7 +345,7 @@ pub fn violations(conn: &mut DbConnection) -> Vec<String> {
                     v.push(format!("order {no}: closed with wrong effects"));
                 }
                 if let Some(closed_at) = order.closed_at {
-                    if order.close_reason.as_deref() == Some("timeout")
+                    if order.close_reason == Some(CloseReason::Timeout)
                         && closed_at < order.expires_at
                     {
                         v.push(format!("order {no}: timed out before its deadline"));

@@ -1,6 +1,7 @@
 //! The HTTP API tests: one binary, the real engine on a random port, SQLite always and
 //! PostgreSQL when TEST_DATABASE_URL is set.
 
+mod catalog;
 #[allow(dead_code)]
 mod helpers;
 mod invariants;
@@ -14,10 +15,13 @@ mod errors;
 mod hostile;
 mod idempotency;
 mod lifecycle;
+mod lists;
 mod migrations;
 mod outage;
 mod placement;
 mod process;
 mod redis;
 mod restart;
+mod schema_rs;
 mod smoke;
+mod timeouts;

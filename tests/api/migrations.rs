@@ -1,74 +1,163 @@
-//! The migrations of both backends go up, all the way down, and up again, leaving the same
-//! tables and columns: `down.sql` is real, and the SQLite and PostgreSQL migrations create the
-//! same schema (the one `src/db/schema.rs` describes).
+//! Every migration of both backends goes up, down and up again, and then all of them go down
+//! and up: each `down.sql` must give back exactly the schema before its `up.sql` (columns with
+//! their types, nullability and defaults, primary keys, indexes, UNIQUE, CHECK and foreign-key
+//! constraints, sequences, views, triggers, functions), and a second up exactly the first's
+//! schema. Then the SQLite and PostgreSQL migrations must make the same schema in Diesel's
+//! terms (`catalog::Schema::portable`), the one that `src/db/schema.rs` describes for both
+//! (`schema_rs.rs` checks that file against them).
 
-use diesel::prelude::*;
-use diesel::sql_types::Text;
-use diesel_migrations::MigrationHarness;
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 use order_engine::db::{DbConnection, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 
+use crate::catalog::{self, Schema};
 use crate::helpers::*;
 
-#[derive(QueryableByName, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Column {
-    #[diesel(sql_type = Text)]
-    table_name: String,
-    #[diesel(sql_type = Text)]
-    column_name: String,
-}
+/// The ways the SQLite migrations knowingly differ from the PostgreSQL ones, as
+/// `Schema::differences` words them (SQLite first). The test fails on any other difference,
+/// and on one of these that is gone (then take it out of this list).
+pub const KNOWN_DIFFERENCES: &[&str] = &[
+    // `order_no VARCHAR(64) PRIMARY KEY` without NOT NULL: SQLite, unlike the SQL standard,
+    // lets a primary key that is not an INTEGER rowid hold NULL. The engine never writes one
+    // (`schema.rs` says NOT NULL, from PostgreSQL); adding NOT NULL on SQLite means rebuilding
+    // the orders table that every other table references.
+    "orders.order_no: nullable: true on SQLite, false on PostgreSQL",
+];
 
-/// Every (table, column) of the engine's schema, sorted.
-fn columns(conn: &mut DbConnection) -> Vec<Column> {
-    let sql = match conn {
-        DbConnection::Postgresql(_) => {
-            "SELECT table_name::text AS table_name, column_name::text AS column_name \
-             FROM information_schema.columns \
-             WHERE table_schema = 'public' AND table_name <> '__diesel_schema_migrations'"
-        }
-        DbConnection::Sqlite(_) => {
-            "SELECT m.name AS table_name, p.name AS column_name \
-             FROM sqlite_master m JOIN pragma_table_info(m.name) p \
-             WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' \
-             AND m.name <> '__diesel_schema_migrations'"
+/// Runs `$body` with `$c` the concrete connection and the const `$m` its backend's migrations.
+macro_rules! with_migrations {
+    ($conn:expr, |$c:ident, $m:ident| $body:expr) => {
+        match $conn {
+            DbConnection::Postgresql($c) => {
+                const $m: EmbeddedMigrations = POSTGRES_MIGRATIONS;
+                $body
+            }
+            DbConnection::Sqlite($c) => {
+                const $m: EmbeddedMigrations = SQLITE_MIGRATIONS;
+                $body
+            }
         }
     };
-    let mut found: Vec<Column> = diesel::sql_query(sql).load(conn).expect("read the schema");
-    found.sort();
-    found
 }
 
-fn up_down_up(conn: &mut DbConnection) -> Vec<Column> {
-    let run = |conn: &mut DbConnection| match conn {
-        DbConnection::Postgresql(pg) => pg.run_pending_migrations(POSTGRES_MIGRATIONS).map(|_| ()),
-        DbConnection::Sqlite(sqlite) => {
-            sqlite.run_pending_migrations(SQLITE_MIGRATIONS).map(|_| ())
-        }
-    };
-    run(conn).expect("migrate up");
-    let first = columns(conn);
-    assert!(!first.is_empty());
-    match conn {
-        DbConnection::Postgresql(pg) => pg.revert_all_migrations(POSTGRES_MIGRATIONS).map(|_| ()),
-        DbConnection::Sqlite(sqlite) => sqlite.revert_all_migrations(SQLITE_MIGRATIONS).map(|_| ()),
-    }
+/// Runs the next pending migration and names it; `None` when none is pending.
+fn run_next(conn: &mut DbConnection) -> Option<String> {
+    with_migrations!(conn, |c, MIGRATIONS| {
+        let pending = c
+            .has_pending_migration(MIGRATIONS)
+            .expect("list pending migrations");
+        pending.then(|| {
+            c.run_next_migration(MIGRATIONS)
+                .expect("migrate up")
+                .to_string()
+        })
+    })
+}
+
+fn revert_last(conn: &mut DbConnection) {
+    with_migrations!(conn, |c, MIGRATIONS| {
+        c.revert_last_migration(MIGRATIONS).map(|_| ())
+    })
     .expect("migrate down");
-    assert_eq!(columns(conn), Vec::new(), "down.sql left tables behind");
-    run(conn).expect("migrate up again");
-    let again = columns(conn);
-    assert_eq!(again, first, "up -> down -> up changed the schema");
-    again
+}
+
+fn up_all(conn: &mut DbConnection) {
+    with_migrations!(conn, |c, MIGRATIONS| {
+        c.run_pending_migrations(MIGRATIONS).map(|_| ())
+    })
+    .expect("migrate up");
+}
+
+fn down_all(conn: &mut DbConnection) {
+    with_migrations!(conn, |c, MIGRATIONS| {
+        c.revert_all_migrations(MIGRATIONS).map(|_| ())
+    })
+    .expect("migrate down");
+}
+
+#[track_caller]
+fn assert_same(expected: &Schema, conn: &mut DbConnection, what: &str) {
+    let changed = expected.differences("the expected schema", &catalog::read(conn), "the database");
+    assert!(changed.is_empty(), "{what}:\n{}", changed.join("\n"));
+}
+
+/// Each migration in turn goes up, down (back to exactly the schema before it) and up again
+/// (exactly the schema of its first up); then all of them go down (nothing left) and up again.
+/// Returns the final schema.
+fn up_down_up(conn: &mut DbConnection, backend: &str) -> Schema {
+    let mut before = catalog::read(conn);
+    assert!(
+        before.is_empty(),
+        "{backend}: the new database is not empty"
+    );
+    while let Some(migration) = run_next(conn) {
+        let after = catalog::read(conn);
+        revert_last(conn);
+        assert_same(
+            &before,
+            conn,
+            &format!("{backend}: down.sql of {migration} does not undo its up.sql"),
+        );
+        assert_eq!(run_next(conn).as_ref(), Some(&migration));
+        assert_same(
+            &after,
+            conn,
+            &format!("{backend}: {migration} up -> down -> up changed the schema"),
+        );
+        before = after;
+    }
+    assert!(
+        !before.tables.is_empty(),
+        "{backend}: the migrations made no table"
+    );
+    down_all(conn);
+    assert_same(
+        &Schema::default(),
+        conn,
+        &format!("{backend}: reverting every migration left these behind"),
+    );
+    up_all(conn);
+    assert_same(
+        &before,
+        conn,
+        &format!("{backend}: all the way down and up again changed the schema"),
+    );
+    before
 }
 
 #[test]
 fn migrations_go_up_down_and_up_on_both_backends_alike() {
     let sqlite_db = TestDatabase::create(Backend::Sqlite).expect("SQLite");
-    let sqlite = up_down_up(&mut sqlite_db.connect());
+    let sqlite = up_down_up(&mut sqlite_db.connect(), "SQLite");
     let Some(pg_db) = TestDatabase::create(Backend::Postgres) else {
         return;
     };
-    let postgres = up_down_up(&mut pg_db.connect());
-    assert_eq!(
-        sqlite, postgres,
-        "the SQLite and PostgreSQL migrations differ"
+    let postgres = up_down_up(&mut pg_db.connect(), "PostgreSQL");
+    assert_only_known_differences(
+        sqlite
+            .portable()
+            .differences("SQLite", &postgres.portable(), "PostgreSQL"),
+        "the SQLite and PostgreSQL migrations differ",
+    );
+}
+
+/// Fails with `what` and each difference not in [`KNOWN_DIFFERENCES`], and on a known one not
+/// found (it was fixed: take it out of the list).
+#[track_caller]
+pub fn assert_only_known_differences(differences: Vec<String>, what: &str) {
+    let unexpected: Vec<&str> = differences
+        .iter()
+        .map(String::as_str)
+        .filter(|d| !KNOWN_DIFFERENCES.contains(d))
+        .collect();
+    let gone: Vec<&str> = KNOWN_DIFFERENCES
+        .iter()
+        .copied()
+        .filter(|known| !differences.iter().any(|d| d == known))
+        .collect();
+    assert!(unexpected.is_empty(), "{what}:\n{}", unexpected.join("\n"));
+    assert!(
+        gone.is_empty(),
+        "known differences no longer found, to take out of KNOWN_DIFFERENCES in \
+         tests/api/migrations.rs: {gone:?}"
     );
 }

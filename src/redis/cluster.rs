@@ -17,16 +17,28 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use actix::Addr;
 use chrono::NaiveDateTime;
 use redis::Commands;
 use serde::{Deserialize, Serialize};
 
-use crate::actors::supervisor::{OrderSupervisor, Retire, Track};
-use crate::actors::Core;
-use crate::db::orders;
+use super::RedisLink;
+use crate::db::{orders, DbPool};
 use crate::domain::time::{self, serde_ts};
-use crate::redis_link::RedisLink;
+
+/// What the cluster asks of this process's order actors (the engine's supervisor answers).
+pub trait LocalOrders: Send + Sync {
+    /// Pending orders this process adopted: give each its actor and timer.
+    fn adopted(&self, orders: Vec<(String, NaiveDateTime)>);
+    /// The order left `pending` in another process: let its actor and timer go.
+    fn moved_away(&self, order_no: String);
+}
+
+/// What the cluster threads work with; they end once the engine (`life`) is gone.
+struct Shared<T> {
+    life: Weak<T>,
+    pool: DbPool,
+    orders: Arc<dyn LocalOrders>,
+}
 
 /// How often lapsed heartbeats are looked for.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
@@ -193,32 +205,37 @@ impl Cluster {
         )
     }
 
-    /// Starts the heartbeat, watcher and stop-listener threads. They end once `core` is gone.
-    pub fn start(
+    /// Starts the heartbeat, watcher and stop-listener threads. They end once `life` (the
+    /// engine) is gone.
+    pub fn start<T: Send + Sync + 'static>(
         self: &Arc<Self>,
-        core: &Arc<Core>,
-        supervisor: Addr<OrderSupervisor>,
+        life: &Arc<T>,
+        pool: DbPool,
+        orders: Arc<dyn LocalOrders>,
     ) -> std::io::Result<()> {
-        let weak = Arc::downgrade(core);
+        let shared = Arc::new(Shared {
+            life: Arc::downgrade(life),
+            pool,
+            orders,
+        });
         let me = self.clone();
-        let life = weak.clone();
+        let life = shared.life.clone();
         std::thread::Builder::new()
             .name("cluster-heartbeat".into())
             .spawn(move || me.heartbeat_loop(life))?;
         let me = self.clone();
-        let life = weak.clone();
-        let to = supervisor.clone();
+        let watch = shared.clone();
         std::thread::Builder::new()
             .name("cluster-watch".into())
-            .spawn(move || me.watch_loop(life, to))?;
+            .spawn(move || me.watch_loop(&watch))?;
         let me = self.clone();
         std::thread::Builder::new()
             .name("cluster-stops".into())
-            .spawn(move || me.stop_loop(weak, supervisor))?;
+            .spawn(move || me.stop_loop(&shared))?;
         Ok(())
     }
 
-    fn heartbeat_loop(&self, life: Weak<Core>) {
+    fn heartbeat_loop<T>(&self, life: Weak<T>) {
         let every = (self.ttl / 3).max(Duration::from_millis(100));
         let mut conn: Option<redis::Connection> = None;
         let mut failing = false;
@@ -253,14 +270,16 @@ impl Cluster {
         }
     }
 
-    fn watch_loop(&self, life: Weak<Core>, supervisor: Addr<OrderSupervisor>) {
+    fn watch_loop<T>(&self, shared: &Shared<T>) {
         let mut round: u32 = 0;
         loop {
             std::thread::sleep(WATCH_EVERY);
-            let Some(core) = life.upgrade() else { return };
+            let Some(_alive) = shared.life.upgrade() else {
+                return;
+            };
             let discover = round.is_multiple_of(DISCOVER_EVERY_ROUNDS);
             round = round.wrapping_add(1);
-            if let Err(err) = self.watch_once(&core, &supervisor, discover) {
+            if let Err(err) = self.watch_once(shared, discover) {
                 log::debug!("node {}: adoption round skipped: {err}", self.node_id);
             }
         }
@@ -268,18 +287,13 @@ impl Cluster {
 
     /// Adopts the pending orders of every lapsed member (and, with `discover`, of every lapsed
     /// owner found in the database).
-    fn watch_once(
-        &self,
-        core: &Arc<Core>,
-        supervisor: &Addr<OrderSupervisor>,
-        discover: bool,
-    ) -> Result<(), String> {
+    fn watch_once<T>(&self, shared: &Shared<T>, discover: bool) -> Result<(), String> {
         let mut candidates: Vec<String> = self
             .link
             .run(|conn| conn.smembers(self.members_key()))
             .map_err(|e| e.to_string())?;
         if discover {
-            let mut conn = core.pool.get().map_err(|e| e.to_string())?;
+            let mut conn = shared.pool.get().map_err(|e| e.to_string())?;
             for (owner, _) in orders::pending_by_owner(&mut conn).map_err(|e| e.to_string())? {
                 if let Some(owner) = owner {
                     if !candidates.contains(&owner) {
@@ -292,25 +306,18 @@ impl Cluster {
             return Err("redis unreachable".into());
         };
         for dead in lapsed {
-            self.adopt(core, supervisor, &dead)?;
+            self.adopt(shared, &dead)?;
         }
         Ok(())
     }
 
-    fn adopt(
-        &self,
-        core: &Arc<Core>,
-        supervisor: &Addr<OrderSupervisor>,
-        dead: &str,
-    ) -> Result<(), String> {
-        let mut conn = core.pool.get().map_err(|e| e.to_string())?;
+    fn adopt<T>(&self, shared: &Shared<T>, dead: &str) -> Result<(), String> {
+        let mut conn = shared.pool.get().map_err(|e| e.to_string())?;
         let adopted = orders::adopt_from(&mut conn, &self.node_id, &[dead.to_string()])
             .map_err(|e| e.to_string())?;
         drop(conn);
         let count = adopted.len();
-        for (order_no, deadline) in adopted {
-            supervisor.do_send(Track { order_no, deadline });
-        }
+        shared.orders.adopted(adopted);
         // Forget the member (its orders are all claimed now); a process that comes back adds
         // itself again with its next heartbeat.
         let _ = self
@@ -330,12 +337,12 @@ impl Cluster {
         Ok(())
     }
 
-    fn stop_loop(&self, life: Weak<Core>, supervisor: Addr<OrderSupervisor>) {
+    fn stop_loop<T>(&self, shared: &Shared<T>) {
         let channel = self.stop_channel(&self.node_id);
         let mut backoff = Duration::from_millis(100);
         let mut failing = false;
-        while life.strong_count() > 0 {
-            let result = self.listen(&channel, &life, &supervisor);
+        while shared.life.strong_count() > 0 {
+            let result = self.listen(&channel, shared);
             if let Err(err) = result {
                 if !failing {
                     failing = true;
@@ -350,17 +357,12 @@ impl Cluster {
     }
 
     /// Listens on the stop channel until `life` ends (`Ok`) or the connection fails.
-    fn listen(
-        &self,
-        channel: &str,
-        life: &Weak<Core>,
-        supervisor: &Addr<OrderSupervisor>,
-    ) -> redis::RedisResult<()> {
+    fn listen<T>(&self, channel: &str, shared: &Shared<T>) -> redis::RedisResult<()> {
         let mut conn = self.link.connect(Duration::from_secs(1))?;
         let mut pubsub = conn.as_pubsub();
         pubsub.subscribe(channel)?;
         pubsub.set_read_timeout(Some(Duration::from_secs(1)))?;
-        while life.strong_count() > 0 {
+        while shared.life.strong_count() > 0 {
             match pubsub.get_message() {
                 Ok(msg) => {
                     let order_no: String = msg.get_payload()?;
@@ -368,7 +370,7 @@ impl Cluster {
                         "node {}: order {order_no} moved elsewhere; stopping its actor",
                         self.node_id
                     );
-                    supervisor.do_send(Retire(order_no));
+                    shared.orders.moved_away(order_no);
                 }
                 Err(err) if err.is_timeout() => {}
                 Err(err) => return Err(err),

@@ -1,7 +1,9 @@
-//! The placement rules of SPEC §Business rules, as pure functions: request shape checks and
-//! the price quote. Money is integer cents; nothing is rounded.
+//! Where money is computed: the placement rules of SPEC §Business rules as pure functions —
+//! the request's shape checks and the price quote. Money is integer cents; nothing is rounded.
 
 use chrono::NaiveDateTime;
+
+use super::ids::CourseId;
 
 /// Most courses in one order.
 pub const MAX_COURSES_PER_ORDER: usize = 20;
@@ -14,7 +16,7 @@ pub enum ShapeError {
     #[error("course_ids may hold at most {MAX_COURSES_PER_ORDER} courses")]
     TooManyCourses,
     #[error("course {0} appears more than once in course_ids")]
-    DuplicateCourse(i64),
+    DuplicateCourse(CourseId),
     #[error("points must not be negative")]
     NegativePoints,
     #[error("points x cents_per_point overflows")]
@@ -23,7 +25,7 @@ pub enum ShapeError {
 
 /// Checks what can be checked without the database.
 pub fn check_shape(
-    course_ids: &[i64],
+    course_ids: &[CourseId],
     points: i64,
     cents_per_point: i64,
 ) -> Result<(), ShapeError> {
@@ -131,6 +133,10 @@ mod tests {
     use super::*;
     use crate::domain::time::parse;
 
+    fn ids(raw: &[i64]) -> Vec<CourseId> {
+        raw.iter().copied().map(CourseId).collect()
+    }
+
     fn now() -> NaiveDateTime {
         parse("2026-11-26T12:00:00Z").unwrap()
     }
@@ -145,15 +151,27 @@ mod tests {
 
     #[test]
     fn shape_checks_in_order() {
-        assert_eq!(check_shape(&[], 0, 1), Err(ShapeError::NoCourses));
-        assert_eq!(check_shape(&[1; 21], 0, 1), Err(ShapeError::TooManyCourses));
+        assert_eq!(check_shape(&ids(&[]), 0, 1), Err(ShapeError::NoCourses));
         assert_eq!(
-            check_shape(&[1, 2, 1], 0, 1),
-            Err(ShapeError::DuplicateCourse(1))
+            check_shape(&ids(&[1; 21]), 0, 1),
+            Err(ShapeError::TooManyCourses)
         );
-        assert_eq!(check_shape(&[1], -1, 1), Err(ShapeError::NegativePoints));
-        assert_eq!(check_shape(&[1], i64::MAX, 2), Err(ShapeError::Overflow));
-        assert_eq!(check_shape(&(1..=20).collect::<Vec<_>>(), 5, 3), Ok(()));
+        assert_eq!(
+            check_shape(&ids(&[1, 2, 1]), 0, 1),
+            Err(ShapeError::DuplicateCourse(CourseId(1)))
+        );
+        assert_eq!(
+            check_shape(&ids(&[1]), -1, 1),
+            Err(ShapeError::NegativePoints)
+        );
+        assert_eq!(
+            check_shape(&ids(&[1]), i64::MAX, 2),
+            Err(ShapeError::Overflow)
+        );
+        assert_eq!(
+            check_shape(&ids(&(1..=20).collect::<Vec<_>>()), 5, 3),
+            Ok(())
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! The engine's link to Redis (when `redis.url` is set): a small pool of connections with
-//! timeouts, the engine's key names, and a breaker. Redis is never the source of truth: when a
+//! Everything Redis (when `redis.url` is set): the [`publisher`] of order events to the
+//! stream, the [`cluster`] of processes (heartbeats, adoption, stop messages) and the request
+//! [`fastpath`] (rate limit, idempotency cache); and here the link they share: a small pool of
+//! connections with timeouts, the engine's key names, and a breaker. Redis is never the source of truth: when a
 //! call fails with a connection error the link reports Redis down for a moment, and callers
 //! on the request path (rate limit, idempotency look-up) go on without it instead of waiting
 //! on every request.
@@ -7,6 +9,10 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
+
+pub mod cluster;
+pub mod fastpath;
+pub mod publisher;
 
 use redis::{Client, Connection, ErrorKind, RedisError, RedisResult};
 

@@ -1,27 +1,132 @@
-//! The effect outbox: grants (courses and chapters for a paid order) and refunds (points back
-//! for a closed one). Applying effects, one or a batch in a transaction, is
-//! [`super::batch`]'s; it is idempotent: the effect rows are locked and checked first, and the
-//! unique (user, course), (user, chapter) and (order, kind) constraints make a replay a no-op.
-//! Here: one attempt with its failure recorded, retries and the dead letters, admin pages.
+//! The effect outbox, for every kind of effect, from insert to done or dead letter: a
+//! transition queues its effect in its own transaction ([`enqueue`]); the effect actors apply
+//! the effects of one kind that wait together in one transaction ([`apply`]; one attempt is a
+//! batch of one, [`attempt`]); a failure is recorded and retried with backoff, and after
+//! `effects.max_attempts` dead-lettered; admins list and retry them.
+//!
+//! Applying is idempotent: the effect rows are locked and checked first, and each kind's
+//! unique constraints make a replay a no-op. Adding a kind is one [`EffectKind`] variant and
+//! one apply function in [`applier`].
+
+mod grant;
+mod refund;
 
 use chrono::{NaiveDateTime, TimeDelta};
 use diesel::prelude::*;
 use serde::Serialize;
 
-use super::events::{kind as event, Journal};
+use super::journal::Journal;
 use super::models::Order;
 use super::schema::*;
 use super::{write_transaction, DbConnection};
-use crate::domain::order::effect;
+use crate::domain::ids::OrderNo;
+use crate::domain::states::{EffectKind, EffectStatus, EventKind};
 use crate::domain::time::serde_ts;
+
+/// Most effects in one batch (well under SQLite's bound-parameter limit).
+pub const MAX_BATCH: usize = 500;
+
+/// What one kind of effect does to the orders whose effect is pending (locked).
+type ApplyFn = fn(&mut DbConnection, &[OrderNo], NaiveDateTime) -> QueryResult<()>;
+
+/// The apply function of each kind.
+fn applier(kind: EffectKind) -> ApplyFn {
+    match kind {
+        EffectKind::Grant => grant::apply,
+        EffectKind::Refund => refund::apply,
+    }
+}
+
+/// Queues effects, due at once (in the transaction that decided them).
+pub fn enqueue(
+    conn: &mut DbConnection,
+    effects: &[(&str, EffectKind)],
+    now: NaiveDateTime,
+) -> QueryResult<()> {
+    if effects.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<_> = effects
+        .iter()
+        .map(|(order_no, kind)| {
+            (
+                effects::order_no.eq(*order_no),
+                effects::kind.eq(*kind),
+                effects::status.eq(EffectStatus::Pending),
+                effects::attempts.eq(0),
+                effects::next_attempt_at.eq(now),
+                effects::created_at.eq(now),
+                effects::updated_at.eq(now),
+            )
+        })
+        .collect();
+    crate::per_backend!(conn, |c| diesel::insert_into(effects::table)
+        .values(&rows)
+        .execute(c))?;
+    Ok(())
+}
+
+/// Applies, in one transaction, the pending `kind` effects of `order_nos` and marks them done,
+/// journaled. Returns the orders whose effect this applied (the others were not pending:
+/// done, dead-lettered or unknown).
+pub fn apply(
+    conn: &mut DbConnection,
+    kind: EffectKind,
+    order_nos: &[OrderNo],
+    now: NaiveDateTime,
+    journal: Journal,
+) -> QueryResult<Vec<OrderNo>> {
+    if order_nos.is_empty() {
+        return Ok(Vec::new());
+    }
+    write_transaction(conn, |conn| {
+        let mine = lock_pending(conn, order_nos, kind)?;
+        if mine.is_empty() {
+            return Ok(Vec::new());
+        }
+        applier(kind)(conn, &mine, now)?;
+        let numbers: Vec<&str> = mine.iter().map(OrderNo::as_str).collect();
+        mark_done(conn, &numbers, kind, now)?;
+        if journal.enabled {
+            let orders = super::orders::find_orders(conn, &numbers)?;
+            let events: Vec<(EventKind, &Order)> =
+                orders.iter().map(|o| (kind.done_event(), o)).collect();
+            journal.record_all(conn, &events, now)?;
+        }
+        Ok(mine)
+    })
+}
+
+/// Locks the `kind` effects of `order_nos` through the (order_no, kind) index and returns the
+/// orders whose effect is pending (not filtered on `status` in SQL, so the planner keeps to
+/// that index: the partial index of pending effects is full of dead entries in a burst).
+fn lock_pending(
+    conn: &mut DbConnection,
+    order_nos: &[OrderNo],
+    kind: EffectKind,
+) -> QueryResult<Vec<OrderNo>> {
+    let query = effects::table
+        .filter(effects::order_no.eq_any(order_nos))
+        .filter(effects::kind.eq(kind))
+        .select((effects::order_no, effects::status));
+    let rows: Vec<(OrderNo, EffectStatus)> = match conn {
+        DbConnection::Postgresql(c) => query.for_update().load(c)?,
+        DbConnection::Sqlite(c) => query.load(c)?,
+    };
+    Ok(rows
+        .into_iter()
+        .filter(|(_, status)| *status == EffectStatus::Pending)
+        .map(|(no, _)| no)
+        .collect())
+}
 
 #[derive(Debug, Clone, Queryable, Selectable, Serialize)]
 #[diesel(table_name = effects)]
 pub struct EffectRow {
     pub id: i64,
-    pub order_no: String,
-    pub kind: String,
-    pub status: String,
+    pub order_no: OrderNo,
+    pub kind: EffectKind,
+    pub status: EffectStatus,
     pub attempts: i32,
     pub last_error: Option<String>,
     #[serde(with = "serde_ts")]
@@ -64,18 +169,18 @@ impl RetryPolicy {
     }
 }
 
-/// Applies the `kind` effect of `order_no` once — a batch of one
-/// ([`super::batch::apply_effects`]); on failure records the attempt. With `journal` on, the
+/// Applies the `kind` effect of `order_no` once — a batch of one ([`apply`]); on failure
+/// records the attempt. With `journal` on, the
 /// same transaction writes the `granted` / `refunded` (or `dead_lettered`) event.
 pub fn attempt(
     conn: &mut DbConnection,
     order_no: &str,
-    kind: &str,
+    kind: EffectKind,
     policy: RetryPolicy,
     now: NaiveDateTime,
     journal: Journal,
 ) -> QueryResult<Attempt> {
-    match super::batch::apply_effects(conn, kind, &[order_no.to_string()], now, journal) {
+    match apply(conn, kind, &[OrderNo::from(order_no)], now, journal) {
         // Empty when the effect is not pending (done, dead-lettered, or unknown).
         Ok(applied) if applied.is_empty() => Ok(Attempt::AlreadySettled),
         Ok(_) => Ok(Attempt::Applied),
@@ -84,10 +189,10 @@ pub fn attempt(
 }
 
 /// Marks the `kind` effects of `order_nos` done (one more attempt, no error).
-pub fn mark_done(
+fn mark_done(
     conn: &mut DbConnection,
     order_nos: &[&str],
-    kind: &str,
+    kind: EffectKind,
     now: NaiveDateTime,
 ) -> QueryResult<usize> {
     diesel::update(
@@ -96,7 +201,7 @@ pub fn mark_done(
             .filter(effects::kind.eq(kind)),
     )
     .set((
-        effects::status.eq(effect::DONE),
+        effects::status.eq(EffectStatus::Done),
         effects::attempts.eq(effects::attempts + 1),
         effects::last_error.eq(None::<String>),
         effects::updated_at.eq(now),
@@ -107,7 +212,7 @@ pub fn mark_done(
 fn record_failure(
     conn: &mut DbConnection,
     order_no: &str,
-    kind: &str,
+    kind: EffectKind,
     error: &str,
     policy: RetryPolicy,
     now: NaiveDateTime,
@@ -117,7 +222,7 @@ fn record_failure(
         let attempts: Option<i32> = effects::table
             .filter(effects::order_no.eq(order_no))
             .filter(effects::kind.eq(kind))
-            .filter(effects::status.eq(effect::PENDING))
+            .filter(effects::status.eq(EffectStatus::Pending))
             .select(effects::attempts)
             .first(conn)
             .optional()?;
@@ -137,16 +242,16 @@ fn record_failure(
             effects::attempts.eq(attempts),
             effects::last_error.eq(error),
             effects::status.eq(if dead {
-                effect::DEAD_LETTERED
+                EffectStatus::DeadLettered
             } else {
-                effect::PENDING
+                EffectStatus::Pending
             }),
             effects::next_attempt_at.eq(next),
             effects::updated_at.eq(now),
         ))
         .execute(conn)?;
         if dead {
-            journal.record_of(conn, event::DEAD_LETTERED, order_no, now)?;
+            journal.record_of(conn, EventKind::DeadLettered, order_no, now)?;
         }
         Ok(if dead {
             Attempt::DeadLettered(error.to_string())
@@ -159,7 +264,7 @@ fn record_failure(
 /// Every pending effect, oldest first: replayed at start.
 pub fn pending(conn: &mut DbConnection) -> QueryResult<Vec<EffectRow>> {
     effects::table
-        .filter(effects::status.eq(effect::PENDING))
+        .filter(effects::status.eq(EffectStatus::Pending))
         .order(effects::id)
         .select(EffectRow::as_select())
         .load(conn)
@@ -173,7 +278,7 @@ pub fn overdue(
     limit: i64,
 ) -> QueryResult<Vec<EffectRow>> {
     effects::table
-        .filter(effects::status.eq(effect::PENDING))
+        .filter(effects::status.eq(EffectStatus::Pending))
         .filter(effects::next_attempt_at.lt(before))
         .order(effects::next_attempt_at)
         .limit(limit)
@@ -192,13 +297,13 @@ pub fn of_order(conn: &mut DbConnection, order_no: &str) -> QueryResult<Vec<Effe
 /// A page of effects, newest first, optionally of one status.
 pub fn page(
     conn: &mut DbConnection,
-    status: Option<&str>,
+    status: Option<EffectStatus>,
     after: Option<i64>,
     limit: i64,
 ) -> QueryResult<Vec<EffectRow>> {
     let mut query = effects::table.select(EffectRow::as_select()).into_boxed();
     if let Some(status) = status {
-        query = query.filter(effects::status.eq(status.to_string()));
+        query = query.filter(effects::status.eq(status));
     }
     if let Some(after) = after {
         query = query.filter(effects::id.lt(after));
@@ -215,10 +320,10 @@ pub fn retry(
     let updated = diesel::update(
         effects::table
             .find(id)
-            .filter(effects::status.eq(effect::DEAD_LETTERED)),
+            .filter(effects::status.eq(EffectStatus::DeadLettered)),
     )
     .set((
-        effects::status.eq(effect::PENDING),
+        effects::status.eq(EffectStatus::Pending),
         effects::attempts.eq(0),
         effects::next_attempt_at.eq(now),
         effects::updated_at.eq(now),
@@ -244,14 +349,14 @@ pub struct EffectWithOrder {
 
 /// How many effects are pending and dead-lettered.
 pub fn backlog(conn: &mut DbConnection) -> QueryResult<(i64, i64)> {
-    let count = |conn: &mut DbConnection, status: &str| {
+    let count = |conn: &mut DbConnection, status: EffectStatus| {
         effects::table
-            .filter(effects::status.eq(status.to_string()))
+            .filter(effects::status.eq(status))
             .count()
             .get_result::<i64>(conn)
     };
     Ok((
-        count(conn, effect::PENDING)?,
-        count(conn, effect::DEAD_LETTERED)?,
+        count(conn, EffectStatus::Pending)?,
+        count(conn, EffectStatus::DeadLettered)?,
     ))
 }

@@ -5,10 +5,12 @@
 
 use sha2::{Digest, Sha256};
 
-use super::AppState;
+use std::sync::Arc;
+
+use super::{now_ms, RedisLink};
 use crate::db::idempotency::{Claim, RETENTION_SECS};
+use crate::domain::ids::UserId;
 use crate::error::ApiError;
-use crate::redis_link::now_ms;
 
 /// The rate limit's window.
 const WINDOW_MS: i64 = 60_000;
@@ -29,14 +31,17 @@ return {1, 0}
 
 /// Counts one order request of `user_id`; over `limits.orders_per_user_per_minute` in the
 /// last 60 s it is 429 `rate_limited` with the seconds until a slot frees.
-pub async fn rate_limit(state: &AppState, user_id: i64) -> Result<(), ApiError> {
-    let Some(link) = state.engine.core.redis.clone() else {
+pub async fn rate_limit(
+    link: Option<Arc<RedisLink>>,
+    limit: u32,
+    user_id: UserId,
+) -> Result<(), ApiError> {
+    let Some(link) = link else {
         return Ok(());
     };
     if !link.available() {
         return Ok(());
     }
-    let limit = state.settings.limits.orders_per_user_per_minute;
     let key = link.key(&format!("rate:{user_id}"));
     let verdict = actix_web::web::block(move || {
         let now = now_ms();
@@ -70,22 +75,21 @@ pub async fn rate_limit(state: &AppState, user_id: i64) -> Result<(), ApiError> 
     }
 }
 
-fn idempotency_record(state: &AppState, user_id: i64, key: &str) -> Option<String> {
-    let link = state.engine.core.redis.as_ref()?;
+fn idempotency_record(link: &RedisLink, user_id: UserId, key: &str) -> String {
     let digest = hex::encode(Sha256::digest(key.as_bytes()));
-    Some(link.key(&format!("idem:{user_id}:{digest}")))
+    link.key(&format!("idem:{user_id}:{digest}"))
 }
 
 /// The stored first response for `key`, from Redis: a replay (same body) or `Reused`. `None`
 /// when Redis does not have it (or is down): the database decides.
 pub async fn cached_response(
-    state: &AppState,
-    user_id: i64,
+    link: Option<Arc<RedisLink>>,
+    user_id: UserId,
     key: &str,
     request_hash: &str,
 ) -> Option<Claim> {
-    let record = idempotency_record(state, user_id, key)?;
-    let link = state.engine.core.redis.clone()?;
+    let link = link?;
+    let record = idempotency_record(&link, user_id, key);
     if !link.available() {
         return None;
     }
@@ -115,19 +119,17 @@ pub async fn cached_response(
 /// minute before the database's record does, so Redis never answers for a key the database
 /// has let go.
 pub fn remember_response(
-    state: &AppState,
-    user_id: i64,
+    link: Option<Arc<RedisLink>>,
+    user_id: UserId,
     key: &str,
     request_hash: &str,
     status: u16,
     body: &str,
 ) {
-    let (Some(record), Some(link)) = (
-        idempotency_record(state, user_id, key),
-        state.engine.core.redis.clone(),
-    ) else {
+    let Some(link) = link else {
         return;
     };
+    let record = idempotency_record(&link, user_id, key);
     if !link.available() {
         return;
     }

@@ -18,10 +18,10 @@ use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::{Commands, RedisError, RedisResult};
 use serde_json::{json, Value};
 
-use crate::db::events::{self, EventRow};
+use super::{is_connection_error, RedisLink};
+use crate::db::journal::{self as events, EventRow};
 use crate::db::{DbConnection, DbPool};
 use crate::domain::time;
-use crate::redis_link::{is_connection_error, RedisLink};
 
 /// Events published per Redis round trip.
 const BATCH: i64 = 500;
@@ -196,9 +196,9 @@ fn publish(
             .arg("event_id")
             .arg(row.id)
             .arg("kind")
-            .arg(&row.kind)
+            .arg(row.kind.as_str())
             .arg("order_no")
-            .arg(&row.order_no)
+            .arg(row.order_no.as_str())
             .arg("at")
             .arg(time::format(&row.at))
             .arg("data")

@@ -1,7 +1,8 @@
-//! The order-event outbox. When Redis is configured, every transaction that changes an order or
-//! applies one of its effects also writes an event row here; the publisher
-//! ([`crate::events`]) appends committed rows to the Redis stream and then deletes them. So an
-//! event exists iff its change committed, and none is lost while Redis is away.
+//! The order-event journal (an outbox of events). When Redis is configured, every transaction
+//! that changes an order or applies one of its effects also writes an event row here; the
+//! publisher ([`crate::redis::publisher`]) appends committed rows to the Redis stream and then
+//! deletes them. So an event exists iff its change committed, and none is lost while Redis is
+//! away.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -10,18 +11,8 @@ use super::models::Order;
 use super::orders::find_order;
 use super::schema::order_events;
 use super::DbConnection;
-
-/// Event kinds, as the stream's `kind` field spells them.
-pub mod kind {
-    pub const PLACED: &str = "placed";
-    pub const PAID: &str = "paid";
-    pub const FAILED: &str = "failed";
-    pub const CANCELLED: &str = "cancelled";
-    pub const GRANTED: &str = "granted";
-    pub const REFUNDED: &str = "refunded";
-    pub const LATE_PAYMENT: &str = "late_payment";
-    pub const DEAD_LETTERED: &str = "dead_lettered";
-}
+use crate::domain::ids::OrderNo;
+use crate::domain::states::EventKind;
 
 /// Whether transactions write order events (Redis is configured).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -37,23 +28,37 @@ impl Journal {
     pub fn record(
         self,
         conn: &mut DbConnection,
-        kind: &str,
+        kind: EventKind,
         order: &Order,
         at: NaiveDateTime,
     ) -> QueryResult<()> {
-        if !self.enabled {
+        self.record_all(conn, &[(kind, order)], at)
+    }
+
+    /// Writes events, in this order (ids ascend with it), in one statement.
+    pub fn record_all(
+        self,
+        conn: &mut DbConnection,
+        events: &[(EventKind, &Order)],
+        at: NaiveDateTime,
+    ) -> QueryResult<()> {
+        if !self.enabled || events.is_empty() {
             return Ok(());
         }
-        let data = serde_json::to_string(order)
-            .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
-        diesel::insert_into(order_events::table)
-            .values((
-                order_events::order_no.eq(&order.order_no),
-                order_events::kind.eq(kind),
+        let mut rows = Vec::with_capacity(events.len());
+        for (kind, order) in events {
+            let data = serde_json::to_string(order)
+                .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
+            rows.push((
+                order_events::order_no.eq(order.order_no.as_str()),
+                order_events::kind.eq(*kind),
                 order_events::at.eq(at),
                 order_events::data.eq(data),
-            ))
-            .execute(conn)?;
+            ));
+        }
+        crate::per_backend!(conn, |c| diesel::insert_into(order_events::table)
+            .values(&rows)
+            .execute(c))?;
         Ok(())
     }
 
@@ -61,7 +66,7 @@ impl Journal {
     pub fn record_of(
         self,
         conn: &mut DbConnection,
-        kind: &str,
+        kind: EventKind,
         order_no: &str,
         at: NaiveDateTime,
     ) -> QueryResult<()> {
@@ -80,8 +85,8 @@ impl Journal {
 #[diesel(table_name = order_events)]
 pub struct EventRow {
     pub id: i64,
-    pub order_no: String,
-    pub kind: String,
+    pub order_no: OrderNo,
+    pub kind: EventKind,
     pub at: NaiveDateTime,
     pub data: String,
 }

@@ -1,0 +1,88 @@
+//! The refund effect of an order closed unpaid: one `refund` ledger row and its points back
+//! on the user. A refund row already there (unique (order_no, kind)) is skipped, and so are
+//! its points, so a replay is a no-op.
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::db::schema::*;
+use crate::db::{lock_users, sorted_unique, DbConnection, UserLock};
+use crate::domain::ids::OrderNo;
+use crate::domain::states::LedgerKind;
+use crate::per_backend;
+
+/// The refunds of `mine` (orders with a pending refund, locked).
+pub fn apply(conn: &mut DbConnection, mine: &[OrderNo], now: NaiveDateTime) -> QueryResult<()> {
+    let spent: Vec<(OrderNo, i64, i64)> = orders::table
+        .filter(orders::order_no.eq_any(mine))
+        .select((orders::order_no, orders::user_id, orders::points_used))
+        .load(conn)?;
+    // Lock the users first, in id order: the ledger insert below takes key-share locks on
+    // them (its foreign key) in its own order, which would deadlock with a concurrent batch.
+    let users_touched = sorted_unique(
+        spent
+            .iter()
+            .filter(|(_, _, points)| *points > 0)
+            .map(|(_, user, _)| *user),
+    );
+    lock_users(conn, &users_touched, UserLock::Update)?;
+    let rows: Vec<_> = spent
+        .iter()
+        .filter(|(_, _, points)| *points > 0)
+        .map(|(no, user, points)| {
+            (
+                points_ledger::user_id.eq(*user),
+                points_ledger::order_no.eq(no.as_str()),
+                points_ledger::kind.eq(LedgerKind::Refund),
+                points_ledger::delta.eq(*points),
+                points_ledger::created_at.eq(now),
+            )
+        })
+        .collect();
+    // A refund row already there (a replay) is skipped, and so are its points.
+    let inserted: Vec<OrderNo> = if rows.is_empty() {
+        Vec::new()
+    } else {
+        per_backend!(conn, |c| diesel::insert_into(points_ledger::table)
+            .values(&rows)
+            .on_conflict_do_nothing()
+            .returning(points_ledger::order_no)
+            .get_results(c))?
+    };
+    let mut per_user: BTreeMap<i64, i64> = BTreeMap::new();
+    for (no, user, points) in &spent {
+        if inserted.contains(no) {
+            *per_user.entry(*user).or_default() += points;
+        }
+    }
+    add_points(conn, per_user)?;
+    Ok(())
+}
+
+/// Adds points to users (locked first by [`lock_users`]): one statement on PostgreSQL, one per
+/// user on SQLite (in-process, no round trips).
+fn add_points(conn: &mut DbConnection, per_user: BTreeMap<i64, i64>) -> QueryResult<()> {
+    use diesel::sql_types::{Array, BigInt};
+    match conn {
+        DbConnection::Postgresql(pg) => {
+            let (ids, deltas): (Vec<i64>, Vec<i64>) = per_user.into_iter().unzip();
+            diesel::sql_query(
+                "UPDATE users SET points = users.points + d.delta \
+                 FROM unnest($1::bigint[], $2::bigint[]) AS d(id, delta) WHERE users.id = d.id",
+            )
+            .bind::<Array<BigInt>, _>(ids)
+            .bind::<Array<BigInt>, _>(deltas)
+            .execute(pg)?;
+        }
+        DbConnection::Sqlite(_) => {
+            for (user, points) in per_user {
+                diesel::update(users::table.find(user))
+                    .set(users::points.eq(users::points + points))
+                    .execute(conn)?;
+            }
+        }
+    }
+    Ok(())
+}

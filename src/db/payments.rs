@@ -1,0 +1,54 @@
+//! Stored payment events: every callback the engine decided (`payment_events`, written by the
+//! transition), and the late and double payments admins must refund.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::*;
+use super::DbConnection;
+use crate::domain::ids::OrderNo;
+use crate::domain::states::PaymentOutcome;
+
+/// A success that arrived for an order that could not take it: money to give back.
+#[derive(Debug, Clone, Queryable, serde::Serialize)]
+pub struct LatePayment {
+    pub id: i64,
+    pub order_no: OrderNo,
+    pub trade_no: String,
+    pub amount_cents: i64,
+    #[serde(with = "crate::domain::time::serde_ts_opt")]
+    pub provider_paid_at: Option<NaiveDateTime>,
+    #[serde(with = "crate::domain::time::serde_ts")]
+    pub received_at: NaiveDateTime,
+    pub reason: PaymentOutcome,
+}
+
+/// Late and double payments, newest first.
+pub fn late_payments(
+    conn: &mut DbConnection,
+    after: Option<i64>,
+    limit: i64,
+) -> QueryResult<Vec<LatePayment>> {
+    let mut query = payment_events::table
+        .filter(
+            payment_events::outcome
+                .eq_any([PaymentOutcome::LatePayment, PaymentOutcome::DoublePayment]),
+        )
+        .select((
+            payment_events::id,
+            payment_events::order_no,
+            payment_events::trade_no,
+            payment_events::amount_cents,
+            payment_events::provider_paid_at,
+            payment_events::received_at,
+            payment_events::outcome,
+        ))
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(payment_events::id.lt(after));
+    }
+    query
+        .order(payment_events::id.desc())
+        .limit(limit)
+        .load(conn)
+}
