@@ -270,11 +270,17 @@ pub fn mixed(ctx: &Ctx) -> Result<Report, String> {
         ),
         "ms",
     );
-    r.add_dist(
-        "callback_send_lag",
-        dist(acknowledged.iter().map(|c| c.lag_ms).collect()),
-        "ms",
-    );
+    let lag = dist(acknowledged.iter().map(|c| c.lag_ms).collect());
+    r.add_dist("callback_send_lag", lag, "ms");
+    // Slow callbacks tie up the provider threads: past a point the callbacks go out late, the
+    // load is no longer the one asked for, and some miss their deadlines.
+    if let Some(lag) = lag.filter(|d| d.p99 > 1000.0) {
+        r.note(format!(
+            "the provider threads fell behind (callback send lag p99 {:.0} ms): raise \
+             --callback-clients for the callbacks to go out on time",
+            lag.p99
+        ));
+    }
     record_errors(&mut r, "callback", &errors);
 
     // What the answers imply: a callback acknowledged before the deadline decided the order
