@@ -398,6 +398,23 @@ struct Placements {
 }
 
 impl Placements {
+    /// Adds the placement figures every scenario reports: how many, the rate over the whole
+    /// phase, and the latency distribution.
+    fn report(&self, r: &mut Report) {
+        let wall = self.wall.as_secs_f64();
+        r.add("orders_placed", self.orders.len() as f64, "");
+        r.add(
+            "place_throughput",
+            self.orders.len() as f64 / wall,
+            "orders/s",
+        );
+        r.add_dist(
+            "place_latency",
+            dist(self.latencies_from(Duration::ZERO)),
+            "ms",
+        );
+    }
+
     /// Latencies of the placements answered at or after `from` (since the first was sent).
     fn latencies_from(&self, from: Duration) -> Vec<f64> {
         self.orders
@@ -553,13 +570,7 @@ fn place(ctx: &Ctx) -> Result<Report, String> {
     );
     let wall = p.wall.as_secs_f64();
     r.add("clients", ctx.args.clients as f64, "");
-    r.add("orders_placed", p.orders.len() as f64, "");
-    r.add("place_throughput", p.orders.len() as f64 / wall, "orders/s");
-    r.add_dist(
-        "place_latency",
-        dist(p.latencies_from(Duration::ZERO)),
-        "ms",
-    );
+    p.report(&mut r);
     add_cpu(
         &mut r,
         "place",

@@ -211,13 +211,7 @@ pub fn mixed(ctx: &Ctx) -> Result<Report, String> {
     // answered at about 0 s, so their deadlines pass at about `timeout`), while callbacks and
     // timeouts run alongside.
     let wall = p.wall.as_secs_f64();
-    r.add("orders_placed", p.orders.len() as f64, "");
-    r.add("place_throughput", p.orders.len() as f64 / wall, "orders/s");
-    r.add_dist(
-        "place_latency",
-        dist(p.latencies_from(Duration::ZERO)),
-        "ms",
-    );
+    p.report(&mut r);
     let expiring = p.latencies_from(timeout);
     if p.wall > timeout {
         let window = (p.wall - timeout).as_secs_f64();
