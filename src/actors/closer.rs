@@ -2,7 +2,7 @@
 //! an overdue order with no actor) asks the closer to close the order; the closer runs the
 //! requests that arrived together as one batch of the one transition path
 //! ([`crate::db::transitions::apply_batch`], each a `Command::Timeout`), at most [`PARALLEL`]
-//! batches at a time. A lone timer is a batch of one, started at once (no added delay); when
+//! batches at a time (one on SQLite). A lone timer is a batch of one, started at once (no added delay); when
 //! deadlines bunch up, the requests that queue while a batch runs form the next one. The
 //! closer hands what committed to the after-commit step and answers each order.
 
@@ -12,13 +12,15 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::{Committed, Core, MAILBOX_CAPACITY};
+use crate::config::DatabaseUrl;
 use crate::db::outbox::MAX_BATCH;
 use crate::db::transitions::{apply_batch, Request};
 use crate::domain::order::{Command, OutcomeKind};
 use crate::domain::time;
 use crate::error::ApiError;
 
-/// Batches in flight at once.
+/// Batches in flight at once on PostgreSQL; on SQLite one (it has one writer: a second batch
+/// would only queue for it, while the timeouts arriving meanwhile join the next batch).
 const PARALLEL: usize = 2;
 /// Longest wait for a pooled connection.
 const CONNECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -45,19 +47,25 @@ pub struct Closer {
     core: Arc<Core>,
     queue: Vec<Waiting>,
     running: usize,
+    parallel: usize,
 }
 
 impl Closer {
     pub fn new(core: Arc<Core>) -> Self {
+        let parallel = match core.settings.database.url {
+            DatabaseUrl::Sqlite(_) => 1,
+            _ => PARALLEL,
+        };
         Self {
             core,
             queue: Vec::new(),
             running: 0,
+            parallel,
         }
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        while self.running < PARALLEL && !self.queue.is_empty() {
+        while self.running < self.parallel && !self.queue.is_empty() {
             let take = self.queue.len().min(MAX_BATCH);
             let batch: Vec<Waiting> = self.queue.drain(..take).collect();
             let requests: Vec<Request> = batch

@@ -19,6 +19,7 @@ pub mod outbox;
 pub mod payments;
 pub mod schema;
 pub mod transitions;
+pub mod writer;
 
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ use diesel::{Connection, PgConnection, QueryResult, RunQueryDsl, SqliteConnectio
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use crate::config::{DatabaseSettings, DatabaseUrl};
+use writer::Turn;
 
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgresql");
@@ -76,7 +78,8 @@ impl ConnectionManager {
                 let mut conn = PgConnection::establish(url)?;
                 // Diesel binds every value and caches prepared statements; a generic plan made
                 // while a table was small (or ignorant of which status is bound) can scan a
-                // whole index per placement. Custom plans cost a short planning each time.
+                // whole index per placement. Custom plans cost a short planning each time
+                // (work found by key opts out: [`keyed_transaction`]).
                 conn.batch_execute("SET plan_cache_mode = force_custom_plan")
                     .map_err(diesel::r2d2::Error::QueryError)?;
                 Ok(DbConnection::Postgresql(conn))
@@ -169,17 +172,60 @@ pub fn migrate(conn: &mut DbConnection) -> Result<(), DbSetupError> {
     }
 }
 
+/// How a [`keyed_transaction`] has PostgreSQL plan its statements (`SET LOCAL`: until it ends).
+const KEYED_PLANS: &str = "SET LOCAL plan_cache_mode = force_generic_plan; \
+     SET LOCAL enable_seqscan = off";
+
+/// [`write_transaction`] for work whose every statement finds its rows by key (the
+/// transitions). On PostgreSQL its statements, and the foreign-key checks PostgreSQL runs
+/// inside them, use each connection's one cached generic plan, made with index scans only,
+/// instead of being planned at every execution as the connection's `force_custom_plan` has
+/// them: a plan found by key is the right one whatever the tables held when it was made, and
+/// re-planning each foreign-key check, row by row, cost a third of PostgreSQL's CPU in a
+/// burst of timeouts (BENCHMARKS.md).
+pub fn keyed_transaction<T, E, F>(conn: &mut DbConnection, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConnection) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
+    transaction(conn, true, Turn::Foreground, f)
+}
+
+/// [`keyed_transaction`] for the effect actors' work: on SQLite it lets the foreground
+/// writers waiting with it go first ([`writer`]).
+pub fn effect_transaction<T, E, F>(conn: &mut DbConnection, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConnection) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
+    transaction(conn, true, Turn::Background, f)
+}
+
 /// Runs `f` in one write transaction. On SQLite it begins with `BEGIN IMMEDIATE`, taking the
-/// write lock up front, so concurrent writers queue on `busy_timeout` instead of failing when a
-/// read lock cannot be upgraded; on PostgreSQL it is a plain transaction.
+/// write lock up front, after waiting for this process's writer turn ([`writer`]); on
+/// PostgreSQL it is a plain transaction, its statements planned for their values.
 pub fn write_transaction<T, E, F>(conn: &mut DbConnection, f: F) -> Result<T, E>
 where
     F: FnOnce(&mut DbConnection) -> Result<T, E>,
     E: From<diesel::result::Error>,
 {
+    transaction(conn, false, Turn::Foreground, f)
+}
+
+fn transaction<T, E, F>(conn: &mut DbConnection, keyed: bool, turn: Turn, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConnection) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
     if let DbConnection::Postgresql(_) = conn {
-        return conn.transaction(f);
+        return conn.transaction(|conn| {
+            if let (DbConnection::Postgresql(pg), true) = (&mut *conn, keyed) {
+                pg.batch_execute(KEYED_PLANS)?;
+            }
+            f(conn)
+        });
     }
+    let _writer = writer::enter(turn);
     on_sqlite(conn, |c| {
         AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")
     })?;

@@ -17,7 +17,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use super::journal::Journal;
 use super::models::{Order, OrderItemRow, OrderRow};
 use super::schema::*;
-use super::{outbox, write_transaction, DbConnection};
+use super::{keyed_transaction, outbox, DbConnection};
 use crate::domain::ids::OrderNo;
 use crate::domain::order::{
     step_batch, Command, CouponStatus, EffectKind, EventKind, OrderStatus, OrderView, OutcomeKind,
@@ -156,7 +156,7 @@ fn apply_once(
     clock: fn() -> NaiveDateTime,
     journal: Journal,
 ) -> Result<Vec<Result<Outcome, ApiError>>, TxError> {
-    write_transaction(conn, |conn| {
+    keyed_transaction(conn, |conn| {
         let numbers = numbers_of(requests);
         // The clock is read once the rows are locked: a placement of the same user that locked
         // one of these orders first has committed, and saw a clock no later than ours.

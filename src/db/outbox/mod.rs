@@ -18,7 +18,7 @@ use serde::Serialize;
 use super::journal::Journal;
 use super::models::Order;
 use super::schema::*;
-use super::{write_transaction, DbConnection};
+use super::{effect_transaction, DbConnection};
 use crate::domain::ids::OrderNo;
 use crate::domain::states::{EffectKind, EffectStatus, EventKind};
 use crate::domain::time::serde_ts;
@@ -79,7 +79,7 @@ pub fn apply(
     if order_nos.is_empty() {
         return Ok(Vec::new());
     }
-    write_transaction(conn, |conn| {
+    effect_transaction(conn, |conn| {
         let mine = lock_pending(conn, order_nos, kind)?;
         if mine.is_empty() {
             return Ok(Vec::new());
@@ -218,7 +218,7 @@ fn record_failure(
     now: NaiveDateTime,
     journal: Journal,
 ) -> QueryResult<Attempt> {
-    write_transaction(conn, |conn| {
+    effect_transaction(conn, |conn| {
         let attempts: Option<i32> = effects::table
             .filter(effects::order_no.eq(order_no))
             .filter(effects::kind.eq(kind))
