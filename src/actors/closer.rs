@@ -2,9 +2,9 @@
 //! an overdue order with no actor) asks the closer to close the order; the closer runs the
 //! requests that arrived together as one batch of the one transition path
 //! ([`crate::db::transitions::apply_batch`], each a `Command::Timeout`), at most [`PARALLEL`]
-//! batches at a time (one on SQLite). A lone timer is a batch of one, started at once (no added delay); when
-//! deadlines bunch up, the requests that queue while a batch runs form the next one. The
-//! closer hands what committed to the after-commit step and answers each order.
+//! batches at a time (one on SQLite). A lone timer is a batch of one, started at once (no
+//! added delay); when deadlines bunch up, the requests that queue while a batch runs form the
+//! next one. The closer hands what committed to the after-commit step and answers each order.
 
 use std::sync::Arc;
 
