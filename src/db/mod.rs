@@ -219,8 +219,8 @@ where
 {
     if let DbConnection::Postgresql(_) = conn {
         return conn.transaction(|conn| {
-            if let (DbConnection::Postgresql(pg), true) = (&mut *conn, keyed) {
-                pg.batch_execute(KEYED_PLANS)?;
+            if keyed {
+                conn.batch_execute(KEYED_PLANS)?;
             }
             f(conn)
         });

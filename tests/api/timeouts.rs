@@ -224,6 +224,19 @@ fn trickle_from(rest: &mut std::collections::VecDeque<u8>) -> impl FnMut(&mut Co
     }
 }
 
+/// Sends `request` one byte at a time and asserts the 408 comes on time and the connection
+/// is closed.
+#[track_caller]
+fn trickle_until_408(conn: &mut Conn, request: &[u8], what: &str) {
+    let mut rest: std::collections::VecDeque<u8> = request.iter().copied().collect();
+    let first = rest.pop_front().unwrap();
+    conn.send(&[first]).unwrap();
+    let response = conn.response(Instant::now() + TIMEOUT + SLACK, trickle_from(&mut rest));
+    response.assert_request_timeout(what);
+    assert_on_time(conn, &response, what);
+    conn.assert_closed_by(Instant::now() + SLACK);
+}
+
 /// Asserts the 408 came no earlier than the timeout after the request's first byte, and not
 /// much later.
 #[track_caller]
@@ -282,13 +295,7 @@ fn a_slow_head_gets_408_on_any_request_of_a_connection() {
         let request = head("GET", "/healthz", &[("X-Padding", "p".repeat(40))]);
         // The first request of a connection, one byte at a time.
         let mut conn = Conn::open(app);
-        let mut rest: std::collections::VecDeque<u8> = request.iter().copied().collect();
-        let first = rest.pop_front().unwrap();
-        conn.send(&[first]).unwrap();
-        let response = conn.response(Instant::now() + TIMEOUT + SLACK, trickle_from(&mut rest));
-        response.assert_request_timeout("first request");
-        assert_on_time(&conn, &response, "first request");
-        conn.assert_closed_by(Instant::now() + SLACK);
+        trickle_until_408(&mut conn, &request, "first request");
 
         // A later request on a kept-alive connection: the first is answered at once, the
         // second's head comes one byte at a time.
@@ -301,13 +308,7 @@ fn a_slow_head_gets_408_on_any_request_of_a_connection() {
             "{ok:?}"
         );
         conn.first_byte_at = None;
-        let mut rest: std::collections::VecDeque<u8> = request.iter().copied().collect();
-        let first = rest.pop_front().unwrap();
-        conn.send(&[first]).unwrap();
-        let response = conn.response(Instant::now() + TIMEOUT + SLACK, trickle_from(&mut rest));
-        response.assert_request_timeout("second request");
-        assert_on_time(&conn, &response, "second request");
-        conn.assert_closed_by(Instant::now() + SLACK);
+        trickle_until_408(&mut conn, &request, "second request");
     });
 }
 
