@@ -172,8 +172,9 @@ pub fn migrate(conn: &mut DbConnection) -> Result<(), DbSetupError> {
     }
 }
 
-/// How a [`keyed_transaction`] has PostgreSQL plan its statements (`SET LOCAL`: until it ends).
-const KEYED_PLANS: &str = "SET LOCAL plan_cache_mode = force_generic_plan; \
+/// How a [`keyed_transaction`] begins on PostgreSQL: its planner settings (`SET LOCAL`: until
+/// it ends) travel in the same simple query as `BEGIN`, so they cost no round trip of their own.
+const KEYED_BEGIN: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; \
      SET LOCAL enable_seqscan = off";
 
 /// [`write_transaction`] for work whose every statement finds its rows by key (the
@@ -217,40 +218,45 @@ where
     F: FnOnce(&mut DbConnection) -> Result<T, E>,
     E: From<diesel::result::Error>,
 {
-    if let DbConnection::Postgresql(_) = conn {
-        return conn.transaction(|conn| {
-            if keyed {
-                conn.batch_execute(KEYED_PLANS)?;
-            }
-            f(conn)
-        });
-    }
-    let _writer = writer::enter(turn);
-    on_sqlite(conn, |c| {
-        AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")
-    })?;
+    let (_writer, begin) = match conn {
+        DbConnection::Postgresql(_) => (None, if keyed { KEYED_BEGIN } else { "BEGIN" }),
+        DbConnection::Sqlite(_) => (Some(writer::enter(turn)), "BEGIN IMMEDIATE"),
+    };
+    // As Diesel's own `transaction` does (a failed COMMIT rolls back inside it).
+    manage(conn, Manage::Begin(begin))?;
     match f(conn) {
-        Ok(value) => match on_sqlite(conn, AnsiTransactionManager::commit_transaction) {
-            Ok(()) => Ok(value),
-            Err(commit_error) => {
-                let _ = on_sqlite(conn, AnsiTransactionManager::rollback_transaction);
-                Err(commit_error.into())
-            }
-        },
-        Err(error) => {
-            on_sqlite(conn, AnsiTransactionManager::rollback_transaction)?;
-            Err(error)
+        Ok(value) => {
+            manage(conn, Manage::Commit)?;
+            Ok(value)
         }
+        Err(error) => match manage(conn, Manage::Rollback) {
+            Ok(()) | Err(diesel::result::Error::BrokenTransactionManager) => Err(error),
+            Err(rollback_error) => Err(rollback_error.into()),
+        },
     }
 }
 
-fn on_sqlite(
-    conn: &mut DbConnection,
-    op: impl FnOnce(&mut SqliteConnection) -> diesel::QueryResult<()>,
-) -> diesel::QueryResult<()> {
+/// A step of [`transaction`]'s own transaction management, for Diesel's manager to keep count.
+enum Manage<'a> {
+    Begin(&'a str),
+    Commit,
+    Rollback,
+}
+
+fn manage(conn: &mut DbConnection, step: Manage) -> QueryResult<()> {
+    fn on<C: Connection<TransactionManager = AnsiTransactionManager>>(
+        c: &mut C,
+        step: Manage,
+    ) -> QueryResult<()> {
+        match step {
+            Manage::Begin(sql) => AnsiTransactionManager::begin_transaction_sql(c, sql),
+            Manage::Commit => AnsiTransactionManager::commit_transaction(c),
+            Manage::Rollback => AnsiTransactionManager::rollback_transaction(c),
+        }
+    }
     match conn {
-        DbConnection::Sqlite(sqlite) => op(sqlite),
-        DbConnection::Postgresql(_) => Ok(()),
+        DbConnection::Postgresql(pg) => on(pg, step),
+        DbConnection::Sqlite(sqlite) => on(sqlite, step),
     }
 }
 
