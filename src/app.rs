@@ -3,7 +3,7 @@
 use std::future::ready;
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_http::error::DispatchError;
 use actix_http::{Extensions, HttpService, KeepAlive, Protocol};
@@ -93,11 +93,24 @@ impl Application {
                     .default_service(web::to(http::route_not_found))
                     .wrap_fn(move |req, service| {
                         let clock = request_timeout::enter(&req, timeout);
+                        let started = Instant::now();
+                        let method = req.method().clone();
+                        let metrics = req
+                            .app_data::<web::Data<AppState>>()
+                            .map(|state| state.engine.core.clone());
                         let response = service.call(req);
                         async move {
                             let response = response.await;
                             if let Some(clock) = clock {
                                 clock.answered();
+                            }
+                            if let (Some(core), Ok(response)) = (metrics, &response) {
+                                core.metrics.request(
+                                    method.as_str(),
+                                    response.request().match_pattern().as_deref(),
+                                    response.status().as_u16(),
+                                    started.elapsed().as_secs_f64(),
+                                );
                             }
                             response
                         }

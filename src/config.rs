@@ -39,6 +39,7 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub effects: EffectSettings,
     pub limits: LimitSettings,
+    pub metrics: MetricsSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -135,6 +136,12 @@ pub struct AuthSettings {
 pub struct AdminSettings {
     /// Bearer token of the admin API.
     pub token: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsSettings {
+    /// Bearer token `GET /metrics` requires; `None` (empty): no auth.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -242,9 +249,9 @@ impl Layers {
     }
 }
 
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "server", "database", "redis", "cluster", "orders", "pricing", "payment", "auth", "admin",
-    "effects", "limits",
+    "effects", "limits", "metrics",
 ];
 
 impl Settings {
@@ -416,6 +423,9 @@ impl Settings {
                     1,
                     1_000_000,
                 )? as u32,
+            },
+            metrics: MetricsSettings {
+                token: Some(l.string("metrics", "token", "")?).filter(|t| !t.trim().is_empty()),
             },
         };
         if let Some(err) = layers.first_unknown() {

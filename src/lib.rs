@@ -16,5 +16,6 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod redis;
 pub mod seed;

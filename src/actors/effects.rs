@@ -18,6 +18,7 @@ use crate::db::outbox::{self, Attempt, RetryPolicy, MAX_BATCH};
 use crate::domain::ids::OrderNo;
 use crate::domain::states::EffectKind;
 use crate::domain::time;
+use crate::metrics::EffectResult;
 
 /// Threads of each effect actor.
 const WORKERS_PER_KIND: usize = 2;
@@ -184,6 +185,8 @@ impl EffectDispatcher {
                     actor.batches(kind).in_flight -= 1;
                     match result {
                         Ok(Ok(applied)) => {
+                            let done = applied.len() as u64;
+                            actor.core.metrics.effects(kind, EffectResult::Done, done);
                             if applied.len() <= 8 && !applied.is_empty() {
                                 log::info!("order {}: {kind} applied", applied.join(", "));
                             } else if !applied.is_empty() {
@@ -291,6 +294,15 @@ impl Handler<Attempted> for EffectDispatcher {
 
     fn handle(&mut self, Attempted { msg, result }: Attempted, ctx: &mut Context<Self>) {
         self.in_flight.remove(&(msg.order_no.clone(), msg.kind));
+        let counted = match &result {
+            Ok(Ok(Attempt::Applied)) => Some(EffectResult::Done),
+            Ok(Ok(Attempt::AlreadySettled)) => None,
+            Ok(Ok(Attempt::DeadLettered(_))) => Some(EffectResult::DeadLettered),
+            Ok(Ok(Attempt::RetryAfter(_)) | Err(_)) | Err(_) => Some(EffectResult::Retried),
+        };
+        if let Some(counted) = counted {
+            self.core.metrics.effects(msg.kind, counted, 1);
+        }
         let retry = match result {
             Ok(Ok(Attempt::Applied)) => {
                 log::info!("order {}: {} applied", msg.order_no, msg.kind);

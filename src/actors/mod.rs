@@ -19,7 +19,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actix::prelude::*;
-use chrono::NaiveDateTime;
+use chrono::{NaiveDateTime, TimeDelta};
 use serde::Serialize;
 
 use crate::config::Settings;
@@ -27,10 +27,11 @@ use crate::db::journal::Journal;
 use crate::db::transitions::{self, Outcome};
 use crate::db::DbPool;
 use crate::domain::ids::OrderNo;
-use crate::domain::order::{Command, OutcomeKind};
-use crate::domain::states::EffectKind;
+use crate::domain::order::{Command, OutcomeKind, Transition};
+use crate::domain::states::{CloseReason, EffectKind};
 use crate::domain::time;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::redis::cluster::{Cluster, LocalOrders};
 use crate::redis::publisher::{spawn_publisher, Kick};
 use crate::redis::RedisLink;
@@ -49,6 +50,7 @@ pub struct Core {
     pub pool: DbPool,
     pub settings: Arc<Settings>,
     pub gauges: Gauges,
+    pub metrics: Metrics,
     /// Whether transactions write order events (Redis is configured).
     pub journal: Journal,
     pub redis: Option<Arc<RedisLink>>,
@@ -73,6 +75,9 @@ pub struct Committed {
     pub effects: Vec<(OrderNo, EffectKind)>,
     /// Orders another process owned (and armed a timer for): `(owner, order_no)`.
     pub moved: Vec<(String, OrderNo)>,
+    /// The transitions out of `pending` it made, with `closed_at - expires_at` of timeouts
+    /// (for the metrics).
+    pub transitions: Vec<(Transition, Option<TimeDelta>)>,
 }
 
 impl Committed {
@@ -86,6 +91,15 @@ impl Committed {
             }
             if let Some(kind) = outcome.effect {
                 done.effects.push((no.clone(), kind));
+            }
+            if let Some(transition) = outcome.transition {
+                let lateness = match (transition.reason, outcome.order.closed_at) {
+                    (Some(CloseReason::Timeout), Some(closed_at)) => {
+                        Some(closed_at - outcome.order.expires_at)
+                    }
+                    _ => None,
+                };
+                done.transitions.push((transition, lateness));
             }
             match &outcome.previous_owner {
                 Some(owner) if outcome.kind == OutcomeKind::Transitioned && owner != node_id => {
@@ -108,11 +122,14 @@ impl Committed {
 }
 
 impl Core {
-    /// The one step after any commit: the settled orders' actors are forgotten, the queued
-    /// effects go to their actors, the event publisher wakes (the transaction may have written
-    /// events), and a process that owned a moved order is told to let its actor go (in the
-    /// background: this may run on an actor's thread).
+    /// The one step after any commit: the transitions are counted, the settled orders'
+    /// actors are forgotten, the queued effects go to their actors, the event publisher wakes
+    /// (the transaction may have written events), and a process that owned a moved order is
+    /// told to let its actor go (in the background: this may run on an actor's thread).
     pub fn after_commit(&self, committed: Committed) {
+        for (transition, lateness) in &committed.transitions {
+            self.metrics.transitioned(*transition, *lateness);
+        }
         if let Some(supervisor) = self.supervisor.get() {
             for order_no in &committed.settled {
                 supervisor.do_send(Forget(OrderKey::new(order_no.as_str())));
@@ -150,6 +167,8 @@ impl Core {
 /// `GET /admin/actors`, whatever the number of actors).
 #[derive(Default)]
 pub struct Gauges {
+    /// Order actors the supervisor holds (this process's pending orders).
+    pub live: AtomicI64,
     pub armed: AtomicI64,
     pub transitioning: AtomicI64,
 }
@@ -231,6 +250,7 @@ impl Engine {
             cluster,
             settings,
             gauges: Gauges::default(),
+            metrics: Metrics::new(),
             started_at: time::now(),
             closer: OnceLock::new(),
             supervisor: OnceLock::new(),

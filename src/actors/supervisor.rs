@@ -36,7 +36,7 @@ pub struct OrderSupervisor {
     /// Times this supervisor re-created an order's actor after its mailbox closed.
     pub(super) revivals: HashMap<OrderKey, u32>,
     pub(super) timers: Timers,
-    core: Arc<Core>,
+    pub(super) core: Arc<Core>,
     sweeping: bool,
 }
 
@@ -178,13 +178,13 @@ impl OrderSupervisor {
         let addr = OrderActor::new(key.clone(), deadline, core, restarts).start();
         let deadline_ms = time::unix_ms(&deadline);
         self.schedule(key.clone(), deadline_ms, ctx);
-        self.actors.insert(
-            key,
-            Entry {
-                addr: addr.downgrade(),
-                deadline_ms,
-            },
-        );
+        let entry = Entry {
+            addr: addr.downgrade(),
+            deadline_ms,
+        };
+        if self.actors.insert(key, entry).is_none() {
+            self.core.gauges.live.fetch_add(1, Ordering::Relaxed);
+        }
         addr
     }
 
@@ -204,6 +204,7 @@ impl OrderSupervisor {
         *revivals += 1;
         let revivals = *revivals;
         log::warn!("order {key}: actor mailbox closed; re-creating it ({revivals} so far)");
+        self.core.metrics.actor_restarted();
         let deadline = chrono::DateTime::from_timestamp_millis(deadline_ms)
             .unwrap_or_default()
             .naive_utc();

@@ -6,6 +6,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -81,6 +82,7 @@ impl OrderSupervisor {
     /// An order left this supervisor: drops its timer entries once the ones left behind
     /// outnumber the live ones (amortised O(1) per order).
     pub(super) fn removed(&mut self, key: &OrderKey) {
+        self.core.gauges.live.fetch_sub(1, Ordering::Relaxed);
         self.revivals.remove(key);
         if self.timers.heap.len() > 2 * self.actors.len() + FIRE_PER_WAKE {
             let actors = &self.actors;

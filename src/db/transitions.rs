@@ -21,7 +21,7 @@ use super::{keyed_transaction, outbox, DbConnection};
 use crate::domain::ids::OrderNo;
 use crate::domain::order::{
     step_batch, Command, CouponStatus, EffectKind, EventKind, OrderStatus, OrderView, OutcomeKind,
-    PaymentOutcome, Rejection, Step, StepError, StoredTrade,
+    PaymentOutcome, Rejection, Step, StepError, StoredTrade, Transition,
 };
 use crate::domain::states::CloseReason;
 use crate::error::ApiError;
@@ -41,6 +41,8 @@ pub struct Outcome {
     pub order: Order,
     /// The effect queued in the outbox by this transaction.
     pub effect: Option<EffectKind>,
+    /// The transition out of `pending` this transaction made.
+    pub transition: Option<Transition>,
     /// Set when the command itself was refused (an expired order may still have been closed
     /// for timeout in the same, committed, transaction).
     pub rejection: Option<Rejection>,
@@ -261,6 +263,7 @@ fn apply_once(
                     kind: s.kind,
                     order,
                     effect: s.effect,
+                    transition: s.transition,
                     rejection: s.rejection,
                     previous_owner: previous_owners
                         .get(request.order_no.as_str())

@@ -266,6 +266,7 @@ async fn claim_or_wait(
 /// After the placement committed: give a pending order its actor (before the client hears
 /// of it), or queue the grant of one that was paid at once.
 async fn placed(state: &AppState, order: Order) -> HttpResponse {
+    state.engine.core.metrics.order_placed();
     log::info!(
         "order {} placed by user {}: {}",
         order.order_no,

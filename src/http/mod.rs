@@ -171,6 +171,7 @@ fn resource(path: &str) -> actix_web::Resource {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/healthz").route(web::get().to(ops::healthz)))
         .service(resource("/readyz").route(web::get().to(ops::readyz)))
+        .service(resource("/metrics").route(web::get().to(ops::metrics)))
         .service(resource("/api/orders").route(web::post().to(client::place_order)))
         .service(resource("/api/orders/{order_no}").route(web::get().to(client::get_order)))
         .service(

@@ -1,13 +1,18 @@
-//! Operations routes, without authentication: liveness and readiness.
+//! Operations routes: liveness and readiness (no auth), and the Prometheus metrics (Bearer
+//! `metrics.token` when set).
 
 use std::time::Duration;
 
-use actix_web::{web, HttpResponse};
+use std::sync::atomic::Ordering;
+
+use actix_web::{web, HttpRequest, HttpResponse};
 use diesel::RunQueryDsl;
 use serde_json::json;
 
 use super::AppState;
+use crate::auth::{bearer_token, token_matches};
 use crate::error::ApiError;
+use crate::metrics::{Readings, CONTENT_TYPE};
 
 /// `GET /healthz`: the process serves HTTP.
 pub async fn healthz() -> HttpResponse {
@@ -46,4 +51,49 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         "ok"
     };
     Ok(HttpResponse::Ok().json(json!({"status": status, "database": "ok", "redis": redis_state})))
+}
+
+/// `GET /metrics`: this process's metrics in the Prometheus text format. The gauges are read
+/// now: actor counts from memory, the outbox backlogs from their partial indexes (kept at
+/// their last values, and the scrape still answered, when the database does not answer).
+pub async fn metrics(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(expected) = &state.settings.metrics.token {
+        match bearer_token(&req) {
+            Some(token) if token_matches(token, expected) => {}
+            _ => return Err(ApiError::Unauthenticated("metrics token required")),
+        }
+    }
+    let core = &state.engine.core;
+    let live = core.gauges.live.load(Ordering::Relaxed);
+    let journal = core.journal;
+    let backlog = crate::db::run(&state.pool, Duration::from_secs(1), move |conn| {
+        let effects = crate::db::outbox::pending_by_kind(conn)?;
+        let events = if journal.enabled {
+            crate::db::journal::backlog(conn)?
+        } else {
+            0
+        };
+        Ok((effects, events))
+    })
+    .await;
+    let (effects_pending, events_unpublished) = match backlog {
+        Ok((effects, events)) => (Some(effects), Some(events)),
+        Err(err) => {
+            log::warn!("metrics scrape without the outbox backlogs: {err}");
+            (None, None)
+        }
+    };
+    let readings = Readings {
+        pending_orders: live,
+        live_actors: live,
+        armed_timers: core.gauges.armed.load(Ordering::Relaxed),
+        effects_pending,
+        events_unpublished,
+    };
+    Ok(HttpResponse::Ok()
+        .content_type(CONTENT_TYPE)
+        .body(core.metrics.render(&readings)))
 }

@@ -2,7 +2,7 @@
 //! 413, the signature over the raw bytes (401), the body (400), the order (404), then the
 //! SPEC's callback rules. 200 `{"result":"success"}` goes out only once the event is durable.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use chrono::NaiveDateTime;
 use serde::Deserialize;
 use serde_json::json;
@@ -13,6 +13,7 @@ use crate::domain::order::Rejection;
 use crate::domain::order::{Callback, Command, OutcomeKind};
 use crate::domain::time::serde_ts_opt;
 use crate::error::ApiError;
+use crate::metrics::CallbackResult;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,6 +60,24 @@ pub async fn callback(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let decided = decide(&state, req, payload).await;
+    let result = match &decided {
+        Ok(OutcomeKind::Duplicate) => CallbackResult::Duplicate,
+        Ok(OutcomeKind::LatePayment | OutcomeKind::DoublePayment) => CallbackResult::Late,
+        Ok(_) => CallbackResult::Applied,
+        Err(error) if error.status_code().is_server_error() => CallbackResult::Error,
+        Err(_) => CallbackResult::Rejected,
+    };
+    state.engine.core.metrics.callback("generic", result);
+    decided.map(|_| HttpResponse::Ok().json(json!({"result": "success"})))
+}
+
+/// Verifies and applies one callback: what it came to once durable.
+async fn decide(
+    state: &AppState,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<OutcomeKind, ApiError> {
     let body = read_body(&req, payload, state.settings.server.max_body_bytes).await?;
     let mut headers = req.headers().get_all("X-Signature");
     let header = match (headers.next(), headers.next()) {
@@ -108,5 +127,5 @@ pub async fn callback(
         ),
         _ => {}
     }
-    Ok(HttpResponse::Ok().json(json!({"result": "success"})))
+    Ok(outcome.kind)
 }

@@ -16,6 +16,7 @@ mod hostile;
 mod idempotency;
 mod lifecycle;
 mod lists;
+mod metrics;
 mod migrations;
 mod outage;
 mod placement;

@@ -360,3 +360,12 @@ pub fn backlog(conn: &mut DbConnection) -> QueryResult<(i64, i64)> {
         count(conn, EffectStatus::DeadLettered)?,
     ))
 }
+
+/// How many effects are pending, by kind (read through the partial index of pending effects).
+pub fn pending_by_kind(conn: &mut DbConnection) -> QueryResult<Vec<(EffectKind, i64)>> {
+    effects::table
+        .filter(effects::status.eq(EffectStatus::Pending))
+        .group_by(effects::kind)
+        .select((effects::kind, diesel::dsl::count_star()))
+        .load(conn)
+}
