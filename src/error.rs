@@ -119,8 +119,27 @@ impl ApiError {
             Self::Unavailable(_) => "a dependency is unavailable; retry later".to_string(),
             other => other.to_string(),
         };
-        serde_json::json!({"error": {"code": self.code(), "message": message}})
+        serde_json::json!(ErrorEnvelope {
+            error: ErrorBody {
+                code: self.code().to_string(),
+                message,
+            },
+        })
     }
+}
+
+/// The body of every error response (SPEC "Errors").
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorEnvelope {
+    pub error: ErrorBody,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A snake_case code from the SPEC's table (`invalid_request`, `order_not_found`, ...).
+    pub code: String,
+    /// Human text; not for parsing.
+    pub message: String,
 }
 
 impl From<ShapeError> for ApiError {

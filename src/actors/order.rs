@@ -69,7 +69,7 @@ pub struct Deliver(pub Command);
 pub struct Snapshot;
 
 /// The `actor` object of `GET /admin/orders/{order_no}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ActorSnapshot {
     pub alive: bool,
     pub node_id: String,

@@ -10,7 +10,7 @@ use crate::domain::ids::{CourseId, OrderNo, UserId};
 use crate::domain::states::{CloseReason, CouponStatus, LedgerKind, OrderStatus};
 use crate::domain::time::{serde_ts, serde_ts_opt};
 
-#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = users)]
 pub struct User {
     pub id: UserId,
@@ -31,7 +31,7 @@ pub struct CourseRow {
     pub created_at: NaiveDateTime,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = chapters)]
 pub struct Chapter {
     pub id: i64,
@@ -43,7 +43,7 @@ pub struct Chapter {
 }
 
 /// The SPEC's Course object.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Course {
     pub id: CourseId,
     pub title: String,
@@ -53,7 +53,7 @@ pub struct Course {
 }
 
 /// A coupon template, as admins create it.
-#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = coupons)]
 pub struct Coupon {
     pub id: i64,
@@ -78,7 +78,7 @@ pub struct UserCouponRow {
 }
 
 /// The SPEC's User coupon object: a user's copy of a coupon and its state.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UserCoupon {
     pub user_coupon_id: i64,
     pub user_id: UserId,
@@ -137,14 +137,14 @@ pub struct OrderItemRow {
     pub price_cents: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OrderItem {
     pub course_id: CourseId,
     pub price_cents: i64,
 }
 
 /// The SPEC's Order object.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Order {
     pub order_no: OrderNo,
     pub user_id: UserId,
@@ -207,7 +207,7 @@ pub struct LedgerRow {
     pub created_at: NaiveDateTime,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LedgerEntry {
     pub order_no: OrderNo,
     pub kind: LedgerKind,
@@ -216,14 +216,14 @@ pub struct LedgerEntry {
     pub at: NaiveDateTime,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OwnedCourse {
     pub course_id: CourseId,
     pub chapter_ids: Vec<i64>,
 }
 
 /// `GET /admin/users/{id}`: a user with everything the invariants are checked against.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AdminUser {
     pub id: UserId,
     pub name: String,
@@ -235,7 +235,7 @@ pub struct AdminUser {
 }
 
 /// `GET /api/me`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Me {
     pub id: UserId,
     pub name: String,

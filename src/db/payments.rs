@@ -10,7 +10,7 @@ use crate::domain::ids::OrderNo;
 use crate::domain::states::PaymentOutcome;
 
 /// A success that arrived for an order that could not take it: money to give back.
-#[derive(Debug, Clone, Queryable, serde::Serialize)]
+#[derive(Debug, Clone, Queryable, serde::Serialize, utoipa::ToSchema)]
 pub struct LatePayment {
     pub id: i64,
     pub order_no: OrderNo,

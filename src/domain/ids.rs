@@ -8,16 +8,40 @@ use serde::{Deserialize, Serialize};
 
 /// A user's id (positive).
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, DieselNewType, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    DieselNewType,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(transparent)]
+#[schema(value_type = i64)]
 pub struct UserId(pub i64);
 
 /// A course's id (positive).
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, DieselNewType, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    DieselNewType,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(transparent)]
+#[schema(value_type = i64)]
 pub struct CourseId(pub i64);
 
 impl fmt::Display for UserId {
@@ -35,9 +59,20 @@ impl fmt::Display for CourseId {
 /// An order number: an opaque, unique string of 6-32 letters, digits and `_` (SPEC "Order";
 /// the engine makes 32-hex-digit ones, `domain::order::new_order_no`).
 #[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, DieselNewType, Serialize, Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    DieselNewType,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(transparent)]
+#[schema(value_type = String, pattern = "^[A-Za-z0-9_]{6,32}$")]
 pub struct OrderNo(pub String);
 
 impl OrderNo {

@@ -7,9 +7,11 @@ use serde::Deserialize;
 use super::paging::SinglePage;
 use super::{parse_id, parse_json, read_body, require_admin, run_db, AppState};
 use crate::db::catalog;
+use crate::db::models::{AdminUser, Coupon, Course, UserCoupon};
 use crate::domain::ids::{CourseId, UserId};
 use crate::domain::time::{self, serde_ts_opt};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorEnvelope};
+use crate::http::paging::List;
 
 /// Reads an admin request's body: 413, then 401, then the JSON shape (400).
 async fn admin_body<T: serde::de::DeserializeOwned>(
@@ -35,15 +37,23 @@ fn non_empty(text: &str) -> bool {
     !text.trim().is_empty() && !text.contains('\0')
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewUser {
+pub struct NewUser {
     name: String,
     #[serde(default)]
     points: i64,
 }
 
-/// `POST /admin/users`
+/// Creates a user with points.
+#[utoipa::path(post, path = "/admin/users", tag = "admins",
+    request_body = NewUser,
+    security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "The user", body = AdminUser),
+        (status = 400, description = "`invalid_request`", body = ErrorEnvelope),
+        (status = 401, description = "`unauthenticated`", body = ErrorEnvelope),
+        (status = 413, description = "`payload_too_large`", body = ErrorEnvelope)))]
 pub async fn create_user(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -61,7 +71,15 @@ pub async fn create_user(
     Ok(HttpResponse::Created().json(user))
 }
 
-/// `GET /admin/users/{id}`
+/// A user with the ledger, coupons and courses the invariants are checked against.
+#[utoipa::path(get, path = "/admin/users/{id}", tag = "admins",
+    params(("id" = i64, Path)),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The user", body = AdminUser),
+        (status = 400, description = "`invalid_request`", body = ErrorEnvelope),
+        (status = 401, description = "`unauthenticated`", body = ErrorEnvelope),
+        (status = 404, description = "`user_not_found`", body = ErrorEnvelope)))]
 pub async fn get_user(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -76,9 +94,9 @@ pub async fn get_user(
     Ok(HttpResponse::Ok().json(user))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewCourse {
+pub struct NewCourse {
     title: String,
     price_cents: i64,
     #[serde(default = "default_on_sale")]
@@ -91,7 +109,15 @@ fn default_on_sale() -> bool {
     true
 }
 
-/// `POST /admin/courses`
+/// Creates a course with its chapters.
+#[utoipa::path(post, path = "/admin/courses", tag = "admins",
+    request_body = NewCourse,
+    security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "The course", body = Course),
+        (status = 400, description = "`invalid_request`", body = ErrorEnvelope),
+        (status = 401, description = "`unauthenticated`", body = ErrorEnvelope),
+        (status = 413, description = "`payload_too_large`", body = ErrorEnvelope)))]
 pub async fn create_course(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -126,7 +152,14 @@ pub async fn create_course(
     Ok(HttpResponse::Created().json(course))
 }
 
-/// `GET /admin/courses`
+/// The catalog (one page).
+#[utoipa::path(get, path = "/admin/courses", tag = "admins",
+    params(SinglePage),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Every course", body = List<Course>),
+        (status = 400, description = "`invalid_request`", body = ErrorEnvelope),
+        (status = 401, description = "`unauthenticated`", body = ErrorEnvelope)))]
 pub async fn list_courses(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -137,13 +170,23 @@ pub async fn list_courses(
     Ok(SinglePage::respond(courses))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CoursePatch {
+pub struct CoursePatch {
     on_sale: bool,
 }
 
-/// `PATCH /admin/courses/{id}`
+/// Puts a course on or off sale.
+#[utoipa::path(patch, path = "/admin/courses/{id}", tag = "admins",
+    request_body = CoursePatch,
+    params(("id" = i64, Path)),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The course", body = Course),
+        (status = 400, description = "`invalid_request`", body = ErrorEnvelope),
+        (status = 401, description = "`unauthenticated`", body = ErrorEnvelope),
+        (status = 404, description = "`course_not_found`", body = ErrorEnvelope),
+        (status = 413, description = "`payload_too_large`", body = ErrorEnvelope)))]
 pub async fn patch_course(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -160,9 +203,9 @@ pub async fn patch_course(
     Ok(HttpResponse::Ok().json(course))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewCoupon {
+pub struct NewCoupon {
     title: String,
     discount_cents: i64,
     #[serde(default)]
@@ -171,7 +214,15 @@ struct NewCoupon {
     valid_until: Option<NaiveDateTime>,
 }
 
-/// `POST /admin/coupons`
+/// Creates a coupon.
+#[utoipa::path(post, path = "/admin/coupons", tag = "admins",
+    request_body = NewCoupon,
+    security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "The coupon", body = Coupon),
+        (status = 400, description = "`invalid_request`", body = ErrorEnvelope),
+        (status = 401, description = "`unauthenticated`", body = ErrorEnvelope),
+        (status = 413, description = "`payload_too_large`", body = ErrorEnvelope)))]
 pub async fn create_coupon(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -205,13 +256,23 @@ pub async fn create_coupon(
     Ok(HttpResponse::Created().json(coupon))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct GiveCoupon {
+pub struct GiveCoupon {
     coupon_id: i64,
 }
 
-/// `POST /admin/users/{id}/coupons`
+/// Gives a user a copy of a coupon (more than once is allowed).
+#[utoipa::path(post, path = "/admin/users/{id}/coupons", tag = "admins",
+    request_body = GiveCoupon,
+    params(("id" = i64, Path)),
+    security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "The user coupon", body = UserCoupon),
+        (status = 400, description = "`invalid_request`", body = ErrorEnvelope),
+        (status = 401, description = "`unauthenticated`", body = ErrorEnvelope),
+        (status = 404, description = "`user_not_found`, `coupon_not_found`", body = ErrorEnvelope),
+        (status = 413, description = "`payload_too_large`", body = ErrorEnvelope)))]
 pub async fn give_coupon(
     state: web::Data<AppState>,
     req: HttpRequest,

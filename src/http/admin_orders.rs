@@ -6,22 +6,31 @@ use std::collections::BTreeMap;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::paging::{id_cursor, order_no_cursor, query, Paging};
 use super::{parse_id, require_admin, run_db, AppState};
 use crate::actors::Committed;
+use crate::db::models::Order;
+use crate::db::outbox::{EffectRow, EffectWithOrder};
+use crate::db::payments::LatePayment;
 use crate::db::{orders, outbox, payments};
 use crate::domain::states::{EffectStatus, OrderStatus};
 use crate::domain::time;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorEnvelope};
+use crate::http::paging::List;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct OrderFilter {
+    #[param(value_type = Option<OrderStatus>)]
     status: Option<String>,
+    #[param(value_type = Option<i64>, minimum = 1)]
     user_id: Option<String>,
+    /// 1-100 (default 50).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     limit: Option<String>,
+    /// `next_after` of the page before.
     after: Option<String>,
 }
 
@@ -34,7 +43,12 @@ fn status_filter<T>(
         .transpose()
 }
 
-/// `GET /admin/orders?status=&user_id=&limit=&after=`
+/// Orders, newest first, by status and user.
+#[utoipa::path(get, path = "/admin/orders", tag = "admins", params(OrderFilter),
+    security(("admin_token" = [])),
+    responses((status = 200, description = "A page of orders", body = List<Order>),
+        (status = 400, description = "A bad `limit`, filter or cursor", body = ErrorEnvelope),
+        (status = 401, description = "`unauthenticated`", body = ErrorEnvelope)))]
 pub async fn list_orders(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -63,15 +77,43 @@ pub async fn list_orders(
     Ok(paging.respond(rows, |o| o.order_no.to_string()))
 }
 
-#[derive(Serialize)]
-struct EffectView {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EffectView {
     kind: crate::domain::states::EffectKind,
     status: EffectStatus,
     attempts: i32,
     last_error: Option<String>,
 }
 
-/// `GET /admin/orders/{order_no}`: the stored order, its live actor in this process, its effects.
+/// `GET /admin/orders/{order_no}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct OrderDetail {
+    order: Order,
+    actor: ActorView,
+    effects: Vec<EffectView>,
+}
+
+/// An order's actor in the answering process; every field but `alive` is null when it has
+/// none.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ActorView {
+    alive: bool,
+    node_id: Option<String>,
+    state: Option<crate::actors::ActorState>,
+    #[serde(with = "crate::domain::time::serde_ts_opt")]
+    deadline: Option<chrono::NaiveDateTime>,
+    remaining_ms: Option<i64>,
+    restarts: Option<u32>,
+    last_error: Option<String>,
+}
+
+/// The stored order, its live actor in this process, its effects.
+#[utoipa::path(get, path = "/admin/orders/{order_no}", tag = "admins",
+    params(("order_no" = String, Path)),
+    security(("admin_token" = [])),
+    responses((status = 200, description = "The order with its actor and effects", body = OrderDetail),
+        (status = 401, description = "`unauthenticated`", body = ErrorEnvelope),
+        (status = 404, description = "`order_not_found`", body = ErrorEnvelope)))]
 pub async fn get_order(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -87,10 +129,24 @@ pub async fn get_order(
     })
     .await?;
     let actor = match state.engine.inspect(&order_no).await {
-        Some(snapshot) if snapshot.alive => serde_json::to_value(snapshot)
-            .map_err(|e| ApiError::Internal(format!("actor snapshot: {e}")))?,
-        _ => json!({"alive": false, "node_id": null, "state": null, "deadline": null,
-                    "remaining_ms": null, "restarts": null, "last_error": null}),
+        Some(snapshot) if snapshot.alive => ActorView {
+            alive: true,
+            node_id: Some(snapshot.node_id),
+            state: Some(snapshot.state),
+            deadline: Some(snapshot.deadline),
+            remaining_ms: Some(snapshot.remaining_ms),
+            restarts: Some(snapshot.restarts),
+            last_error: snapshot.last_error,
+        },
+        _ => ActorView {
+            alive: false,
+            node_id: None,
+            state: None,
+            deadline: None,
+            remaining_ms: None,
+            restarts: None,
+            last_error: None,
+        },
     };
     let effects: Vec<EffectView> = effects
         .into_iter()
@@ -101,10 +157,21 @@ pub async fn get_order(
             last_error: e.last_error,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({"order": order, "actor": actor, "effects": effects})))
+    Ok(HttpResponse::Ok().json(OrderDetail {
+        order,
+        actor,
+        effects,
+    }))
 }
 
-/// `POST /admin/orders/{order_no}/cancel`
+/// Force-cancels a pending order (reason `admin`).
+#[utoipa::path(post, path = "/admin/orders/{order_no}/cancel", tag = "admins",
+    params(("order_no" = String, Path)),
+    security(("admin_token" = [])),
+    responses((status = 200, description = "The cancelled order", body = Order),
+        (status = 401, description = "`unauthenticated`", body = ErrorEnvelope),
+        (status = 404, description = "`order_not_found`", body = ErrorEnvelope),
+        (status = 409, description = "`order_not_pending`", body = ErrorEnvelope)))]
 pub async fn cancel_order(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -114,7 +181,46 @@ pub async fn cancel_order(
     super::cancel(&state, path.into_inner(), None).await
 }
 
-/// `GET /admin/actors`
+/// `GET /admin/actors`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ActorsView {
+    node_id: String,
+    live_actors: usize,
+    armed_timers: i64,
+    actors_by_state: ActorsByState,
+    /// Every status, with 0 for none.
+    #[schema(value_type = std::collections::BTreeMap<String, i64>)]
+    orders_by_status: BTreeMap<&'static str, i64>,
+    effects: Backlog,
+    events: EventBacklog,
+    /// The processes sharing the database, this one included.
+    #[schema(value_type = Vec<Object>)]
+    nodes: Vec<serde_json::Value>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ActorsByState {
+    armed: i64,
+    transitioning: i64,
+    stopped: i64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Backlog {
+    pending: i64,
+    dead_lettered: i64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EventBacklog {
+    unpublished: i64,
+}
+
+/// Live actors of this process, orders by status, the outbox backlogs, the nodes.
+#[utoipa::path(get, path = "/admin/actors", tag = "admins",
+    security(("admin_token" = [])),
+    responses((status = 200, description = "Live actor state", body = ActorsView),
+        (status = 401, description = "`unauthenticated`", body = ErrorEnvelope)))]
 pub async fn actors(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -158,27 +264,44 @@ pub async fn actors(
     }
     let stopped = (stats.live_actors as i64 - stats.armed - stats.transitioning).max(0);
     let node_id = &state.settings.cluster.node_id;
-    Ok(HttpResponse::Ok().json(json!({
-        "node_id": node_id,
-        "live_actors": stats.live_actors,
-        "armed_timers": stats.armed,
-        "actors_by_state": {"armed": stats.armed, "transitioning": stats.transitioning, "stopped": stopped},
-        "orders_by_status": orders_by_status,
-        "effects": {"pending": pending_effects, "dead_lettered": dead_lettered},
-        "events": {"unpublished": unpublished},
-        "nodes": nodes,
-    })))
+    Ok(HttpResponse::Ok().json(ActorsView {
+        node_id: node_id.clone(),
+        live_actors: stats.live_actors,
+        armed_timers: stats.armed,
+        actors_by_state: ActorsByState {
+            armed: stats.armed,
+            transitioning: stats.transitioning,
+            stopped,
+        },
+        orders_by_status,
+        effects: Backlog {
+            pending: pending_effects,
+            dead_lettered,
+        },
+        events: EventBacklog { unpublished },
+        nodes,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct EffectFilter {
+    #[param(value_type = Option<EffectStatus>)]
     status: Option<String>,
+    /// 1-100 (default 50).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     limit: Option<String>,
+    /// `next_after` of the page before.
     after: Option<String>,
 }
 
-/// `GET /admin/effects?status=&limit=&after=`: effects with their orders, newest first.
+/// Effects with their orders, newest first.
+#[utoipa::path(get, path = "/admin/effects", tag = "admins", params(EffectFilter),
+    security(("admin_token" = [])),
+    responses((status = 200, description = "A page of effects", body = List<EffectWithOrder>),
+        (status = 400, description = "A bad `limit`, filter or cursor", body = ErrorEnvelope),
+        (status = 401, description = "`unauthenticated`", body = ErrorEnvelope)))]
 pub async fn list_effects(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -206,7 +329,14 @@ pub async fn list_effects(
     Ok(paging.respond(rows, |e| e.effect.id.to_string()))
 }
 
-/// `POST /admin/effects/{id}/retry`: a dead-lettered effect gets a fresh set of attempts.
+/// A dead-lettered effect gets a fresh set of attempts.
+#[utoipa::path(post, path = "/admin/effects/{id}/retry", tag = "admins",
+    params(("id" = i64, Path)),
+    security(("admin_token" = [])),
+    responses((status = 200, description = "The effect, re-queued", body = EffectRow),
+        (status = 401, description = "`unauthenticated`", body = ErrorEnvelope),
+        (status = 404, description = "`effect_not_found`", body = ErrorEnvelope),
+        (status = 409, description = "Not dead-lettered", body = ErrorEnvelope)))]
 pub async fn retry_effect(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -231,14 +361,23 @@ pub async fn retry_effect(
     Ok(HttpResponse::Ok().json(effect))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct PageOnly {
+    /// 1-100 (default 50).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     limit: Option<String>,
+    /// `next_after` of the page before.
     after: Option<String>,
 }
 
-/// `GET /admin/late-payments`: successes that came too late or twice; each needs a refund.
+/// Successes that came too late or twice; each needs a refund.
+#[utoipa::path(get, path = "/admin/late-payments", tag = "admins", params(PageOnly),
+    security(("admin_token" = [])),
+    responses((status = 200, description = "A page of late and double payments", body = List<LatePayment>),
+        (status = 400, description = "A bad `limit`, filter or cursor", body = ErrorEnvelope),
+        (status = 401, description = "`unauthenticated`", body = ErrorEnvelope)))]
 pub async fn late_payments(
     state: web::Data<AppState>,
     req: HttpRequest,

@@ -12,21 +12,27 @@ use crate::actors::Committed;
 use crate::db::catalog;
 use crate::db::idempotency::{self, Claim};
 use crate::db::models::Order;
+use crate::db::models::{Course, Me};
 use crate::db::orders::{self, Placement};
 use crate::domain::ids::{CourseId, UserId};
 use crate::domain::pricing::check_shape;
 use crate::domain::states::{EffectKind, OrderStatus};
 use crate::domain::time;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorEnvelope};
+use crate::http::paging::List;
 use crate::redis::fastpath;
 
-#[derive(Debug, Deserialize)]
+/// A new order: 1-20 distinct courses, optionally one of the user's coupons and points.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PlaceOrderBody {
+pub struct PlaceOrderBody {
+    #[schema(min_items = 1, max_items = 20)]
     course_ids: Vec<CourseId>,
     #[serde(default)]
     user_coupon_id: Option<i64>,
+    /// Points to spend (default 0).
     #[serde(default)]
+    #[schema(minimum = 0)]
     points: i64,
 }
 
@@ -64,7 +70,21 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_string()))
 }
 
-/// `POST /api/orders`
+/// Places an order: points deducted, the coupon locked, the order pending until its deadline
+/// (or paid at once when nothing is payable).
+#[utoipa::path(post, path = "/api/orders", tag = "clients",
+    request_body = PlaceOrderBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1-255 characters, scoped to the user: the first answer (201, 404, 409, 422) is replayed for 24 h")),
+    security(("client_jwt" = [])),
+    responses(
+        (status = 201, description = "The order (`Idempotent-Replayed: true` on a replay)", body = Order),
+        (status = 400, description = "`invalid_request`, `invalid_course_ids`, `invalid_points`", body = ErrorEnvelope),
+        (status = 401, description = "`unauthenticated`", body = ErrorEnvelope),
+        (status = 404, description = "`course_not_found`, `coupon_not_found`", body = ErrorEnvelope),
+        (status = 409, description = "`course_not_on_sale`, `course_already_owned`, `course_in_pending_order`, `coupon_not_usable`, `idempotency_key_in_use`", body = ErrorEnvelope),
+        (status = 413, description = "`payload_too_large`", body = ErrorEnvelope),
+        (status = 422, description = "`coupon_expired`, `coupon_min_spend_not_met`, `insufficient_points`, `points_exceed_payable`, `idempotency_key_reused`", body = ErrorEnvelope),
+        (status = 429, description = "`rate_limited` (with `Retry-After`)", body = ErrorEnvelope)))]
 pub async fn place_order(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -289,7 +309,15 @@ async fn placed(state: &AppState, order: Order) -> HttpResponse {
     HttpResponse::Created().json(order)
 }
 
-/// `POST /api/orders/{order_no}/cancel`: the user gives up an unpaid order.
+/// The user gives up an unpaid order.
+#[utoipa::path(post, path = "/api/orders/{order_no}/cancel", tag = "clients",
+    params(("order_no" = String, Path)),
+    security(("client_jwt" = [])),
+    responses(
+        (status = 200, description = "The cancelled order (reason `user`)", body = Order),
+        (status = 401, description = "`unauthenticated`", body = ErrorEnvelope),
+        (status = 404, description = "`order_not_found` (also another user's)", body = ErrorEnvelope),
+        (status = 409, description = "`order_not_pending`", body = ErrorEnvelope)))]
 pub async fn cancel_order(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -299,7 +327,14 @@ pub async fn cancel_order(
     super::cancel(&state, path.into_inner(), Some(user_id)).await
 }
 
-/// `GET /api/orders/{order_no}`: another user's order is 404 as well.
+/// One of the user's orders (another user's order is 404 as well).
+#[utoipa::path(get, path = "/api/orders/{order_no}", tag = "clients",
+    params(("order_no" = String, Path)),
+    security(("client_jwt" = [])),
+    responses(
+        (status = 200, description = "The order", body = Order),
+        (status = 401, description = "`unauthenticated`", body = ErrorEnvelope),
+        (status = 404, description = "`order_not_found`", body = ErrorEnvelope)))]
 pub async fn get_order(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -315,14 +350,26 @@ pub async fn get_order(
     }
 }
 
-/// `GET /api/me`
+/// The caller: points, coupons, owned courses.
+#[utoipa::path(get, path = "/api/me", tag = "clients",
+    security(("client_jwt" = [])),
+    responses(
+        (status = 200, description = "The caller", body = Me),
+        (status = 401, description = "`unauthenticated`", body = ErrorEnvelope)))]
 pub async fn me(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let user_id = authenticate_client(&state, &req).await?;
     let me = run_db(&state, move |conn| catalog::me(conn, user_id)).await?;
     Ok(HttpResponse::Ok().json(me))
 }
 
-/// `GET /api/courses`: the catalog a student buys from.
+/// The catalog a student buys from (one page).
+#[utoipa::path(get, path = "/api/courses", tag = "clients",
+    params(SinglePage),
+    security(("client_jwt" = [])),
+    responses(
+        (status = 200, description = "Every course", body = List<Course>),
+        (status = 400, description = "A bad `limit` or any `after`", body = ErrorEnvelope),
+        (status = 401, description = "`unauthenticated`", body = ErrorEnvelope)))]
 pub async fn list_courses(
     state: web::Data<AppState>,
     req: HttpRequest,

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod admin_orders;
 pub mod client;
+pub mod openapi;
 pub mod ops;
 pub mod paging;
 pub mod provider;
@@ -172,6 +173,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/healthz").route(web::get().to(ops::healthz)))
         .service(resource("/readyz").route(web::get().to(ops::readyz)))
         .service(resource("/metrics").route(web::get().to(ops::metrics)))
+        .service(resource("/openapi.json").route(web::get().to(openapi::openapi_json)))
+        .service(resource("/docs").route(web::get().to(openapi::docs_root)))
+        .service(resource("/docs/{file:.*}").route(web::get().to(openapi::docs_file)))
         .service(resource("/api/orders").route(web::post().to(client::place_order)))
         .service(resource("/api/orders/{order_no}").route(web::get().to(client::get_order)))
         .service(

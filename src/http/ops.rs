@@ -7,20 +7,43 @@ use std::sync::atomic::Ordering;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use diesel::RunQueryDsl;
-use serde_json::json;
+use serde::Serialize;
 
 use super::AppState;
 use crate::auth::{bearer_token, token_matches};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::metrics::{Readings, CONTENT_TYPE};
 
-/// `GET /healthz`: the process serves HTTP.
-pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+/// `GET /healthz`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    status: &'static str,
 }
 
-/// `GET /readyz`: 200 while the database answers (`degraded` when Redis is configured but
-/// down), 503 when the database does not.
+/// `GET /readyz`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// `ok`, or `degraded` when Redis is configured and down.
+    status: &'static str,
+    /// `ok` (else the answer is 503).
+    database: &'static str,
+    /// `ok`, `down`, or `off` when not configured.
+    redis: &'static str,
+}
+
+/// The process serves HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process serves HTTP", body = Health)))]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Health { status: "ok" })
+}
+
+/// 200 while the database answers (`degraded` when Redis is configured but down), 503 when
+/// the database does not.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, description = "The database answers", body = Readiness),
+    (status = 503, description = "The database does not answer", body = ErrorEnvelope)))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let pool = state.pool.clone();
     let redis = state.engine.core.redis.clone();
@@ -50,12 +73,21 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     } else {
         "ok"
     };
-    Ok(HttpResponse::Ok().json(json!({"status": status, "database": "ok", "redis": redis_state})))
+    Ok(HttpResponse::Ok().json(Readiness {
+        status,
+        database: "ok",
+        redis: redis_state,
+    }))
 }
 
-/// `GET /metrics`: this process's metrics in the Prometheus text format. The gauges are read
+/// This process's metrics in the Prometheus text format (OpenMetrics). The gauges are read
 /// now: actor counts from memory, the outbox backlogs from their partial indexes (kept at
 /// their last values, and the scrape still answered, when the database does not answer).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    security((), ("metrics_token" = [])),
+    responses(
+        (status = 200, description = "The metrics", content_type = "application/openmetrics-text", body = String),
+        (status = 401, description = "`metrics.token` is set and was not sent", body = ErrorEnvelope)))]
 pub async fn metrics(
     state: web::Data<AppState>,
     req: HttpRequest,

@@ -6,10 +6,18 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
-use serde_json::json;
 
 use crate::domain::canonical_id;
 use crate::error::ApiError;
+
+/// The SPEC's List of `T`, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct List<T> {
+    pub data: Vec<T>,
+    pub has_more: bool,
+    /// Pass back as `after` for the next page; null on the last page.
+    pub next_after: Option<String>,
+}
 
 /// `limit` of a list, and how to build its page.
 pub struct Paging {
@@ -46,8 +54,11 @@ impl Paging {
         } else {
             None
         };
-        HttpResponse::Ok()
-            .json(json!({"data": rows, "has_more": has_more, "next_after": next_after}))
+        HttpResponse::Ok().json(List {
+            data: rows,
+            has_more,
+            next_after,
+        })
     }
 }
 
@@ -89,10 +100,14 @@ pub fn order_no_cursor(after: Option<&str>) -> Result<Option<String>, ApiError> 
 
 /// A list that is always one page (`has_more` false): a valid `limit` is accepted, and any
 /// `after` is a cursor it never issued.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SinglePage {
+    /// 1-100 (default 50).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     limit: Option<String>,
+    /// Never valid: the list is one page.
     after: Option<String>,
 }
 
@@ -107,7 +122,11 @@ impl SinglePage {
     }
 
     pub fn respond<T: Serialize>(rows: Vec<T>) -> HttpResponse {
-        HttpResponse::Ok().json(json!({"data": rows, "has_more": false, "next_after": null}))
+        HttpResponse::Ok().json(List {
+            data: rows,
+            has_more: false,
+            next_after: None,
+        })
     }
 }
 

@@ -5,25 +5,36 @@
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use chrono::NaiveDateTime;
 use serde::Deserialize;
-use serde_json::json;
 
 use super::signature::verify;
 use super::{parse_json, read_body, AppState};
 use crate::domain::order::Rejection;
 use crate::domain::order::{Callback, Command, OutcomeKind};
 use crate::domain::time::serde_ts_opt;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::metrics::CallbackResult;
 
-#[derive(Debug, Deserialize)]
+/// A payment callback: `code` 100000 is a success, any other integer a failure.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CallbackBody {
+pub struct CallbackBody {
     order_no: String,
+    /// 1-64 characters, unique across the provider's events.
+    #[schema(min_length = 1, max_length = 64)]
     trade_no: String,
+    #[schema(example = 100000)]
     code: i64,
+    #[schema(minimum = 0)]
     amount_cents: i64,
     #[serde(default, with = "serde_ts_opt")]
     paid_at: Option<NaiveDateTime>,
+}
+
+/// The callback's success reply.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct CallbackAck {
+    /// Always `success`.
+    result: &'static str,
 }
 
 /// Parses and checks a callback body (400 for a malformed one; 404 for an order number that
@@ -55,6 +66,19 @@ pub fn parse_callback(body: &[u8]) -> Result<(String, Callback), ApiError> {
     Ok((order_no, callback))
 }
 
+/// The generic signed callback: applied by the callback rules, answered once durable.
+#[utoipa::path(post, path = "/api/payments/callback", tag = "payment provider",
+    request_body = CallbackBody,
+    security(("callback_signature" = [])),
+    responses(
+        (status = 200, description = "Durable: applied, a duplicate, or a late or double payment kept for a refund", body = CallbackAck),
+        (status = 400, description = "Malformed body", body = ErrorEnvelope),
+        (status = 401, description = "`invalid_signature`", body = ErrorEnvelope),
+        (status = 404, description = "`order_not_found`", body = ErrorEnvelope),
+        (status = 409, description = "`trade_no_conflict`", body = ErrorEnvelope),
+        (status = 413, description = "`payload_too_large`", body = ErrorEnvelope),
+        (status = 422, description = "`amount_mismatch`", body = ErrorEnvelope),
+        (status = 503, description = "`unavailable`: retry", body = ErrorEnvelope)))]
 pub async fn callback(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -69,7 +93,7 @@ pub async fn callback(
         Err(_) => CallbackResult::Rejected,
     };
     state.engine.core.metrics.callback("generic", result);
-    decided.map(|_| HttpResponse::Ok().json(json!({"result": "success"})))
+    decided.map(|_| HttpResponse::Ok().json(CallbackAck { result: "success" }))
 }
 
 /// Verifies and applies one callback: what it came to once durable.

@@ -18,6 +18,7 @@ mod lifecycle;
 mod lists;
 mod metrics;
 mod migrations;
+mod openapi;
 mod outage;
 mod placement;
 mod process;

@@ -120,7 +120,7 @@ fn lock_pending(
         .collect())
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = effects)]
 pub struct EffectRow {
     pub id: i64,
@@ -340,7 +340,7 @@ pub fn retry(
 }
 
 /// An effect with its order, as admins list them.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EffectWithOrder {
     #[serde(flatten)]
     pub effect: EffectRow,
