@@ -40,8 +40,11 @@ fn non_empty(text: &str) -> bool {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
+    /// Not blank.
+    #[schema(min_length = 1, pattern = "\\S")]
     name: String,
     #[serde(default)]
+    #[schema(minimum = 0)]
     points: i64,
 }
 
@@ -97,7 +100,10 @@ pub async fn get_user(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCourse {
+    /// Not blank.
+    #[schema(min_length = 1, pattern = "\\S")]
     title: String,
+    #[schema(minimum = 0)]
     price_cents: i64,
     #[serde(default = "default_on_sale")]
     on_sale: bool,
@@ -206,9 +212,13 @@ pub async fn patch_course(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCoupon {
+    /// Not blank.
+    #[schema(min_length = 1, pattern = "\\S")]
     title: String,
+    #[schema(minimum = 1)]
     discount_cents: i64,
     #[serde(default)]
+    #[schema(minimum = 0)]
     min_spend_cents: i64,
     #[serde(default, with = "serde_ts_opt")]
     valid_until: Option<NaiveDateTime>,

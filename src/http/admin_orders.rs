@@ -334,6 +334,7 @@ pub async fn list_effects(
     params(("id" = i64, Path)),
     security(("admin_token" = [])),
     responses((status = 200, description = "The effect, re-queued", body = EffectRow),
+        (status = 400, description = "An id that is not an integer", body = ErrorEnvelope),
         (status = 401, description = "`unauthenticated`", body = ErrorEnvelope),
         (status = 404, description = "`effect_not_found`", body = ErrorEnvelope),
         (status = 409, description = "Not dead-lettered", body = ErrorEnvelope)))]

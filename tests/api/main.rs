@@ -25,5 +25,6 @@ mod process;
 mod redis;
 mod restart;
 mod schema_rs;
+mod schemathesis;
 mod smoke;
 mod timeouts;
