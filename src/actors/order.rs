@@ -78,6 +78,7 @@ pub struct ActorSnapshot {
     pub deadline: NaiveDateTime,
     pub remaining_ms: i64,
     pub restarts: u32,
+    #[schema(required = true)]
     pub last_error: Option<String>,
 }
 

@@ -61,6 +61,7 @@ pub struct Coupon {
     pub discount_cents: i64,
     pub min_spend_cents: i64,
     #[serde(with = "serde_ts_opt")]
+    #[schema(required = true)]
     pub valid_until: Option<NaiveDateTime>,
     #[serde(skip)]
     pub created_at: NaiveDateTime,
@@ -87,8 +88,10 @@ pub struct UserCoupon {
     pub discount_cents: i64,
     pub min_spend_cents: i64,
     #[serde(with = "serde_ts_opt")]
+    #[schema(required = true)]
     pub valid_until: Option<NaiveDateTime>,
     pub status: CouponStatus,
+    #[schema(required = true)]
     pub order_no: Option<OrderNo>,
 }
 
@@ -154,16 +157,21 @@ pub struct Order {
     pub discount_cents: i64,
     pub points_used: i64,
     pub payable_cents: i64,
+    #[schema(required = true)]
     pub user_coupon_id: Option<i64>,
     #[serde(with = "serde_ts")]
     pub created_at: NaiveDateTime,
     #[serde(with = "serde_ts")]
     pub expires_at: NaiveDateTime,
     #[serde(with = "serde_ts_opt")]
+    #[schema(required = true)]
     pub paid_at: Option<NaiveDateTime>,
     #[serde(with = "serde_ts_opt")]
+    #[schema(required = true)]
     pub closed_at: Option<NaiveDateTime>,
+    #[schema(required = true)]
     pub close_reason: Option<CloseReason>,
+    #[schema(required = true)]
     pub trade_no: Option<String>,
 }
 

@@ -17,6 +17,7 @@ pub struct LatePayment {
     pub trade_no: String,
     pub amount_cents: i64,
     #[serde(with = "crate::domain::time::serde_ts_opt")]
+    #[schema(required = true)]
     pub provider_paid_at: Option<NaiveDateTime>,
     #[serde(with = "crate::domain::time::serde_ts")]
     pub received_at: NaiveDateTime,

@@ -82,6 +82,7 @@ pub struct EffectView {
     kind: crate::domain::states::EffectKind,
     status: EffectStatus,
     attempts: i32,
+    #[schema(required = true)]
     last_error: Option<String>,
 }
 
@@ -98,12 +99,18 @@ pub struct OrderDetail {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ActorView {
     alive: bool,
+    #[schema(required = true)]
     node_id: Option<String>,
+    #[schema(required = true)]
     state: Option<crate::actors::ActorState>,
     #[serde(with = "crate::domain::time::serde_ts_opt")]
+    #[schema(required = true)]
     deadline: Option<chrono::NaiveDateTime>,
+    #[schema(required = true)]
     remaining_ms: Option<i64>,
+    #[schema(required = true)]
     restarts: Option<u32>,
+    #[schema(required = true)]
     last_error: Option<String>,
 }
 

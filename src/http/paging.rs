@@ -16,6 +16,7 @@ pub struct List<T> {
     pub data: Vec<T>,
     pub has_more: bool,
     /// Pass back as `after` for the next page; null on the last page.
+    #[schema(required = true)]
     pub next_after: Option<String>,
 }
 

@@ -49,13 +49,23 @@ fn document(app: &TestApp) -> Value {
     resp.json
 }
 
-/// The property names of a component schema (following one `$ref`).
-fn properties(doc: &Value, schema: &str) -> BTreeSet<String> {
-    let schema = &doc["components"]["schemas"][schema];
-    let props = schema["properties"]
+/// The property names of a component schema, each of which it must also require: every key
+/// of a documented object is always present (SPEC "HTTP API"), `null` when it does not apply.
+#[track_caller]
+fn properties(doc: &Value, name: &str) -> BTreeSet<String> {
+    let schema = &doc["components"]["schemas"][name];
+    let props: BTreeSet<String> = schema["properties"]
         .as_object()
-        .unwrap_or_else(|| panic!("no properties in {schema}"));
-    props.keys().cloned().collect()
+        .unwrap_or_else(|| panic!("no properties in {schema}"))
+        .keys()
+        .cloned()
+        .collect();
+    let required: BTreeSet<String> = schema["required"]
+        .as_array()
+        .map(|r| r.iter().map(|v| v.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default();
+    assert_eq!(required, props, "{name}: required is not every property");
+    props
 }
 
 fn keys_of(value: &Value) -> BTreeSet<String> {

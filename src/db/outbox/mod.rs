@@ -128,6 +128,7 @@ pub struct EffectRow {
     pub kind: EffectKind,
     pub status: EffectStatus,
     pub attempts: i32,
+    #[schema(required = true)]
     pub last_error: Option<String>,
     #[serde(with = "serde_ts")]
     pub next_attempt_at: NaiveDateTime,
