@@ -285,6 +285,16 @@ impl Metrics {
     }
 
     pub fn request(&self, method: &str, route: Option<&str>, status: u16, seconds: f64) {
+        // A client can send any token as a method: only the known ones get a series of their
+        // own (as OpenTelemetry's HTTP conventions do), so labels stay bounded.
+        const KNOWN: [&str; 9] = [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+        ];
+        let method = if KNOWN.contains(&method) {
+            method
+        } else {
+            "_OTHER"
+        };
         self.http_requests
             .get_or_create(&HttpLabels {
                 method: method.to_string(),

@@ -144,6 +144,7 @@ on_both_backends! {
             .clone();
         let timed_out_no = timed_out["order_no"].as_str().unwrap().to_string();
         app.request("GET", "/no/such/route", &[], None).assert_error(404, "route_not_found");
+        app.raw_request("BREW", "/no/such/pot", &[], b"");
 
         let settled = scrape_until(app, "the timeout and both refunds", |s| {
             s.value(LATENESS_COUNT) == 1.0 && s.value(REFUNDS_DONE) == 2.0
@@ -186,6 +187,8 @@ on_both_backends! {
         assert_eq!(http("POST", "/api/payments/callback", 200), 2.0);
         assert_eq!(http("POST", "/api/payments/callback", 401), 1.0);
         assert_eq!(http("GET", "unmatched", 404), 1.0);
+        assert!(!settled.text.contains("BREW"), "{}", settled.text);
+        assert!(settled.text.contains(r#"method="_OTHER",route="unmatched""#), "{}", settled.text);
         for no in [&paid_no, &cancelled_no, &timed_out_no] {
             assert!(!settled.text.contains(no.as_str()), "{no} in a label:\n{}", settled.text);
         }
