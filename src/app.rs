@@ -86,6 +86,7 @@ impl Application {
         let server = builder
             .listen("order-engine", listener, move || {
                 let state = state.clone();
+                let core = state.engine.core.clone();
                 let shutdown = shutdown.clone();
                 let app = App::new()
                     .app_data(state)
@@ -95,16 +96,14 @@ impl Application {
                         let clock = request_timeout::enter(&req, timeout);
                         let started = Instant::now();
                         let method = req.method().clone();
-                        let metrics = req
-                            .app_data::<web::Data<AppState>>()
-                            .map(|state| state.engine.core.clone());
+                        let core = core.clone();
                         let response = service.call(req);
                         async move {
                             let response = response.await;
                             if let Some(clock) = clock {
                                 clock.answered();
                             }
-                            if let (Some(core), Ok(response)) = (metrics, &response) {
+                            if let Ok(response) = &response {
                                 core.metrics.request(
                                     method.as_str(),
                                     response.request().match_pattern().as_deref(),

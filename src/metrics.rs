@@ -9,10 +9,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::domain::order::Transition;
-use crate::domain::states::{EffectKind, OrderStatus};
+use crate::domain::states::{CloseReason, EffectKind, OrderStatus};
 
 /// The content type of [`Metrics::render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -21,15 +21,23 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 const LATENESS_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
-/// Buckets of `http_server_request_duration_seconds`.
-const HTTP_BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+/// Buckets of `http_server_request_duration_seconds`: the same half-millisecond to ten seconds.
+const HTTP_BUCKETS: [f64; 14] = LATENESS_BUCKETS;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TransitionLabels {
     to: &'static str,
     reason: &'static str,
+}
+
+impl TransitionLabels {
+    /// `reason` is the close reason, `payment` for paid.
+    fn new(to: OrderStatus, reason: Option<CloseReason>) -> Self {
+        TransitionLabels {
+            to: to.as_str(),
+            reason: reason.map_or("payment", CloseReason::as_str),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -71,6 +79,12 @@ pub enum EffectResult {
 }
 
 impl EffectResult {
+    const ALL: [EffectResult; 3] = [
+        EffectResult::Done,
+        EffectResult::Retried,
+        EffectResult::DeadLettered,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             EffectResult::Done => "done",
@@ -142,101 +156,87 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::default();
-        let orders_placed = Counter::default();
-        registry.register(
-            "order_engine_orders_placed",
-            "Orders placed (201) by this process",
-            orders_placed.clone(),
-        );
-        let transitions = Family::<TransitionLabels, Counter>::default();
-        registry.register(
-            "order_engine_transitions",
-            "Orders that left pending in this process, by new status and close reason (payment for paid)",
-            transitions.clone(),
-        );
-        let timeout_lateness = Histogram::new(LATENESS_BUCKETS);
-        registry.register(
-            "order_engine_timeout_lateness_seconds",
-            "closed_at - expires_at of orders this process closed for timeout",
-            timeout_lateness.clone(),
-        );
-        let pending_orders = Gauge::default();
-        registry.register(
-            "order_engine_pending_orders",
-            "Pending orders this process owns (each has a live actor and a timer)",
-            pending_orders.clone(),
-        );
-        let live_actors = Gauge::default();
-        registry.register(
-            "order_engine_live_actors",
-            "Order actors alive in this process",
-            live_actors.clone(),
-        );
-        let armed_timers = Gauge::default();
-        registry.register(
-            "order_engine_armed_timers",
-            "Order actors whose deadline timer is armed",
-            armed_timers.clone(),
-        );
-        let actor_restarts = Counter::default();
-        registry.register(
-            "order_engine_actor_restarts",
-            "Order actors re-created after their mailbox closed",
-            actor_restarts.clone(),
-        );
-        let effects = Family::<EffectLabels, Counter>::default();
-        registry.register(
-            "order_engine_effects",
-            "Effect attempts by kind and result",
-            effects.clone(),
-        );
-        let effects_pending = Family::<KindLabels, Gauge>::default();
-        registry.register(
-            "order_engine_effects_pending",
-            "Effects in the outbox not yet done nor dead-lettered, by kind (all processes)",
-            effects_pending.clone(),
-        );
-        let callbacks = Family::<CallbackLabels, Counter>::default();
-        registry.register(
-            "order_engine_callbacks",
-            "Payment notifications by provider and result",
-            callbacks.clone(),
-        );
-        let events_unpublished = Gauge::default();
-        registry.register(
-            "order_engine_events_unpublished",
-            "Order events written and not yet published (all processes)",
-            events_unpublished.clone(),
-        );
-        let webhook_deliveries = Family::<ResultLabels, Counter>::default();
-        registry.register(
-            "order_engine_webhook_deliveries",
-            "Webhook delivery attempts by result",
-            webhook_deliveries.clone(),
-        );
-        let http_requests: Family<HttpLabels, Histogram, fn() -> Histogram> =
-            Family::new_with_constructor(|| Histogram::new(HTTP_BUCKETS));
-        registry.register(
-            "http_server_request_duration_seconds",
-            "HTTP requests by method, route pattern and status, from routing to the response",
-            http_requests.clone(),
-        );
+        let mut r = Registry::default();
         let metrics = Metrics {
-            registry,
-            orders_placed,
-            transitions,
-            timeout_lateness,
-            pending_orders,
-            live_actors,
-            armed_timers,
-            actor_restarts,
-            effects,
-            effects_pending,
-            callbacks,
-            events_unpublished,
-            webhook_deliveries,
-            http_requests,
+            orders_placed: register(
+                &mut r,
+                "order_engine_orders_placed",
+                "Orders placed (201) by this process",
+                Counter::default(),
+            ),
+            transitions: register(
+                &mut r,
+                "order_engine_transitions",
+                "Orders that left pending in this process, by new status and close reason (payment for paid)",
+                Family::default(),
+            ),
+            timeout_lateness: register(
+                &mut r,
+                "order_engine_timeout_lateness_seconds",
+                "closed_at - expires_at of orders this process closed for timeout",
+                Histogram::new(LATENESS_BUCKETS),
+            ),
+            pending_orders: register(
+                &mut r,
+                "order_engine_pending_orders",
+                "Pending orders this process owns (each has a live actor and a timer)",
+                Gauge::default(),
+            ),
+            live_actors: register(
+                &mut r,
+                "order_engine_live_actors",
+                "Order actors alive in this process",
+                Gauge::default(),
+            ),
+            armed_timers: register(
+                &mut r,
+                "order_engine_armed_timers",
+                "Order actors whose deadline timer is armed",
+                Gauge::default(),
+            ),
+            actor_restarts: register(
+                &mut r,
+                "order_engine_actor_restarts",
+                "Order actors re-created after their mailbox closed",
+                Counter::default(),
+            ),
+            effects: register(
+                &mut r,
+                "order_engine_effects",
+                "Effect attempts by kind and result",
+                Family::default(),
+            ),
+            effects_pending: register(
+                &mut r,
+                "order_engine_effects_pending",
+                "Effects in the outbox not yet done nor dead-lettered, by kind (all processes)",
+                Family::default(),
+            ),
+            callbacks: register(
+                &mut r,
+                "order_engine_callbacks",
+                "Payment notifications by provider and result",
+                Family::default(),
+            ),
+            events_unpublished: register(
+                &mut r,
+                "order_engine_events_unpublished",
+                "Order events written and not yet published (all processes)",
+                Gauge::default(),
+            ),
+            webhook_deliveries: register(
+                &mut r,
+                "order_engine_webhook_deliveries",
+                "Webhook delivery attempts by result",
+                Family::default(),
+            ),
+            http_requests: register(
+                &mut r,
+                "http_server_request_duration_seconds",
+                "HTTP requests by method, route pattern and status, from routing to the response",
+                Family::new_with_constructor(|| Histogram::new(HTTP_BUCKETS)),
+            ),
+            registry: r,
         };
         metrics.preset();
         metrics
@@ -249,12 +249,8 @@ impl Metrics {
     /// An order left `pending` in a committed transaction of this process; `lateness` is
     /// `closed_at - expires_at` of a timeout.
     pub fn transitioned(&self, transition: Transition, lateness: Option<TimeDelta>) {
-        let reason = transition.reason.map_or("payment", |r| r.as_str());
         self.transitions
-            .get_or_create(&TransitionLabels {
-                to: transition.to.as_str(),
-                reason,
-            })
+            .get_or_create(&TransitionLabels::new(transition.to, transition.reason))
             .inc();
         if let Some(lateness) = lateness {
             let seconds = lateness.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
@@ -335,23 +331,16 @@ impl Metrics {
     /// Creates the zero-valued series of every known label value: a family shows only the
     /// series it has, and `rate()` and alerts need them from the first scrape.
     fn preset(&self) {
-        for to in OrderStatus::ALL {
-            for reason in reasons_for(*to) {
-                let _ = self.transitions.get_or_create(&TransitionLabels {
-                    to: to.as_str(),
-                    reason,
-                });
-            }
+        for (to, reason) in TRANSITIONS {
+            let _ = self
+                .transitions
+                .get_or_create(&TransitionLabels::new(to, reason));
         }
         for kind in EffectKind::ALL {
             let _ = self.effects_pending.get_or_create(&KindLabels {
                 kind: kind.as_str(),
             });
-            for result in [
-                EffectResult::Done,
-                EffectResult::Retried,
-                EffectResult::DeadLettered,
-            ] {
+            for result in EffectResult::ALL {
                 let _ = self.effects.get_or_create(&EffectLabels {
                     kind: kind.as_str(),
                     result: result.as_str(),
@@ -378,12 +367,17 @@ impl Metrics {
     }
 }
 
-/// The close reasons an order can reach `to` with (`payment` for paid).
-fn reasons_for(to: OrderStatus) -> &'static [&'static str] {
-    match to {
-        OrderStatus::Pending => &[],
-        OrderStatus::Paid => &["payment"],
-        OrderStatus::Failed => &["payment_failed"],
-        OrderStatus::Cancelled => &["timeout", "user", "admin"],
-    }
+/// Every transition out of `pending`: the new status and its close reason (none for paid).
+const TRANSITIONS: [(OrderStatus, Option<CloseReason>); 5] = [
+    (OrderStatus::Paid, None),
+    (OrderStatus::Failed, Some(CloseReason::PaymentFailed)),
+    (OrderStatus::Cancelled, Some(CloseReason::User)),
+    (OrderStatus::Cancelled, Some(CloseReason::Timeout)),
+    (OrderStatus::Cancelled, Some(CloseReason::Admin)),
+];
+
+/// Registers `metric` under `name` and returns it (a handle to the registered one).
+fn register<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
 }

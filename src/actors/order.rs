@@ -69,7 +69,7 @@ pub struct Deliver(pub Command);
 pub struct Snapshot;
 
 /// The `actor` object of `GET /admin/orders/{order_no}`.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ActorSnapshot {
     pub alive: bool,
     pub node_id: String,
@@ -78,7 +78,6 @@ pub struct ActorSnapshot {
     pub deadline: NaiveDateTime,
     pub remaining_ms: i64,
     pub restarts: u32,
-    #[schema(required = true)]
     pub last_error: Option<String>,
 }
 

@@ -10,7 +10,7 @@ use crate::domain::ids::{CourseId, OrderNo, UserId};
 use crate::domain::states::{CloseReason, CouponStatus, LedgerKind, OrderStatus};
 use crate::domain::time::{serde_ts, serde_ts_opt};
 
-#[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
 #[diesel(table_name = users)]
 pub struct User {
     pub id: UserId,
