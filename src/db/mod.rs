@@ -172,10 +172,31 @@ pub fn migrate(conn: &mut DbConnection) -> Result<(), DbSetupError> {
     }
 }
 
-/// How a [`keyed_transaction`] begins on PostgreSQL: its planner settings (`SET LOCAL`: until
-/// it ends) travel in the same simple query as `BEGIN`, so they cost no round trip of their own.
-const KEYED_BEGIN: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; \
-     SET LOCAL enable_seqscan = off";
+/// The planner settings of work found by key on PostgreSQL, until the transaction ends (the
+/// `true` of `set_config`, as `SET LOCAL`): each statement's one cached generic plan, made
+/// with index scans only. One statement, so also one round trip where it cannot travel with
+/// the `BEGIN`.
+macro_rules! by_key_settings {
+    () => {
+        "SELECT set_config('plan_cache_mode', 'force_generic_plan', true), \
+         set_config('enable_seqscan', 'off', true)"
+    };
+}
+
+/// How a [`keyed_transaction`] begins on PostgreSQL: its planner settings travel in the same
+/// simple query as `BEGIN`, so they cost no round trip of their own.
+const KEYED_BEGIN: &str = concat!("BEGIN; ", by_key_settings!());
+
+/// Inside a [`write_transaction`]: the statements that follow find their rows by key, so on
+/// PostgreSQL they (and the foreign-key checks PostgreSQL runs inside them) use the generic
+/// plans of a [`keyed_transaction`] from here on. The placement reads the user's orders by
+/// status first, planned for the values bound, and then switches (BENCHMARKS.md).
+pub fn plan_by_key_from_here(conn: &mut DbConnection) -> QueryResult<()> {
+    match conn {
+        DbConnection::Postgresql(pg) => pg.batch_execute(by_key_settings!()),
+        DbConnection::Sqlite(_) => Ok(()),
+    }
+}
 
 /// [`write_transaction`] for work whose every statement finds its rows by key (the
 /// transitions). On PostgreSQL its statements, and the foreign-key checks PostgreSQL runs

@@ -9,7 +9,7 @@ use super::catalog::{find_user_coupon, load_courses, owned_course_ids};
 use super::journal::Journal;
 use super::models::*;
 use super::schema::*;
-use super::{outbox, write_transaction, DbConnection};
+use super::{outbox, plan_by_key_from_here, write_transaction, DbConnection};
 use crate::domain::ids::{CourseId, UserId};
 use crate::domain::order::new_order_no;
 use crate::domain::pricing::{quote, total, CouponTerms};
@@ -58,6 +58,13 @@ pub fn place_order(
             .select(users::points)
             .first(conn)?;
 
+        // The user's orders by status first, locked: a success being applied to one of them
+        // finishes before this reads what the user owns (see `lock_open_orders`). These two
+        // reads are planned for the statuses bound; everything after finds its rows by key.
+        let pending = lock_open_orders(conn, p.user_id, &p.course_ids, now)?;
+        let owned = owned_course_ids(conn, p.user_id)?;
+        plan_by_key_from_here(conn)?;
+
         let courses = load_courses(conn, &p.course_ids)?;
         let total_cents = total(&courses.values().map(|c| c.price_cents).collect::<Vec<_>>())?;
         let mut items = Vec::with_capacity(p.course_ids.len());
@@ -74,10 +81,6 @@ pub fn place_order(
             ),
         };
 
-        // Pending orders first, locked: a success being applied to one of them finishes
-        // before this reads what the user owns (see `lock_open_orders`).
-        let pending = lock_open_orders(conn, p.user_id, &p.course_ids, now)?;
-        let owned = owned_course_ids(conn, p.user_id)?;
         for course in &items {
             if !course.on_sale {
                 return Err(ApiError::CourseNotOnSale(course.id));

@@ -7,7 +7,9 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::paging::SinglePage;
-use super::{authenticate_client, parse_json, read_body, run_db, AppState};
+use super::{
+    authenticate_client, client_claim, confirm_user, parse_json, read_body, run_db, AppState,
+};
 use crate::actors::Committed;
 use crate::db::catalog;
 use crate::db::idempotency::{self, Claim};
@@ -91,14 +93,30 @@ pub async fn place_order(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(&req, payload, state.settings.server.max_body_bytes).await?;
-    let user_id = authenticate_client(&state, &req).await?;
-    let key = idempotency_key(&req)?;
-    let input: PlaceOrderBody = parse_json(&body)?;
-    check_shape(
-        &input.course_ids,
-        input.points,
-        state.settings.pricing.cents_per_point,
-    )?;
+    // Whether the token's user exists is found out by the placement's transaction, whose first
+    // statement locks the user's row (401 when there is none), so a placement costs no look-up
+    // of its own; an error answered before that work asks first, as 401 ranks before it.
+    let user_id = client_claim(&state, &req)?;
+    let shaped = idempotency_key(&req).and_then(|key| {
+        let input: PlaceOrderBody = parse_json(&body)?;
+        check_shape(
+            &input.course_ids,
+            input.points,
+            state.settings.pricing.cents_per_point,
+        )?;
+        Ok((key, input))
+    });
+    let (key, input) = match shaped {
+        Ok(shaped) => shaped,
+        Err(err) => {
+            confirm_user(&state, user_id).await?;
+            return Err(err);
+        }
+    };
+    if key.is_some() {
+        // Idempotency records belong to a user that exists.
+        confirm_user(&state, user_id).await?;
+    }
 
     let hash = input.canonical_hash();
     if let Some(key) = &key {
@@ -109,12 +127,18 @@ pub async fn place_order(
             _ => {}
         }
     }
-    fastpath::rate_limit(
+    if let Err(limited) = fastpath::rate_limit(
         state.engine.core.redis.clone(),
         state.settings.limits.orders_per_user_per_minute,
         user_id,
     )
-    .await?;
+    .await
+    {
+        if key.is_none() {
+            confirm_user(&state, user_id).await?;
+        }
+        return Err(limited);
+    }
 
     let placement = Placement {
         user_id,

@@ -456,6 +456,7 @@ on_both_backends! {
     /// with a bad) token is 401.
     fn error_precedence_of_size_auth_and_shape(app) {
         let (user_id, token) = app.user_with_token(0);
+        let course = app.course(500);
         let before = app.snapshot(user_id, &token);
         let huge = vec![b'{'; 70_000];
         app.post_order_raw(None, &[], &huge).assert_error(413, "payload_too_large");
@@ -467,6 +468,24 @@ on_both_backends! {
         // A bad Idempotency-Key (400) without a token is 401 too.
         let long_key = "k".repeat(300);
         app.post_order_raw(None, &[("Idempotency-Key", &long_key)], b"{}").assert_unauthenticated();
+        // A valid token whose `sub` names no user is 401 whatever else is wrong, and whether
+        // or not the request carries an Idempotency-Key.
+        let nobody = app.token(999_999);
+        let fine = json!({"course_ids": [course]}).to_string();
+        let unknown_course = json!({"course_ids": [course + 1000]}).to_string();
+        type Headers<'a> = &'a [(&'a str, &'a str)];
+        let shapes: [(Headers, &[u8]); 7] = [
+            (&[], b"{not json"),
+            (&[], br#"{"course_ids": []}"#),
+            (&[("Idempotency-Key", &long_key)], fine.as_bytes()),
+            (&[], fine.as_bytes()),
+            (&[], unknown_course.as_bytes()),
+            (&[("Idempotency-Key", "k1")], fine.as_bytes()),
+            (&[("Idempotency-Key", "k1")], b"{not json"),
+        ];
+        for (headers, body) in shapes {
+            app.post_order_raw(Some(&nobody), headers, body).assert_unauthenticated();
+        }
         assert_eq!(app.snapshot(user_id, &token), before);
     }
 }
