@@ -68,7 +68,7 @@ pub fn seed_demo(settings: &Settings) -> Result<(), String> {
         }
     }
     println!("courses:");
-    for course in catalog::list_courses(conn).map_err(err)? {
+    for course in catalog::all_courses(conn).map_err(err)? {
         println!(
             "  {:>3}  {:<24} {:>7} cents  on_sale={}  chapters={}",
             course.id,

@@ -118,12 +118,32 @@ pub fn load_courses(
 }
 
 /// Every course, by id.
-pub fn list_courses(conn: &mut DbConnection) -> QueryResult<Vec<Course>> {
+/// Every course, by id.
+pub fn all_courses(conn: &mut DbConnection) -> QueryResult<Vec<Course>> {
     let ids: Vec<CourseId> = courses::table
         .select(courses::id)
         .order(courses::id)
         .load(conn)?;
     Ok(load_courses(conn, &ids)?.into_values().collect())
+}
+
+/// Up to `fetch` courses older than the course `after` (all when `None`), newest first.
+pub fn course_page(
+    conn: &mut DbConnection,
+    after: Option<i64>,
+    fetch: i64,
+) -> QueryResult<Vec<Course>> {
+    let mut query = courses::table
+        .select(courses::id)
+        .order(courses::id.desc())
+        .limit(fetch)
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(courses::id.lt(CourseId(after)));
+    }
+    let ids: Vec<CourseId> = query.load(conn)?;
+    let mut courses = load_courses(conn, &ids)?;
+    Ok(ids.iter().filter_map(|id| courses.remove(id)).collect())
 }
 
 pub fn set_course_on_sale(

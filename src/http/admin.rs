@@ -4,7 +4,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::NaiveDateTime;
 use serde::Deserialize;
 
-use super::paging::SinglePage;
 use super::{parse_id, parse_json, read_body, require_admin, run_db, AppState};
 use crate::db::catalog;
 use crate::db::models::{AdminUser, Coupon, Course, UserCoupon};
@@ -158,12 +157,12 @@ pub async fn create_course(
     Ok(HttpResponse::Created().json(course))
 }
 
-/// The catalog (one page).
+/// The catalog, newest course first.
 #[utoipa::path(get, path = "/admin/courses", tag = "admins",
-    params(SinglePage),
+    params(super::paging::PageOnly),
     security(("admin_token" = [])),
     responses(
-        (status = 200, description = "Every course", body = List<Course>),
+        (status = 200, description = "A page of courses", body = List<Course>),
         (status = 400, description = "`invalid_request`", body = ErrorEnvelope),
         (status = 401, description = "`unauthenticated`", body = ErrorEnvelope)))]
 pub async fn list_courses(
@@ -171,9 +170,7 @@ pub async fn list_courses(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&state, &req)?;
-    SinglePage::check(&req)?;
-    let courses = run_db(&state, |conn| Ok(catalog::list_courses(conn)?)).await?;
-    Ok(SinglePage::respond(courses))
+    super::course_page(&state, &req).await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use super::paging::{id_cursor, order_no_cursor, query, Paging};
+use super::paging::{id_cursor, order_no_cursor, query, PageOnly, Paging};
 use super::{parse_id, require_admin, run_db, AppState};
 use crate::actors::Committed;
 use crate::db::models::Order;
@@ -369,17 +369,6 @@ pub async fn retry_effect(
     Ok(HttpResponse::Ok().json(effect))
 }
 
-#[derive(Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct PageOnly {
-    /// 1-100 (default 50).
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
-    limit: Option<String>,
-    /// `next_after` of the page before.
-    after: Option<String>,
-}
-
 /// Successes that came too late or twice; each needs a refund.
 #[utoipa::path(get, path = "/admin/late-payments", tag = "admins", params(PageOnly),
     security(("admin_token" = [])),
@@ -391,9 +380,7 @@ pub async fn late_payments(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&state, &req)?;
-    let filter: PageOnly = query(&req)?;
-    let paging = Paging::parse(filter.limit.as_deref())?;
-    let after = id_cursor(filter.after.as_deref())?;
+    let (paging, after) = PageOnly::parse(&req)?;
     let fetch = paging.fetch();
     let rows = run_db(&state, move |conn| {
         Ok(payments::late_payments(conn, after, fetch)?)

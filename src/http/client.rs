@@ -6,7 +6,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::paging::SinglePage;
 use super::{
     authenticate_client, client_claim, confirm_user, parse_json, read_body, run_db, AppState,
 };
@@ -386,20 +385,18 @@ pub async fn me(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResp
     Ok(HttpResponse::Ok().json(me))
 }
 
-/// The catalog a student buys from (one page).
+/// The catalog a student buys from, newest course first.
 #[utoipa::path(get, path = "/api/courses", tag = "clients",
-    params(SinglePage),
+    params(super::paging::PageOnly),
     security(("client_jwt" = [])),
     responses(
-        (status = 200, description = "Every course", body = List<Course>),
-        (status = 400, description = "A bad `limit` or any `after`", body = ErrorEnvelope),
+        (status = 200, description = "A page of courses", body = List<Course>),
+        (status = 400, description = "A bad `limit` or cursor", body = ErrorEnvelope),
         (status = 401, description = "`unauthenticated`", body = ErrorEnvelope)))]
 pub async fn list_courses(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     authenticate_client(&state, &req).await?;
-    SinglePage::check(&req)?;
-    let courses = run_db(&state, |conn| Ok(catalog::list_courses(conn)?)).await?;
-    Ok(SinglePage::respond(courses))
+    super::course_page(&state, &req).await
 }

@@ -140,6 +140,17 @@ pub fn require_admin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError
     }
 }
 
+/// A page of the catalog, newest course first (the admins' and the clients' course lists).
+pub async fn course_page(state: &AppState, req: &HttpRequest) -> Result<HttpResponse, ApiError> {
+    let (paging, after) = paging::PageOnly::parse(req)?;
+    let fetch = paging.fetch();
+    let courses = run_db(state, move |conn| {
+        Ok(catalog::course_page(conn, after, fetch)?)
+    })
+    .await?;
+    Ok(paging.respond(courses, |c| c.id.to_string()))
+}
+
 /// Cancels an order for its user (`Some(user_id)`, reason `user`) or an admin (`None`):
 /// 200 with the cancelled order, or 409 `order_not_pending`.
 pub async fn cancel(

@@ -99,35 +99,26 @@ pub fn order_no_cursor(after: Option<&str>) -> Result<Option<String>, ApiError> 
         .transpose()
 }
 
-/// A list that is always one page (`has_more` false): a valid `limit` is accepted, and any
-/// `after` is a cursor it never issued.
+/// The parameters of a list with no filter: `limit`, and `after`, a row id it issued.
 #[derive(serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct SinglePage {
+pub struct PageOnly {
     /// 1-100 (default 50).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     limit: Option<String>,
-    /// Never valid: the list is one page.
+    /// `next_after` of the page before.
     after: Option<String>,
 }
 
-impl SinglePage {
-    pub fn check(req: &HttpRequest) -> Result<(), ApiError> {
-        let page: SinglePage = query(req)?;
-        Paging::parse(page.limit.as_deref())?;
-        match page.after {
-            Some(_) => Err(not_issued()),
-            None => Ok(()),
-        }
-    }
-
-    pub fn respond<T: Serialize>(rows: Vec<T>) -> HttpResponse {
-        HttpResponse::Ok().json(List {
-            data: rows,
-            has_more: false,
-            next_after: None,
-        })
+impl PageOnly {
+    /// The page asked for, and the id it starts after.
+    pub fn parse(req: &HttpRequest) -> Result<(Paging, Option<i64>), ApiError> {
+        let page: PageOnly = query(req)?;
+        Ok((
+            Paging::parse(page.limit.as_deref())?,
+            id_cursor(page.after.as_deref())?,
+        ))
     }
 }
 

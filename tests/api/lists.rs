@@ -160,18 +160,42 @@ on_both_backends! {
 }
 
 on_both_backends! {
-    /// The course lists are one page (`has_more` false, `next_after` null): any cursor is one
-    /// they could not have issued, so it is 400, as are a bad `limit` and unknown parameters.
-    fn course_lists_issue_no_cursor(app) {
+    /// The course lists are Lists like the others: newest first, `limit` (default 50) and a
+    /// cursor that walks every course exactly once; a cursor they could not have issued, a bad
+    /// `limit` and unknown parameters are 400.
+    fn course_lists_page_newest_first(app) {
         let (_, token) = app.user_with_token(0);
-        app.course(100);
+        let mut ids: Vec<i64> = (0..53).map(|i| app.course(100 + i)).collect();
+        ids.reverse();
         let admin = |query: &str| app.admin("GET", &format!("/admin/courses{query}"), None);
         let client = |query: &str| app.as_user(&token, "GET", &format!("/api/courses{query}"), None);
         for (name, list) in [("/admin/courses", &admin as &dyn Fn(&str) -> Resp), ("/api/courses", &client)] {
-            let all = list("").assert_status(200).clone();
-            assert_eq!((&all["has_more"], &all["next_after"]), (&json!(false), &Value::Null), "{name}");
-            assert_eq!(list("?limit=100").assert_status(200), &all, "{name}");
-            for cursor in ["1", "garbage", ""] {
+            let first = list("").assert_status(200).clone();
+            let page_ids = |page: &Value| -> Vec<i64> {
+                page["data"].as_array().unwrap().iter().map(|c| c["id"].as_i64().unwrap()).collect()
+            };
+            assert_eq!(page_ids(&first), ids[..50], "{name}: the default page is the newest 50");
+            assert_eq!((&first["has_more"], &first["next_after"]), (&json!(true), &json!(ids[49].to_string())), "{name}");
+            let rest = list(&format!("?after={}", ids[49])).assert_status(200).clone();
+            assert_eq!(page_ids(&rest), ids[50..], "{name}");
+            assert_eq!((&rest["has_more"], &rest["next_after"]), (&json!(false), &Value::Null), "{name}");
+            let titles: Vec<&str> = first["data"][0]["chapters"].as_array().unwrap().iter().map(|c| c["title"].as_str().unwrap()).collect();
+            assert_eq!(titles, ["one", "two"], "{name}: courses come with their chapters");
+
+            let mut walked = Vec::new();
+            let mut query = "?limit=7".to_string();
+            loop {
+                let page = list(&query).assert_status(200).clone();
+                walked.extend(page_ids(&page));
+                match page["next_after"].as_str() {
+                    Some(after) => query = format!("?limit=7&after={after}"),
+                    None => break,
+                }
+            }
+            assert_eq!(walked, ids, "{name}: limit=7 pages walk every course once, newest first");
+            assert_eq!(page_ids(list(&format!("?after={}", ids[52])).assert_status(200)), Vec::<i64>::new(), "{name}: after the oldest");
+
+            for cursor in GARBAGE {
                 assert_refused(&list(&format!("?after={cursor}")), &format!("{name} after={cursor:?}"));
             }
             for limit in BAD_LIMITS {
