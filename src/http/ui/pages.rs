@@ -27,7 +27,7 @@ use crate::http::paging::{id_cursor, query, Paging};
 use crate::http::{cancel_order as cancel, run_db, AppState};
 
 /// Rows a dashboard list shows per page.
-const PAGE_ROWS: &str = "50";
+const PAGE_ROWS: i64 = 50;
 /// The overview's deadline chart: this many windows of this width.
 const CHART_WINDOWS: usize = 10;
 const CHART_WINDOW: Duration = Duration::from_secs(60);
@@ -56,6 +56,23 @@ pub fn path_segment(text: &str) -> String {
 /// A query string's optional field: a form's empty input means "not given".
 fn given(field: &Option<String>) -> Option<&str> {
     field.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// A dashboard list's paging: [`PAGE_ROWS`] a page, by the JSON list's own cursor.
+fn list_paging() -> Result<Paging, ApiError> {
+    Paging::parse(Some(&PAGE_ROWS.to_string()))
+}
+
+/// The page of `rows` (read with `paging.fetch()`) and the link to the next one, which
+/// `link` makes from its cursor.
+fn paged<T>(
+    paging: &Paging,
+    rows: Vec<T>,
+    cursor: impl Fn(&T) -> String,
+    link: impl Fn(&str) -> String,
+) -> (Vec<T>, Option<String>) {
+    let page = paging.page(rows, cursor);
+    (page.data, page.next_after.as_deref().map(link))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -159,21 +176,25 @@ pub async fn orders(state: web::Data<AppState>, req: HttpRequest) -> Result<Http
     }
     let (status, user_id) = (given(&filter.status), given(&filter.user_id));
     let search = OrderSearch::parse(status, user_id, given(&filter.after))?;
-    let paging = Paging::parse(Some(PAGE_ROWS))?;
+    let paging = list_paging()?;
     let rows = admin_orders::orders_page(&state, search, paging.fetch()).await?;
-    let page = paging.page(rows, |o| o.order_no.to_string());
-    let older = page.next_after.map(|after| {
-        let query = serde_urlencoded::to_string([
-            ("status", status.unwrap_or_default()),
-            ("user_id", user_id.unwrap_or_default()),
-            ("after", after.as_str()),
-        ])
-        .unwrap_or_default();
-        format!("/admin/ui/orders?{query}")
-    });
+    let (orders, older) = paged(
+        &paging,
+        rows,
+        |o| o.order_no.to_string(),
+        |after| {
+            let query = serde_urlencoded::to_string([
+                ("status", status.unwrap_or_default()),
+                ("user_id", user_id.unwrap_or_default()),
+                ("after", after),
+            ])
+            .unwrap_or_default();
+            format!("/admin/ui/orders?{query}")
+        },
+    );
     html(&OrdersPage {
         nav: Nav::of(&session, "orders"),
-        orders: page.data,
+        orders,
         statuses: OrderStatus::ALL,
         status: status.unwrap_or_default().to_string(),
         user_id: user_id.unwrap_or_default().to_string(),
@@ -336,15 +357,17 @@ pub async fn effects(
         })
         .transpose()?;
     let after = id_cursor(given(&filter.after))?;
-    let paging = Paging::parse(Some(PAGE_ROWS))?;
+    let paging = list_paging()?;
     let rows = admin_orders::effects_page(&state, status, after, paging.fetch()).await?;
-    let page = paging.page(rows, |e| e.effect.id.to_string());
-    let older = page
-        .next_after
-        .map(|after| format!("/admin/ui/effects?status={tab}&after={after}"));
+    let (effects, older) = paged(
+        &paging,
+        rows,
+        |e| e.effect.id.to_string(),
+        |after| format!("/admin/ui/effects?status={tab}&after={after}"),
+    );
     html(&EffectsPage {
         nav: Nav::of(&session, "effects"),
-        effects: page.data,
+        effects,
         status: tab,
         older,
         retried,
@@ -397,15 +420,17 @@ pub async fn late_payments(
     let session = session::current(&state, &req).await?;
     let filter: LateQuery = query(&req)?;
     let after = id_cursor(given(&filter.after))?;
-    let paging = Paging::parse(Some(PAGE_ROWS))?;
+    let paging = list_paging()?;
     let rows = admin_orders::late_payments_page(&state, after, paging.fetch()).await?;
-    let page = paging.page(rows, |p| p.id.to_string());
-    let older = page
-        .next_after
-        .map(|after| format!("/admin/ui/late-payments?after={after}"));
+    let (payments, older) = paged(
+        &paging,
+        rows,
+        |p| p.id.to_string(),
+        |after| format!("/admin/ui/late-payments?after={after}"),
+    );
     html(&LatePaymentsPage {
         nav: Nav::of(&session, "late"),
-        payments: page.data,
+        payments,
         older,
     })
 }

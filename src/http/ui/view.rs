@@ -78,9 +78,9 @@ pub struct Chart {
 
 impl Chart {
     pub const WIDTH: u32 = 640;
-    pub const HEIGHT: u32 = 190;
+    pub const HEIGHT: u32 = 172;
     const TOP: u32 = 22;
-    const BASE: u32 = 160;
+    const BASE: u32 = 150;
     const SLOT_GAP: u32 = 10;
 
     pub fn of(buckets: &DeadlineBuckets) -> Self {
@@ -203,7 +203,7 @@ mod tests {
         let full = Chart::BASE - Chart::TOP;
         assert_eq!(chart.bars[0].height, full);
         assert_eq!(chart.bars[1].height, 0);
-        assert_eq!(chart.bars[2].height, full / 4 + 1);
+        assert_eq!(chart.bars[2].height, (f64::from(full) / 4.0).round() as u32);
         assert_eq!(chart.bars[0].label, "0–1");
         assert_eq!(chart.bars[2].label, "2–3");
         assert!(chart.bars.iter().all(|b| b.x + b.width <= Chart::WIDTH));
