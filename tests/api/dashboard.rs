@@ -388,6 +388,20 @@ on_both_backends! {
         assert!(again.text.contains("not pending"), "{}", again.text);
         assert_eq!(app.admin_order(&order_no)["order"]["close_reason"], "admin");
 
+        // A success that arrives after the cancel is a late payment, on its page and the
+        // order's.
+        let trade = trade_no();
+        app.callback(&order_no, &trade, SUCCESS, order["payable_cents"].as_i64().unwrap())
+            .assert_status(200);
+        browser.goto("/admin/ui/late-payments");
+        browser.wait_text("#late-payments tbody", "the late payment listed", |t| {
+            t.contains(&order_no) && t.contains(&trade) && t.contains("late_payment")
+        });
+        browser.goto(&format!("/admin/ui/orders/{order_no}"));
+        browser.wait_text("#order-late-payments", "the order's late payment", |t| t.contains(&trade));
+        assert!(browser.text("#order-payments").unwrap().contains("late_payment"));
+        crate::invariants::check(app);
+
         // Bad input is an HTML page with the API's status, never a 500.
         browser.goto("/admin/ui/orders/no_such_order_1");
         browser.wait_text("#error-status", "the 404 page", |t| t.starts_with("404"));
@@ -464,9 +478,10 @@ on_both_backends! {
 }
 
 on_both_backends! {
-    /// Over plain HTTP (no browser needed): the cookie's attributes, `Secure` behind https,
-    /// and a session refused and deleted once its `admin.session_ttl_secs` has passed.
-    fn the_session_cookie_is_strict_and_expires(app) with [("admin.session_ttl_secs", "2")] {
+    /// Over plain HTTP: the cookie's attributes, `Secure` behind https, and a session refused
+    /// and deleted once its `admin.session_ttl_secs` has passed; in a browser (when there is
+    /// one), an open page going to sign-in by itself.
+    fn the_session_cookie_is_strict_and_expires(app) with [("admin.session_ttl_secs", "4")] {
         let http = app.not_following_redirects();
         let form = format!("token={ADMIN_TOKEN}");
         let form_type = ("Content-Type", "application/x-www-form-urlencoded");
@@ -476,7 +491,7 @@ on_both_backends! {
         let set_cookie = login.header("Set-Cookie").expect("a session cookie").to_string();
         let attributes: Vec<&str> = set_cookie.split(';').map(str::trim).collect();
         let value = attributes[0].strip_prefix(&format!("{COOKIE}=")).expect("the cookie");
-        for wanted in ["HttpOnly", "SameSite=Strict", "Path=/admin/ui", "Max-Age=2"] {
+        for wanted in ["HttpOnly", "SameSite=Strict", "Path=/admin/ui", "Max-Age=4"] {
             assert!(attributes.contains(&wanted), "{wanted} in {set_cookie}");
         }
         assert!(!attributes.contains(&"Secure"), "plain http: {set_cookie}");
@@ -495,6 +510,16 @@ on_both_backends! {
         });
         assert_sent_to_sign_in(&with_cookie(app, "GET", "/admin/ui/orders", value, None));
         assert!(!stored_sessions(app).contains(&sha256_hex(value)), "the expired session is deleted");
+        // In a browser, a page left open past the expiry is sent to sign in by its own
+        // refresh (the live part's poll gets the sign-in page, which redirects the page).
+        if let Some(driver) = chromedriver() {
+            let browser = Browser::open(&driver, &app.base);
+            browser.sign_in(ADMIN_TOKEN);
+            browser.wait_path("the overview", |p| p == "/admin/ui");
+            browser.wait_path("the open overview to go to sign-in once expired",
+                |p| p == "/admin/ui/login");
+            assert!(browser.text("#token").is_ok(), "the sign-in form");
+        }
         // A cookie the engine never issued is refused alike.
         assert_sent_to_sign_in(&with_cookie(app, "GET", "/admin/ui", &"a".repeat(64), None));
         assert_sent_to_sign_in(&with_cookie(app, "GET", "/admin/ui", "garbage", None));
