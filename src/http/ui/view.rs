@@ -30,6 +30,20 @@ pub fn at_text(at: impl Borrow<NaiveDateTime>) -> String {
     time::format(at.borrow())
 }
 
+/// An instant for a table cell, to the second in UTC (`2026-11-26 12:00:00`); the page of
+/// the row shows it exactly.
+pub fn short(at: impl Borrow<NaiveDateTime>) -> String {
+    at.borrow().format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// [`short`], or an em dash when there is none.
+pub fn short_or_dash(at: impl Borrow<Option<NaiveDateTime>>) -> String {
+    match at.borrow() {
+        Some(at) => short(at),
+        None => "—".to_string(),
+    }
+}
+
 /// Time left as `m:ss.s` (or `h:mm:ss` past an hour); `0:00.0` once due.
 pub fn time_left(remaining_ms: impl Borrow<i64>) -> String {
     let ms = (*remaining_ms.borrow()).max(0);
@@ -179,6 +193,15 @@ mod tests {
         assert_eq!(money(-5), "-0.05");
         assert_eq!(money(0), "0.00");
         assert_eq!(money(i64::MIN), "-92233720368547758.08");
+    }
+
+    #[test]
+    fn table_instants_are_to_the_second() {
+        let at = time::parse("2026-11-26T12:00:00.123Z").unwrap();
+        assert_eq!(short(at), "2026-11-26 12:00:00");
+        assert_eq!(short_or_dash(Some(at)), "2026-11-26 12:00:00");
+        assert_eq!(short_or_dash(None), "—");
+        assert_eq!(when(Some(at)), "2026-11-26T12:00:00.123Z");
     }
 
     #[test]
