@@ -134,8 +134,11 @@ pub struct AuthSettings {
 
 #[derive(Debug, Clone)]
 pub struct AdminSettings {
-    /// Bearer token of the admin API.
+    /// Bearer token of the admin API, and what signs in to the dashboard (`/admin/ui`).
     pub token: String,
+    /// Seconds a dashboard session lives from sign-in (its cookie's `Max-Age` and the stored
+    /// session's expiry); after it the browser is sent to sign in again.
+    pub session_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -409,6 +412,7 @@ impl Settings {
                     "admin.token",
                     l.string("admin", "token", "dev-admin-token-change-me")?,
                 )?,
+                session_ttl_secs: l.integer("admin", "session_ttl_secs", 28_800, 1, 31 * 86_400)?,
             },
             effects: EffectSettings {
                 max_attempts: l.integer("effects", "max_attempts", 8, 1, 1000)? as u32,
@@ -472,6 +476,8 @@ mod tests {
         assert_eq!(from_file.server.request_timeout_secs, 30);
         assert_eq!(defaults.server.request_timeout_secs, 30);
         assert_eq!(from_file.limits.orders_per_user_per_minute, 60);
+        assert_eq!(from_file.admin.session_ttl_secs, 28_800);
+        assert_eq!(defaults.admin.session_ttl_secs, 28_800);
     }
 
     #[test]

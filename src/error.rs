@@ -111,18 +111,31 @@ impl ApiError {
         matches!(self, Self::Internal(_) | Self::Unavailable(_))
     }
 
-    /// The JSON envelope, as stored for idempotent replays and sent to clients.
-    pub fn envelope(&self) -> serde_json::Value {
-        let message = match self {
-            // Internal details go to the log, not to clients.
+    /// What a client is told: the error's text, without internal details (those go to the
+    /// log, see [`ApiError::log_server_error`]).
+    pub fn public_message(&self) -> String {
+        match self {
             Self::Internal(_) => "internal error".to_string(),
             Self::Unavailable(_) => "a dependency is unavailable; retry later".to_string(),
             other => other.to_string(),
-        };
+        }
+    }
+
+    /// Logs the detail of a 500 or 503, which the response does not carry.
+    pub fn log_server_error(&self) {
+        match self {
+            Self::Internal(detail) => log::error!("internal error: {detail}"),
+            Self::Unavailable(detail) => log::warn!("unavailable: {detail}"),
+            _ => {}
+        }
+    }
+
+    /// The JSON envelope, as stored for idempotent replays and sent to clients.
+    pub fn envelope(&self) -> serde_json::Value {
         serde_json::json!(ErrorEnvelope {
             error: ErrorBody {
                 code: self.code().to_string(),
-                message,
+                message: self.public_message(),
             },
         })
     }
@@ -238,11 +251,7 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        match self {
-            Self::Internal(detail) => log::error!("internal error: {detail}"),
-            Self::Unavailable(detail) => log::warn!("unavailable: {detail}"),
-            _ => {}
-        }
+        self.log_server_error();
         let mut response = HttpResponse::build(self.status_code());
         match self {
             Self::Unauthenticated(_) => {

@@ -39,7 +39,10 @@ use closer::Closer;
 use effects::{EffectDispatcher, QueueEffect};
 use key::OrderKey;
 use order::{ActorSnapshot, Deliver, Snapshot};
-use supervisor::{Forget, Lookup, OrderSupervisor, Retire, Stats, SupervisorStats, Track};
+pub use supervisor::DeadlineBuckets;
+use supervisor::{
+    Forget, Lookup, OrderSupervisor, Retire, Stats, SupervisorStats, Track, UpcomingDeadlines,
+};
 
 /// Mailbox size of the supervisor and the effect dispatcher: many orders arrive at once at
 /// start-up and in bursts, and senders that await must not be parked behind them.
@@ -179,6 +182,16 @@ pub enum ActorState {
     Armed,
     Transitioning,
     Stopped,
+}
+
+impl std::fmt::Display for ActorState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Armed => "armed",
+            Self::Transitioning => "transitioning",
+            Self::Stopped => "stopped",
+        })
+    }
 }
 
 impl Gauges {
@@ -400,6 +413,21 @@ impl Engine {
             .ok()
             .flatten()?;
         addr.send(Snapshot).await.ok()
+    }
+
+    /// Live actors' deadlines due in each of `count` windows of `width` from now.
+    pub async fn upcoming_deadlines(
+        &self,
+        width: Duration,
+        count: usize,
+    ) -> Result<DeadlineBuckets, ApiError> {
+        self.supervisor
+            .send(UpcomingDeadlines {
+                width_ms: i64::try_from(width.as_millis()).unwrap_or(i64::MAX),
+                count,
+            })
+            .await
+            .map_err(|e| ApiError::Internal(format!("supervisor: {e}")))
     }
 
     pub async fn stats(&self) -> Result<SupervisorStats, ApiError> {

@@ -164,6 +164,52 @@ pub struct SupervisorStats {
     pub transitioning: i64,
 }
 
+/// How many live actors' deadlines fall due in each of `count` windows of `width_ms` from
+/// now: the dashboard's chart of upcoming deadlines, read from the supervisor's own map (no
+/// scan of the orders table).
+#[derive(Message)]
+#[rtype(result = "DeadlineBuckets")]
+pub struct UpcomingDeadlines {
+    pub width_ms: i64,
+    pub count: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeadlineBuckets {
+    pub width_ms: i64,
+    /// `counts[i]`: deadlines from `i * width_ms` to `(i + 1) * width_ms` from now; an overdue
+    /// one (its actor is about to fire) counts in the first.
+    pub counts: Vec<usize>,
+    /// Deadlines past the last window.
+    pub later: usize,
+}
+
+impl DeadlineBuckets {
+    /// Buckets `deadlines` (Unix ms) as seen at `now_ms`.
+    pub fn of(
+        deadlines: impl IntoIterator<Item = i64>,
+        now_ms: i64,
+        width_ms: i64,
+        count: usize,
+    ) -> Self {
+        let width_ms = width_ms.max(1);
+        let mut counts = vec![0; count];
+        let mut later = 0;
+        for deadline in deadlines {
+            let index = usize::try_from((deadline - now_ms).max(0) / width_ms).unwrap_or(0);
+            match counts.get_mut(index) {
+                Some(bucket) => *bucket += 1,
+                None => later += 1,
+            }
+        }
+        Self {
+            width_ms,
+            counts,
+            later,
+        }
+    }
+}
+
 impl OrderSupervisor {
     /// Starts an order's actor and its timer entry (armed before `Track` is answered, so the
     /// timer is counted).
@@ -274,5 +320,45 @@ impl Handler<Stats> for OrderSupervisor {
             armed: self.core.gauges.armed.load(Ordering::Relaxed),
             transitioning: self.core.gauges.transitioning.load(Ordering::Relaxed),
         })
+    }
+}
+
+impl Handler<UpcomingDeadlines> for OrderSupervisor {
+    type Result = MessageResult<UpcomingDeadlines>;
+
+    fn handle(&mut self, msg: UpcomingDeadlines, _ctx: &mut Context<Self>) -> Self::Result {
+        let now_ms = time::unix_ms(&time::now());
+        MessageResult(DeadlineBuckets::of(
+            self.actors.values().map(|entry| entry.deadline_ms),
+            now_ms,
+            msg.width_ms,
+            msg.count,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DeadlineBuckets;
+
+    #[test]
+    fn deadlines_fall_in_their_minute_and_overdue_ones_in_the_first() {
+        let now = 1_000_000;
+        let minute = 60_000;
+        let deadlines = [
+            now - 5,              // overdue
+            now,                  // due now
+            now + minute - 1,     // still the first minute
+            now + minute,         // the second
+            now + 3 * minute + 7, // the fourth
+            now + 10 * minute,    // past the last window of ten
+        ];
+        let buckets = DeadlineBuckets::of(deadlines, now, minute, 10);
+        assert_eq!(buckets.counts, vec![3, 1, 0, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(buckets.later, 1);
+        assert_eq!(
+            DeadlineBuckets::of([], now, minute, 3).counts,
+            vec![0, 0, 0]
+        );
     }
 }

@@ -100,6 +100,15 @@ pub fn oldest(conn: &mut DbConnection, limit: i64) -> QueryResult<Vec<EventRow>>
         .load(conn)
 }
 
+/// One order's events still in the journal (unpublished), oldest first.
+pub fn of_order(conn: &mut DbConnection, order_no: &str) -> QueryResult<Vec<EventRow>> {
+    order_events::table
+        .filter(order_events::order_no.eq(order_no))
+        .order(order_events::id)
+        .select(EventRow::as_select())
+        .load(conn)
+}
+
 /// Forgets published events.
 pub fn delete(conn: &mut DbConnection, ids: &[i64]) -> QueryResult<usize> {
     diesel::delete(order_events::table.filter(order_events::id.eq_any(ids))).execute(conn)

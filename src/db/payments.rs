@@ -53,3 +53,35 @@ pub fn late_payments(
         .limit(limit)
         .load(conn)
 }
+
+/// One stored callback of an order, as the engine decided it.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = payment_events)]
+pub struct PaymentEvent {
+    pub id: i64,
+    pub trade_no: String,
+    pub code: i64,
+    pub amount_cents: i64,
+    pub provider_paid_at: Option<NaiveDateTime>,
+    pub received_at: NaiveDateTime,
+    pub outcome: PaymentOutcome,
+}
+
+impl PaymentEvent {
+    /// A success that came too late or twice: money to give back.
+    pub fn is_late(&self) -> bool {
+        matches!(
+            self.outcome,
+            PaymentOutcome::LatePayment | PaymentOutcome::DoublePayment
+        )
+    }
+}
+
+/// Every stored callback of one order, in the order received.
+pub fn of_order(conn: &mut DbConnection, order_no: &str) -> QueryResult<Vec<PaymentEvent>> {
+    payment_events::table
+        .filter(payment_events::order_no.eq(order_no))
+        .order(payment_events::id)
+        .select(PaymentEvent::as_select())
+        .load(conn)
+}

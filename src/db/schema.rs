@@ -1,6 +1,17 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    admin_sessions (token_hash) {
+        #[max_length = 64]
+        token_hash -> Varchar,
+        #[max_length = 64]
+        csrf_token -> Varchar,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     chapters (id) {
         id -> Int8,
         course_id -> Int8,
@@ -191,6 +202,7 @@ diesel::joinable!(user_courses -> orders (order_no));
 diesel::joinable!(user_courses -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    admin_sessions,
     chapters,
     coupons,
     courses,

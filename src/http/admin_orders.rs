@@ -14,6 +14,7 @@ use crate::db::models::Order;
 use crate::db::outbox::{EffectRow, EffectWithOrder};
 use crate::db::payments::LatePayment;
 use crate::db::{orders, outbox, payments};
+use crate::domain::ids::UserId;
 use crate::domain::states::{EffectStatus, OrderStatus};
 use crate::domain::time;
 use crate::error::{ApiError, ErrorEnvelope};
@@ -35,7 +36,7 @@ struct OrderFilter {
 }
 
 /// A list's `status` filter: absent, or one the list knows (else 400).
-fn status_filter<T>(
+pub fn status_filter<T>(
     text: Option<&str>,
     parse: fn(&str) -> Option<T>,
 ) -> Result<Option<T>, ApiError> {
@@ -56,25 +57,57 @@ pub async fn list_orders(
     require_admin(&state, &req)?;
     let filter: OrderFilter = query(&req)?;
     let paging = Paging::parse(filter.limit.as_deref())?;
-    let status = status_filter(filter.status.as_deref(), OrderStatus::parse)?;
-    let user_id = filter
-        .user_id
-        .as_deref()
-        .map(|u| parse_id(u, "user_id").map(crate::domain::ids::UserId))
-        .transpose()?;
-    let after = order_no_cursor(filter.after.as_deref())?;
-    let fetch = paging.fetch();
-    let rows = run_db(&state, move |conn| {
+    let search = OrderSearch::parse(
+        filter.status.as_deref(),
+        filter.user_id.as_deref(),
+        filter.after.as_deref(),
+    )?;
+    let rows = orders_page(&state, search, paging.fetch()).await?;
+    Ok(paging.respond(rows, |o| o.order_no.to_string()))
+}
+
+/// What the order list is filtered by, checked: `GET /admin/orders` and the dashboard's
+/// orders page.
+pub struct OrderSearch {
+    pub status: Option<OrderStatus>,
+    pub user_id: Option<UserId>,
+    pub after: Option<String>,
+}
+
+impl OrderSearch {
+    /// 400 for an unknown status, a user id that is not an integer, or a cursor the list
+    /// never issued.
+    pub fn parse(
+        status: Option<&str>,
+        user_id: Option<&str>,
+        after: Option<&str>,
+    ) -> Result<Self, ApiError> {
+        Ok(Self {
+            status: status_filter(status, OrderStatus::parse)?,
+            user_id: user_id
+                .map(|u| parse_id(u, "user_id").map(UserId))
+                .transpose()?,
+            after: order_no_cursor(after)?,
+        })
+    }
+}
+
+/// Up to `fetch` orders, newest first, matching `search`.
+pub async fn orders_page(
+    state: &AppState,
+    search: OrderSearch,
+    fetch: i64,
+) -> Result<Vec<Order>, ApiError> {
+    run_db(state, move |conn| {
         Ok(orders::page(
             conn,
-            status,
-            user_id,
-            after.as_deref(),
+            search.status,
+            search.user_id,
+            search.after.as_deref(),
             fetch,
         )?)
     })
-    .await?;
-    Ok(paging.respond(rows, |o| o.order_no.to_string()))
+    .await
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -98,20 +131,20 @@ pub struct OrderDetail {
 /// none.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ActorView {
-    alive: bool,
+    pub alive: bool,
     #[schema(required = true)]
-    node_id: Option<String>,
+    pub node_id: Option<String>,
     #[schema(required = true)]
-    state: Option<crate::actors::ActorState>,
+    pub state: Option<crate::actors::ActorState>,
     #[serde(with = "crate::domain::time::serde_ts_opt")]
     #[schema(required = true)]
-    deadline: Option<chrono::NaiveDateTime>,
+    pub deadline: Option<chrono::NaiveDateTime>,
     #[schema(required = true)]
-    remaining_ms: Option<i64>,
+    pub remaining_ms: Option<i64>,
     #[schema(required = true)]
-    restarts: Option<u32>,
+    pub restarts: Option<u32>,
     #[schema(required = true)]
-    last_error: Option<String>,
+    pub last_error: Option<String>,
 }
 
 /// The stored order, its live actor in this process, its effects.
@@ -127,15 +160,56 @@ pub async fn get_order(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&state, &req)?;
-    let order_no = super::order_no_or_404(path.into_inner())?;
+    let inspection = inspect_order(&state, path.into_inner()).await?;
+    let effects: Vec<EffectView> = inspection
+        .effects
+        .into_iter()
+        .map(|e| EffectView {
+            kind: e.kind,
+            status: e.status,
+            attempts: e.attempts,
+            last_error: e.last_error,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(OrderDetail {
+        order: inspection.order,
+        actor: inspection.actor,
+        effects,
+    }))
+}
+
+/// An order as admins look at it: stored, its actor in this process, its effects.
+pub struct OrderInspection {
+    pub order: Order,
+    pub actor: ActorView,
+    pub effects: Vec<EffectRow>,
+}
+
+/// The stored order (404 `order_not_found`), then its live actor here, and its effects:
+/// `GET /admin/orders/{order_no}` and the dashboard's order page.
+pub async fn inspect_order(
+    state: &AppState,
+    order_no: String,
+) -> Result<OrderInspection, ApiError> {
+    let order_no = super::order_no_or_404(order_no)?;
     let lookup = order_no.clone();
-    let (order, effects) = run_db(&state, move |conn| {
+    let (order, effects) = run_db(state, move |conn| {
         let order =
             orders::find_order(conn, &lookup)?.ok_or(ApiError::OrderNotFound(lookup.clone()))?;
         Ok((order, outbox::of_order(conn, &lookup)?))
     })
     .await?;
-    let actor = match state.engine.inspect(&order_no).await {
+    let actor = actor_view(state, &order_no).await;
+    Ok(OrderInspection {
+        order,
+        actor,
+        effects,
+    })
+}
+
+/// The order's actor in this process, if it has one (nothing is read from the database).
+pub async fn actor_view(state: &AppState, order_no: &str) -> ActorView {
+    match state.engine.inspect(order_no).await {
         Some(snapshot) if snapshot.alive => ActorView {
             alive: true,
             node_id: Some(snapshot.node_id),
@@ -154,21 +228,7 @@ pub async fn get_order(
             restarts: None,
             last_error: None,
         },
-    };
-    let effects: Vec<EffectView> = effects
-        .into_iter()
-        .map(|e| EffectView {
-            kind: e.kind,
-            status: e.status,
-            attempts: e.attempts,
-            last_error: e.last_error,
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(OrderDetail {
-        order,
-        actor,
-        effects,
-    }))
+    }
 }
 
 /// Force-cancels a pending order (reason `admin`).
@@ -191,36 +251,36 @@ pub async fn cancel_order(
 /// `GET /admin/actors`.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ActorsView {
-    node_id: String,
-    live_actors: usize,
-    armed_timers: i64,
-    actors_by_state: ActorsByState,
+    pub node_id: String,
+    pub live_actors: usize,
+    pub armed_timers: i64,
+    pub actors_by_state: ActorsByState,
     /// Every status, with 0 for none.
     #[schema(value_type = std::collections::BTreeMap<String, i64>)]
-    orders_by_status: BTreeMap<&'static str, i64>,
-    effects: Backlog,
-    events: EventBacklog,
+    pub orders_by_status: BTreeMap<&'static str, i64>,
+    pub effects: Backlog,
+    pub events: EventBacklog,
     /// The processes sharing the database, this one included.
     #[schema(value_type = Vec<Object>)]
-    nodes: Vec<serde_json::Value>,
+    pub nodes: Vec<serde_json::Value>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ActorsByState {
-    armed: i64,
-    transitioning: i64,
-    stopped: i64,
+    pub armed: i64,
+    pub transitioning: i64,
+    pub stopped: i64,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Backlog {
-    pending: i64,
-    dead_lettered: i64,
+    pub pending: i64,
+    pub dead_lettered: i64,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct EventBacklog {
-    unpublished: i64,
+    pub unpublished: i64,
 }
 
 /// Live actors of this process, orders by status, the outbox backlogs, the nodes.
@@ -233,12 +293,17 @@ pub async fn actors(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&state, &req)?;
+    Ok(HttpResponse::Ok().json(actors_view(&state).await?))
+}
+
+/// `GET /admin/actors` and the dashboard's overview.
+pub async fn actors_view(state: &AppState) -> Result<ActorsView, ApiError> {
     // The cluster's beat (adoptions) before the actor counts: an adoption shown here already
     // has its actors counted below.
     let beat = state.engine.core.cluster.as_ref().map(|c| c.beat());
     let stats = state.engine.stats().await?;
     let (by_status, (pending_effects, dead_lettered), by_owner, unpublished) =
-        run_db(&state, |conn| {
+        run_db(state, |conn| {
             Ok((
                 orders::count_by_status(conn)?,
                 outbox::backlog(conn)?,
@@ -271,7 +336,7 @@ pub async fn actors(
     }
     let stopped = (stats.live_actors as i64 - stats.armed - stats.transitioning).max(0);
     let node_id = &state.settings.cluster.node_id;
-    Ok(HttpResponse::Ok().json(ActorsView {
+    Ok(ActorsView {
         node_id: node_id.clone(),
         live_actors: stats.live_actors,
         armed_timers: stats.armed,
@@ -287,7 +352,7 @@ pub async fn actors(
         },
         events: EventBacklog { unpublished },
         nodes,
-    }))
+    })
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -318,8 +383,18 @@ pub async fn list_effects(
     let paging = Paging::parse(filter.limit.as_deref())?;
     let status = status_filter(filter.status.as_deref(), EffectStatus::parse)?;
     let after = id_cursor(filter.after.as_deref())?;
-    let fetch = paging.fetch();
-    let rows = run_db(&state, move |conn| {
+    let rows = effects_page(&state, status, after, paging.fetch()).await?;
+    Ok(paging.respond(rows, |e| e.effect.id.to_string()))
+}
+
+/// Up to `fetch` effects with their orders, newest first, of one status or all.
+pub async fn effects_page(
+    state: &AppState,
+    status: Option<EffectStatus>,
+    after: Option<i64>,
+    fetch: i64,
+) -> Result<Vec<EffectWithOrder>, ApiError> {
+    run_db(state, move |conn| {
         let effects = outbox::page(conn, status, after, fetch)?;
         effects
             .into_iter()
@@ -332,8 +407,7 @@ pub async fn list_effects(
             })
             .collect::<Result<Vec<_>, ApiError>>()
     })
-    .await?;
-    Ok(paging.respond(rows, |e| e.effect.id.to_string()))
+    .await
 }
 
 /// A dead-lettered effect gets a fresh set of attempts.
@@ -352,11 +426,16 @@ pub async fn retry_effect(
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&state, &req)?;
     let id = parse_id(&path, "effect id")?;
-    let effect = run_db(&state, move |conn| {
-        Ok(outbox::retry(conn, id, time::now())?)
-    })
-    .await?
-    .ok_or(ApiError::EffectNotDeadLettered(id))?;
+    Ok(HttpResponse::Ok().json(retry(&state, id).await?))
+}
+
+/// Re-queues a dead-lettered effect with a fresh set of attempts (404 `effect_not_found`
+/// otherwise) and wakes its effect actor: `POST /admin/effects/{id}/retry` and the
+/// dashboard's Retry button.
+pub async fn retry(state: &AppState, id: i64) -> Result<EffectRow, ApiError> {
+    let effect = run_db(state, move |conn| Ok(outbox::retry(conn, id, time::now())?))
+        .await?
+        .ok_or(ApiError::EffectNotDeadLettered(id))?;
     state.engine.core.after_commit(Committed::effects(vec![(
         effect.order_no.clone(),
         effect.kind,
@@ -366,7 +445,7 @@ pub async fn retry_effect(
         effect.kind,
         effect.order_no
     );
-    Ok(HttpResponse::Ok().json(effect))
+    Ok(effect)
 }
 
 /// Successes that came too late or twice; each needs a refund.
@@ -381,10 +460,18 @@ pub async fn late_payments(
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&state, &req)?;
     let (paging, after) = PageOnly::parse(&req)?;
-    let fetch = paging.fetch();
-    let rows = run_db(&state, move |conn| {
+    let rows = late_payments_page(&state, after, paging.fetch()).await?;
+    Ok(paging.respond(rows, |p| p.id.to_string()))
+}
+
+/// Up to `fetch` late and double payments, newest first.
+pub async fn late_payments_page(
+    state: &AppState,
+    after: Option<i64>,
+    fetch: i64,
+) -> Result<Vec<LatePayment>, ApiError> {
+    run_db(state, move |conn| {
         Ok(payments::late_payments(conn, after, fetch)?)
     })
-    .await?;
-    Ok(paging.respond(rows, |p| p.id.to_string()))
+    .await
 }

@@ -11,6 +11,7 @@ pub mod paging;
 pub mod provider;
 pub mod request_timeout;
 pub mod signature;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use serde::de::DeserializeOwned;
 use crate::actors::Engine;
 use crate::auth::{bearer_token, token_matches, JwtKeys};
 use crate::config::Settings;
+use crate::db::models::Order;
 use crate::db::{catalog, DbConnection, DbPool};
 use crate::domain::ids::UserId;
 use crate::domain::order::Rejection;
@@ -158,6 +160,16 @@ pub async fn cancel(
     order_no: String,
     user_id: Option<UserId>,
 ) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(cancel_order(state, order_no, user_id).await?))
+}
+
+/// The one cancel path of the JSON API and the dashboard: the cancelled order, or 409
+/// `order_not_pending`.
+pub async fn cancel_order(
+    state: &AppState,
+    order_no: String,
+    user_id: Option<UserId>,
+) -> Result<Order, ApiError> {
     let order_no = order_no_or_404(order_no)?;
     let outcome = state
         .engine
@@ -176,7 +188,7 @@ pub async fn cancel(
         Some(user) => log::info!("order {order_no} cancelled by user {user}"),
         None => log::info!("order {order_no} cancelled by an admin"),
     }
-    Ok(HttpResponse::Ok().json(outcome.order))
+    Ok(outcome.order)
 }
 
 /// A path segment that must be an id.
@@ -228,9 +240,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             resource("/admin/effects/{id}/retry").route(web::post().to(admin_orders::retry_effect)),
         )
-        .service(
-            resource("/admin/late-payments").route(web::get().to(admin_orders::late_payments)),
-        );
+        .service(resource("/admin/late-payments").route(web::get().to(admin_orders::late_payments)))
+        .configure(ui::routes);
 }
 
 /// Any path no route matches.

@@ -45,9 +45,14 @@ impl Paging {
 
     pub fn respond<T: Serialize>(
         &self,
-        mut rows: Vec<T>,
+        rows: Vec<T>,
         cursor: impl Fn(&T) -> String,
     ) -> HttpResponse {
+        HttpResponse::Ok().json(self.page(rows, cursor))
+    }
+
+    /// The page of `rows` (read with [`Paging::fetch`]), with its cursor.
+    pub fn page<T>(&self, mut rows: Vec<T>, cursor: impl Fn(&T) -> String) -> List<T> {
         let has_more = rows.len() as i64 > self.limit;
         rows.truncate(self.limit as usize);
         let next_after = if has_more {
@@ -55,11 +60,11 @@ impl Paging {
         } else {
             None
         };
-        HttpResponse::Ok().json(List {
+        List {
             data: rows,
             has_more,
             next_after,
-        })
+        }
     }
 }
 

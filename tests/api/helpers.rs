@@ -371,6 +371,19 @@ impl Http {
         Http { base, agent }
     }
 
+    /// The same engine through a client that returns a redirect instead of following it
+    /// (to see a 303 and its `Location`).
+    pub fn not_following_redirects(&self) -> Http {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(60))
+            .redirects(0)
+            .build();
+        Http {
+            base: self.base.clone(),
+            agent,
+        }
+    }
+
     /// Sends a request; never fails on a status, only on a transport error.
     pub fn request(
         &self,

@@ -10,6 +10,7 @@ mod callbacks;
 mod concurrency;
 mod config_errors;
 mod crash_loop;
+mod dashboard;
 mod dead_letter;
 mod errors;
 mod hostile;

@@ -1,0 +1,2 @@
+DROP INDEX admin_sessions_expires_at;
+DROP TABLE admin_sessions;

@@ -1,0 +1,445 @@
+//! The dashboard's pages and its two actions. Each page reads through the JSON admin API's
+//! data functions ([`admin_orders`]); Cancel and Retry call the very functions behind
+//! `POST /admin/orders/{order_no}/cancel` and `POST /admin/effects/{id}/retry`, then 303 back
+//! to their page with the result shown (POST-redirect-GET).
+
+use std::time::Duration;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use serde::Deserialize;
+
+use super::error::UiError;
+use super::session::{self, Session};
+use super::view::{self, Chart, NodeRow};
+use super::{html, see_other};
+use crate::actors::DeadlineBuckets;
+use crate::db::journal::{self, EventRow};
+use crate::db::models::Order;
+use crate::db::outbox::{EffectRow, EffectWithOrder};
+use crate::db::payments::{self, LatePayment, PaymentEvent};
+use crate::domain::canonical_id;
+use crate::domain::states::{EffectStatus, OrderStatus};
+use crate::error::ApiError;
+use crate::http::admin_orders::{self, ActorView, ActorsView, OrderSearch};
+use crate::http::paging::{id_cursor, query, Paging};
+use crate::http::{cancel_order as cancel, run_db, AppState};
+
+/// Rows a dashboard list shows per page.
+const PAGE_ROWS: i64 = 50;
+/// The overview's deadline chart: this many windows of this width.
+const CHART_WINDOWS: usize = 10;
+const CHART_WINDOW: Duration = Duration::from_secs(60);
+
+/// What the layout needs: the session's CSRF token (for the sign-out form) and which page
+/// is open.
+pub struct Nav {
+    pub csrf_token: String,
+    pub active: &'static str,
+}
+
+impl Nav {
+    fn of(session: &Session, active: &'static str) -> Self {
+        Self {
+            csrf_token: session.csrf_token.clone(),
+            active,
+        }
+    }
+}
+
+/// An order number as a path segment.
+pub fn path_segment(text: &str) -> String {
+    utf8_percent_encode(text, NON_ALPHANUMERIC).to_string()
+}
+
+/// A query string's optional field: a form's empty input means "not given".
+fn given(field: &Option<String>) -> Option<&str> {
+    field.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// A dashboard list's paging: [`PAGE_ROWS`] a page, by the JSON list's own cursor.
+fn list_paging() -> Result<Paging, ApiError> {
+    Paging::parse(Some(&PAGE_ROWS.to_string()))
+}
+
+/// The page of `rows` (read with `paging.fetch()`) and the link to the next one, which
+/// `link` makes from its cursor.
+fn paged<T>(
+    paging: &Paging,
+    rows: Vec<T>,
+    cursor: impl Fn(&T) -> String,
+    link: impl Fn(&str) -> String,
+) -> (Vec<T>, Option<String>) {
+    let page = paging.page(rows, cursor);
+    (page.data, page.next_after.as_deref().map(link))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Overview
+
+/// What the overview shows and refreshes every two seconds.
+pub struct Live {
+    pub actors: ActorsView,
+    pub chart: Chart,
+    pub nodes: Vec<NodeRow>,
+    pub refreshed_at: String,
+}
+
+impl Live {
+    async fn load(state: &AppState) -> Result<Self, ApiError> {
+        let actors = admin_orders::actors_view(state).await?;
+        let buckets: DeadlineBuckets = state
+            .engine
+            .upcoming_deadlines(CHART_WINDOW, CHART_WINDOWS)
+            .await?;
+        Ok(Self {
+            chart: Chart::of(&buckets),
+            nodes: actors.nodes.iter().map(NodeRow::of).collect(),
+            actors,
+            refreshed_at: view::at_text(crate::domain::time::now()),
+        })
+    }
+}
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct OverviewPage {
+    nav: Nav,
+    live: Live,
+}
+
+#[derive(Template)]
+#[template(path = "overview.html", block = "live")]
+struct OverviewLive {
+    live: Live,
+}
+
+/// `GET /admin/ui`.
+pub async fn overview(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, UiError> {
+    let session = session::current(&state, &req).await?;
+    html(&OverviewPage {
+        nav: Nav::of(&session, "overview"),
+        live: Live::load(&state).await?,
+    })
+}
+
+/// `GET /admin/ui/live`: the overview's live part, polled by htmx.
+pub async fn overview_live(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, UiError> {
+    session::current(&state, &req).await?;
+    html(&OverviewLive {
+        live: Live::load(&state).await?,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Orders
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrdersQuery {
+    status: Option<String>,
+    user_id: Option<String>,
+    /// Find one order: 303 to its page.
+    order_no: Option<String>,
+    after: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "orders.html")]
+struct OrdersPage {
+    nav: Nav,
+    orders: Vec<Order>,
+    statuses: &'static [OrderStatus],
+    status: String,
+    user_id: String,
+    /// The next page's link, when there is one.
+    older: Option<String>,
+    first_page: bool,
+}
+
+/// `GET /admin/ui/orders?status=&user_id=&order_no=&after=`.
+pub async fn orders(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, UiError> {
+    let session = session::current(&state, &req).await?;
+    let filter: OrdersQuery = query(&req)?;
+    if let Some(order_no) = given(&filter.order_no) {
+        return Ok(see_other(format!(
+            "/admin/ui/orders/{}",
+            path_segment(order_no)
+        )));
+    }
+    let (status, user_id) = (given(&filter.status), given(&filter.user_id));
+    let search = OrderSearch::parse(status, user_id, given(&filter.after))?;
+    let paging = list_paging()?;
+    let rows = admin_orders::orders_page(&state, search, paging.fetch()).await?;
+    let (orders, older) = paged(
+        &paging,
+        rows,
+        |o| o.order_no.to_string(),
+        |after| {
+            let query = serde_urlencoded::to_string([
+                ("status", status.unwrap_or_default()),
+                ("user_id", user_id.unwrap_or_default()),
+                ("after", after),
+            ])
+            .unwrap_or_default();
+            format!("/admin/ui/orders?{query}")
+        },
+    );
+    html(&OrdersPage {
+        nav: Nav::of(&session, "orders"),
+        orders,
+        statuses: OrderStatus::ALL,
+        status: status.unwrap_or_default().to_string(),
+        user_id: user_id.unwrap_or_default().to_string(),
+        older,
+        first_page: filter.after.is_none(),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// One order
+
+/// What the order page says after an action, from its `done` query parameter.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrderQuery {
+    done: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "order.html")]
+struct OrderPage {
+    nav: Nav,
+    order: Order,
+    order_no: String,
+    actor: ActorView,
+    effects: Vec<EffectRow>,
+    payments: Vec<PaymentEvent>,
+    late: Vec<PaymentEvent>,
+    events: Vec<EventRow>,
+    can_cancel: bool,
+    notice: Option<&'static str>,
+}
+
+#[derive(Template)]
+#[template(path = "order.html", block = "actor")]
+struct OrderActor {
+    order_no: String,
+    actor: ActorView,
+}
+
+/// `GET /admin/ui/orders/{order_no}`: every field, the live actor (refreshed every second),
+/// effects, callbacks, late payments, and unpublished events.
+pub async fn order(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, UiError> {
+    let session = session::current(&state, &req).await?;
+    let notice = match query::<OrderQuery>(&req)?.done.as_deref() {
+        None => None,
+        Some("cancelled") => Some("Order cancelled (reason admin)."),
+        Some(other) => {
+            return Err(ApiError::InvalidRequest(format!("unknown done={other:?}")).into())
+        }
+    };
+    let inspection = admin_orders::inspect_order(&state, path.into_inner()).await?;
+    let order_no = inspection.order.order_no.to_string();
+    let lookup = order_no.clone();
+    let (payments, events) = run_db(&state, move |conn| {
+        Ok((
+            payments::of_order(conn, &lookup)?,
+            journal::of_order(conn, &lookup)?,
+        ))
+    })
+    .await?;
+    html(&OrderPage {
+        nav: Nav::of(&session, "orders"),
+        can_cancel: inspection.order.status == OrderStatus::Pending,
+        late: payments.iter().filter(|p| p.is_late()).cloned().collect(),
+        order: inspection.order,
+        order_no,
+        actor: inspection.actor,
+        effects: inspection.effects,
+        payments,
+        events,
+        notice,
+    })
+}
+
+/// `GET /admin/ui/orders/{order_no}/actor`: the order page's actor panel, polled by htmx.
+pub async fn order_actor(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, UiError> {
+    session::current(&state, &req).await?;
+    let order_no = crate::http::order_no_or_404(path.into_inner())?;
+    let actor = admin_orders::actor_view(&state, &order_no).await;
+    html(&OrderActor { order_no, actor })
+}
+
+/// `POST /admin/ui/orders/{order_no}/cancel` (CSRF-protected): the admin cancel, then back
+/// to the order page. A non-pending order is the 409 page; nothing changes.
+pub async fn cancel_order(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Payload,
+) -> Result<HttpResponse, UiError> {
+    session::current_with_csrf(&state, &req, body).await?;
+    let order = cancel(&state, path.into_inner(), None).await?;
+    log::info!("order {}: cancelled from the dashboard", order.order_no);
+    Ok(see_other(format!(
+        "/admin/ui/orders/{}?done=cancelled",
+        path_segment(order.order_no.as_str())
+    )))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Effects
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EffectsQuery {
+    /// `dead_lettered` (the default), `pending`, `done`, or `all`.
+    status: Option<String>,
+    after: Option<String>,
+    /// The effect a Retry just re-queued.
+    retried: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "effects.html")]
+struct EffectsPage {
+    nav: Nav,
+    effects: Vec<EffectWithOrder>,
+    /// The tab: a status, or `all`.
+    status: &'static str,
+    older: Option<String>,
+    retried: Option<i64>,
+}
+
+/// The effects page's tabs, in order.
+pub const EFFECT_TABS: [(&str, &str); 4] = [
+    ("dead_lettered", "Dead letters"),
+    ("pending", "Pending"),
+    ("done", "Done"),
+    ("all", "All"),
+];
+
+/// `GET /admin/ui/effects?status=&after=`: dead letters first, each with a Retry button.
+pub async fn effects(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, UiError> {
+    let session = session::current(&state, &req).await?;
+    let filter: EffectsQuery = query(&req)?;
+    let tab = given(&filter.status).unwrap_or("dead_lettered");
+    let (tab, status) = match tab {
+        "all" => ("all", None),
+        other => {
+            let status = admin_orders::status_filter(Some(other), EffectStatus::parse)?;
+            (status.map_or("all", EffectStatus::as_str), status)
+        }
+    };
+    let retried = given(&filter.retried)
+        .map(|id| {
+            canonical_id(id)
+                .ok_or_else(|| ApiError::InvalidRequest(format!("retried={id:?} is not an id")))
+        })
+        .transpose()?;
+    let after = id_cursor(given(&filter.after))?;
+    let paging = list_paging()?;
+    let rows = admin_orders::effects_page(&state, status, after, paging.fetch()).await?;
+    let (effects, older) = paged(
+        &paging,
+        rows,
+        |e| e.effect.id.to_string(),
+        |after| format!("/admin/ui/effects?status={tab}&after={after}"),
+    );
+    html(&EffectsPage {
+        nav: Nav::of(&session, "effects"),
+        effects,
+        status: tab,
+        older,
+        retried,
+    })
+}
+
+/// `POST /admin/ui/effects/{id}/retry` (CSRF-protected): the admin retry, then back to the
+/// dead letters with the result shown. Not dead-lettered (or no such effect): the 404 page.
+pub async fn retry_effect(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Payload,
+) -> Result<HttpResponse, UiError> {
+    session::current_with_csrf(&state, &req, body).await?;
+    let id = crate::http::parse_id(&path, "effect id")?;
+    let effect = admin_orders::retry(&state, id).await?;
+    log::info!(
+        "order {}: {} effect {id} retried from the dashboard",
+        effect.order_no,
+        effect.kind
+    );
+    Ok(see_other(format!(
+        "/admin/ui/effects?status=dead_lettered&retried={id}"
+    )))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Late payments
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LateQuery {
+    after: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "late_payments.html")]
+struct LatePaymentsPage {
+    nav: Nav,
+    payments: Vec<LatePayment>,
+    older: Option<String>,
+}
+
+/// `GET /admin/ui/late-payments?after=`.
+pub async fn late_payments(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, UiError> {
+    let session = session::current(&state, &req).await?;
+    let filter: LateQuery = query(&req)?;
+    let after = id_cursor(given(&filter.after))?;
+    let paging = list_paging()?;
+    let rows = admin_orders::late_payments_page(&state, after, paging.fetch()).await?;
+    let (payments, older) = paged(
+        &paging,
+        rows,
+        |p| p.id.to_string(),
+        |after| format!("/admin/ui/late-payments?after={after}"),
+    );
+    html(&LatePaymentsPage {
+        nav: Nav::of(&session, "late"),
+        payments,
+        older,
+    })
+}
+
+/// Any other path under `/admin/ui`: the 404 page (after the session check, like every page).
+pub async fn not_found(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, UiError> {
+    session::current(&state, &req).await?;
+    Err(ApiError::RouteNotFound.into())
+}
