@@ -561,7 +561,7 @@ fn webhook_endpoints(raw: Option<Raw>) -> Result<Vec<WebhookEndpoint>, ConfigErr
                             ConfigError::new(
                                 at("events"),
                                 format!(
-                                    "unknown event kind {kind}; known: {}",
+                                    "unknown event kind {kind:?}; known: {}",
                                     EventKind::ALL
                                         .iter()
                                         .map(|k| k.as_str())

@@ -281,15 +281,6 @@ pub fn record(
     })
 }
 
-/// The soonest due time of a pending delivery to `url` (for the worker's sleep).
-pub fn next_due(conn: &mut DbConnection, url: &str) -> QueryResult<Option<NaiveDateTime>> {
-    wd::table
-        .filter(wd::url.eq(url))
-        .filter(wd::status.eq(DeliveryStatus::Pending))
-        .select(diesel::dsl::min(wd::next_attempt_at))
-        .first(conn)
-}
-
 /// A page of deliveries, newest first, optionally of one status.
 pub fn page(
     conn: &mut DbConnection,

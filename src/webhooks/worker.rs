@@ -21,8 +21,9 @@ use crate::metrics::{EffectResult, Metrics};
 const CLAIM: i64 = 20;
 /// Longest sleep without a kick (deliveries queued by other processes, retries falling due).
 const POLL: Duration = Duration::from_millis(250);
-/// A claim's lease beyond the attempt's timeout: after it another process may send again.
-const LEASE_MARGIN: Duration = Duration::from_secs(30);
+/// A claim's lease beyond the attempt's timeout: after it another process (or this one,
+/// restarted after a crash) may send the delivery again.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 pub struct Worker {
     pool: DbPool,
@@ -60,33 +61,19 @@ impl Worker {
         }
     }
 
+    /// Claims and sends whatever is due, then waits for a kick (new deliveries) or [`POLL`]
+    /// (retries falling due, deliveries of other processes), until the engine stops.
     pub fn run(self, rx: Receiver<()>) {
         loop {
-            let sleep = self.until_due();
-            if !sleep.is_zero() && !super::wait(&rx, sleep) {
-                return;
-            }
             if let Err(err) = self.round() {
                 log::warn!("webhook {}: cannot claim deliveries: {err}", self.endpoint.url);
                 if !super::pause(&rx, POLL) {
                     return;
                 }
             }
-        }
-    }
-
-    /// How long until the soonest pending delivery here is due, at most [`POLL`].
-    fn until_due(&self) -> Duration {
-        let next = self
-            .pool
-            .get()
-            .map_err(|e| e.to_string())
-            .and_then(|mut conn| {
-                deliveries::next_due(&mut conn, &self.endpoint.url).map_err(|e| e.to_string())
-            });
-        match next {
-            Ok(Some(at)) => (at - time::now()).to_std().unwrap_or_default().min(POLL),
-            Ok(None) | Err(_) => POLL,
+            if !super::wait(&rx, POLL) {
+                return;
+            }
         }
     }
 

@@ -74,7 +74,6 @@ impl Received {
 /// A small HTTP/1.1 server on 127.0.0.1:0 that records every request.
 struct Receiver {
     port: u16,
-    secret: &'static str,
     script: Arc<Mutex<Script>>,
     requests: Arc<Mutex<Vec<Received>>>,
     stop: Arc<AtomicBool>,
@@ -82,15 +81,10 @@ struct Receiver {
 
 impl Receiver {
     fn start(script: Script) -> Receiver {
-        Self::with_secret(script, SECRET)
-    }
-
-    fn with_secret(script: Script, secret: &'static str) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a receiver");
         let port = listener.local_addr().expect("its address").port();
         let receiver = Receiver {
             port,
-            secret,
             script: Arc::new(Mutex::new(script)),
             requests: Arc::new(Mutex::new(Vec::new())),
             stop: Arc::new(AtomicBool::new(false)),
