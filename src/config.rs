@@ -186,7 +186,9 @@ pub struct WebhookEndpoint {
 impl WebhookEndpoint {
     /// Whether events of `kind` go to this endpoint.
     pub fn wants(&self, kind: EventKind) -> bool {
-        self.events.as_ref().is_none_or(|kinds| kinds.contains(&kind))
+        self.events
+            .as_ref()
+            .is_none_or(|kinds| kinds.contains(&kind))
     }
 }
 
@@ -489,8 +491,14 @@ impl Settings {
         }
         for section in ["effects", "webhooks"] {
             let (base, max) = match section {
-                "effects" => (settings.effects.backoff_base_ms, settings.effects.backoff_max_ms),
-                _ => (settings.webhooks.backoff_base_ms, settings.webhooks.backoff_max_ms),
+                "effects" => (
+                    settings.effects.backoff_base_ms,
+                    settings.effects.backoff_max_ms,
+                ),
+                _ => (
+                    settings.webhooks.backoff_base_ms,
+                    settings.webhooks.backoff_max_ms,
+                ),
             };
             if max < base {
                 return Err(ConfigError::new(
@@ -511,24 +519,39 @@ fn webhook_endpoints(raw: Option<Raw>) -> Result<Vec<WebhookEndpoint>, ConfigErr
         None => return Ok(Vec::new()),
         Some(Raw::File(value)) => value,
         Some(Raw::Env(text)) => {
-            let mut table: toml::Table = format!("endpoints = {text}").parse().map_err(
-                |e: toml::de::Error| {
-                    ConfigError::new(KEY, format!("expected a TOML array of tables: {}", e.message().trim().replace('\n', " ")))
-                },
-            )?;
-            table.remove("endpoints").unwrap_or(toml::Value::Array(Vec::new()))
+            let mut table: toml::Table =
+                format!("endpoints = {text}")
+                    .parse()
+                    .map_err(|e: toml::de::Error| {
+                        ConfigError::new(
+                            KEY,
+                            format!(
+                                "expected a TOML array of tables: {}",
+                                e.message().trim().replace('\n', " ")
+                            ),
+                        )
+                    })?;
+            table
+                .remove("endpoints")
+                .unwrap_or(toml::Value::Array(Vec::new()))
         }
     };
     let toml::Value::Array(entries) = value else {
         return Err(ConfigError::new(
             KEY,
-            format!("expected [[webhooks.endpoints]] tables, found {}", value.type_str()),
+            format!(
+                "expected [[webhooks.endpoints]] tables, found {}",
+                value.type_str()
+            ),
         ));
     };
     let mut endpoints: Vec<WebhookEndpoint> = Vec::with_capacity(entries.len());
     for (index, entry) in entries.into_iter().enumerate() {
         let toml::Value::Table(mut table) = entry else {
-            return Err(ConfigError::new(KEY, format!("entry {index}: expected a table")));
+            return Err(ConfigError::new(
+                KEY,
+                format!("entry {index}: expected a table"),
+            ));
         };
         let at = |field: &str| format!("webhooks.endpoints[{index}].{field}");
         let mut text = |field: &str| -> Result<Option<String>, ConfigError> {
@@ -544,7 +567,10 @@ fn webhook_endpoints(raw: Option<Raw>) -> Result<Vec<WebhookEndpoint>, ConfigErr
         let url = text("url")?.ok_or_else(|| ConfigError::new(at("url"), "missing"))?;
         check_webhook_url(&url).map_err(|reason| ConfigError::new(at("url"), reason))?;
         if endpoints.iter().any(|e| e.url == url) {
-            return Err(ConfigError::new(at("url"), "the same url as an endpoint before it"));
+            return Err(ConfigError::new(
+                at("url"),
+                "the same url as an endpoint before it",
+            ));
         }
         let secret = text("secret")?.ok_or_else(|| ConfigError::new(at("secret"), "missing"))?;
         let key = decode_webhook_secret(&secret)
@@ -554,22 +580,19 @@ fn webhook_endpoints(raw: Option<Raw>) -> Result<Vec<WebhookEndpoint>, ConfigErr
             Some(toml::Value::Array(kinds)) => {
                 let mut parsed = Vec::with_capacity(kinds.len());
                 for kind in kinds {
-                    let kind = kind
-                        .as_str()
-                        .and_then(EventKind::parse)
-                        .ok_or_else(|| {
-                            ConfigError::new(
-                                at("events"),
-                                format!(
-                                    "unknown event kind {kind:?}; known: {}",
-                                    EventKind::ALL
-                                        .iter()
-                                        .map(|k| k.as_str())
-                                        .collect::<Vec<_>>()
-                                        .join(", ")
-                                ),
-                            )
-                        })?;
+                    let kind = kind.as_str().and_then(EventKind::parse).ok_or_else(|| {
+                        ConfigError::new(
+                            at("events"),
+                            format!(
+                                "unknown event kind {kind:?}; known: {}",
+                                EventKind::ALL
+                                    .iter()
+                                    .map(|k| k.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        )
+                    })?;
                     if !parsed.contains(&kind) {
                         parsed.push(kind);
                     }
@@ -579,7 +602,10 @@ fn webhook_endpoints(raw: Option<Raw>) -> Result<Vec<WebhookEndpoint>, ConfigErr
             Some(other) => {
                 return Err(ConfigError::new(
                     at("events"),
-                    format!("expected an array of event kinds, found {}", other.type_str()),
+                    format!(
+                        "expected an array of event kinds, found {}",
+                        other.type_str()
+                    ),
                 ))
             }
         };
@@ -708,10 +734,7 @@ mod tests {
     #[test]
     fn webhook_endpoints_from_the_file_and_the_environment() {
         let defaults = Settings::defaults().webhooks;
-        assert_eq!(
-            (defaults.max_attempts, defaults.timeout_ms),
-            (8, 10_000)
-        );
+        assert_eq!((defaults.max_attempts, defaults.timeout_ms), (8, 10_000));
         assert!(defaults.endpoints.is_empty());
         let text = format!(
             "[webhooks]\nmax_attempts = 3\n\n[[webhooks.endpoints]]\nurl = \"https://a.example/h\"\n\
@@ -726,9 +749,13 @@ mod tests {
         assert!(all.events.is_none() && all.wants(EventKind::Placed));
         assert_eq!(all.key.len(), 24);
         assert!(some.wants(EventKind::Paid) && !some.wants(EventKind::Placed));
-        assert!(!format!("{some:?}").contains("MfKQ"), "the key is never printed");
+        assert!(
+            !format!("{some:?}").contains("MfKQ"),
+            "the key is never printed"
+        );
 
-        let inline = format!(r#"[{{url = "http://h:1/", secret = "{SECRET}", events = ["refunded"]}}]"#);
+        let inline =
+            format!(r#"[{{url = "http://h:1/", secret = "{SECRET}", events = ["refunded"]}}]"#);
         let s = Settings::load_from(None, env(&[("ORDER_ENGINE__WEBHOOKS__ENDPOINTS", &inline)]))
             .unwrap();
         assert_eq!(s.webhooks.endpoints.len(), 1);
@@ -752,7 +779,9 @@ mod tests {
                 "webhooks.endpoints[0].url",
             ),
             (
-                endpoint(&format!("{good_url}\nsecret = \"MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"")),
+                endpoint(&format!(
+                    "{good_url}\nsecret = \"MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\""
+                )),
                 "webhooks.endpoints[0].secret",
             ),
             (
@@ -764,7 +793,9 @@ mod tests {
                 "webhooks.endpoints[0].secret",
             ),
             (
-                endpoint(&format!("{good_url}\n{good_secret}\nevents = [\"shipped\"]")),
+                endpoint(&format!(
+                    "{good_url}\n{good_secret}\nevents = [\"shipped\"]"
+                )),
                 "webhooks.endpoints[0].events",
             ),
             (
@@ -783,9 +814,18 @@ mod tests {
                 ),
                 "webhooks.endpoints[1].url",
             ),
-            ("[webhooks]\nendpoints = 3\n".to_string(), "webhooks.endpoints"),
-            ("[webhooks]\ntimeout_ms = 20000\n".to_string(), "webhooks.timeout_ms"),
-            ("[webhooks]\nmax_attempts = 0\n".to_string(), "webhooks.max_attempts"),
+            (
+                "[webhooks]\nendpoints = 3\n".to_string(),
+                "webhooks.endpoints",
+            ),
+            (
+                "[webhooks]\ntimeout_ms = 20000\n".to_string(),
+                "webhooks.timeout_ms",
+            ),
+            (
+                "[webhooks]\nmax_attempts = 0\n".to_string(),
+                "webhooks.max_attempts",
+            ),
             (
                 "[webhooks]\nbackoff_base_ms = 10\nbackoff_max_ms = 5\n".to_string(),
                 "webhooks.backoff_max_ms",

@@ -242,8 +242,16 @@ pub fn record(
 ) -> QueryResult<Outcome> {
     effect_transaction(conn, |conn| {
         let now = time::now();
-        let pending = || wd::table.find(id).filter(wd::status.eq(DeliveryStatus::Pending));
-        let Some(attempts) = pending().select(wd::attempts).first::<i32>(conn).optional()? else {
+        let pending = || {
+            wd::table
+                .find(id)
+                .filter(wd::status.eq(DeliveryStatus::Pending))
+        };
+        let Some(attempts) = pending()
+            .select(wd::attempts)
+            .first::<i32>(conn)
+            .optional()?
+        else {
             return Ok(Outcome::AlreadySettled);
         };
         let attempts = attempts.saturating_add(1);

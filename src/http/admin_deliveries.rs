@@ -77,12 +77,14 @@ pub async fn retry_delivery(
 /// Re-queues a dead-lettered delivery (404 `delivery_not_found`, 409
 /// `delivery_not_dead_lettered`); its endpoint's worker picks it up within a poll.
 pub async fn retry(state: &AppState, id: i64) -> Result<Delivery, ApiError> {
-    let delivery = run_db(state, move |conn| Ok(deliveries::retry(conn, id, time::now())?))
-        .await?
-        .map_err(|refused| match refused {
-            RetryRefused::NotFound => ApiError::DeliveryNotFound(id),
-            RetryRefused::NotDeadLettered => ApiError::DeliveryNotDeadLettered(id),
-        })?;
+    let delivery = run_db(state, move |conn| {
+        Ok(deliveries::retry(conn, id, time::now())?)
+    })
+    .await?
+    .map_err(|refused| match refused {
+        RetryRefused::NotFound => ApiError::DeliveryNotFound(id),
+        RetryRefused::NotDeadLettered => ApiError::DeliveryNotDeadLettered(id),
+    })?;
     log::info!(
         "admin retried webhook delivery {id} (event {}, {} of order {}, to {})",
         delivery.event_id,

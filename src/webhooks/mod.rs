@@ -41,7 +41,10 @@ impl Kick {
 
 /// Waits for a kick or until `timeout`; `false` once every [`Kick`] is gone (stop).
 fn wait(rx: &Receiver<()>, timeout: Duration) -> bool {
-    !matches!(rx.recv_timeout(timeout), Err(RecvTimeoutError::Disconnected))
+    !matches!(
+        rx.recv_timeout(timeout),
+        Err(RecvTimeoutError::Disconnected)
+    )
 }
 
 /// Sleeps `pause` unless the last [`Kick`] goes first; `false` then (stop).

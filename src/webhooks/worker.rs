@@ -66,7 +66,10 @@ impl Worker {
     pub fn run(self, rx: Receiver<()>) {
         loop {
             if let Err(err) = self.round() {
-                log::warn!("webhook {}: cannot claim deliveries: {err}", self.endpoint.url);
+                log::warn!(
+                    "webhook {}: cannot claim deliveries: {err}",
+                    self.endpoint.url
+                );
                 if !super::pause(&rx, POLL) {
                     return;
                 }
@@ -128,16 +131,20 @@ impl Worker {
         );
         let mut wait = Duration::from_millis(100);
         let outcome = loop {
-            let result = self.pool.get().map_err(|e| e.to_string()).and_then(|mut conn| {
-                deliveries::record(
-                    &mut conn,
-                    delivery.id,
-                    error,
-                    self.policy.max_attempts,
-                    |attempts| jittered(self.policy.delay_after(attempts)),
-                )
+            let result = self
+                .pool
+                .get()
                 .map_err(|e| e.to_string())
-            });
+                .and_then(|mut conn| {
+                    deliveries::record(
+                        &mut conn,
+                        delivery.id,
+                        error,
+                        self.policy.max_attempts,
+                        |attempts| jittered(self.policy.delay_after(attempts)),
+                    )
+                    .map_err(|e| e.to_string())
+                });
             match result {
                 Ok(outcome) => break outcome,
                 Err(err) if wait > LEASE_MARGIN => {

@@ -121,7 +121,12 @@ impl Receiver {
 
     /// Waits until `done` holds for the requests so far; returns them.
     #[track_caller]
-    fn wait(&self, what: &str, timeout: Duration, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+    fn wait(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&[Received]) -> bool,
+    ) -> Vec<Received> {
         wait_for(what, timeout, || {
             let seen = self.requests();
             if done(&seen) {
@@ -283,7 +288,13 @@ fn the_verifier_accepts_the_specifications_test_vector() {
     );
     let now = chrono::Utc::now().timestamp().to_string();
     assert!(!verify(SECRET, "1", &now, "{}", "v1,AAAA"));
-    assert!(!verify(SECRET, "1", "1614265330", r#"{"test": 2432232314}"#, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="));
+    assert!(!verify(
+        SECRET,
+        "1",
+        "1614265330",
+        r#"{"test": 2432232314}"#,
+        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    ));
 }
 
 /// Checks one request as a receiver must: Standard Webhooks headers, a valid signature, and
@@ -291,9 +302,18 @@ fn the_verifier_accepts_the_specifications_test_vector() {
 #[track_caller]
 fn assert_well_formed(r: &Received, secret: &str) {
     assert_eq!(r.header("content-type"), "application/json", "{r:?}");
-    assert!(r.id().parse::<i64>().is_ok_and(|id| id > 0), "webhook-id {r:?}");
     assert!(
-        verify(secret, r.id(), r.header("webhook-timestamp"), &r.body, r.header("webhook-signature")),
+        r.id().parse::<i64>().is_ok_and(|id| id > 0),
+        "webhook-id {r:?}"
+    );
+    assert!(
+        verify(
+            secret,
+            r.id(),
+            r.header("webhook-timestamp"),
+            &r.body,
+            r.header("webhook-signature")
+        ),
         "bad signature: {r:?}"
     );
     assert_keys(&r.json, &["data", "timestamp", "type"]);
@@ -317,14 +337,21 @@ fn hook_settings(
             let events = events.map_or(String::new(), |kinds| {
                 format!(
                     ", events = [{}]",
-                    kinds.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", ")
+                    kinds
+                        .iter()
+                        .map(|k| format!("{k:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             });
             format!("{{url = {url:?}, secret = {secret:?}{events}}}")
         })
         .collect();
     let mut settings = vec![
-        ("webhooks.endpoints".to_string(), format!("[{}]", entries.join(", "))),
+        (
+            "webhooks.endpoints".to_string(),
+            format!("[{}]", entries.join(", ")),
+        ),
         ("webhooks.timeout_ms".to_string(), "1000".to_string()),
         ("webhooks.backoff_base_ms".to_string(), "50".to_string()),
         ("webhooks.backoff_max_ms".to_string(), "200".to_string()),
@@ -337,7 +364,10 @@ fn hook_settings(
 }
 
 fn as_refs(settings: &[(String, String)]) -> Vec<(&str, &str)> {
-    settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+    settings
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
 }
 
 fn no(order: &Value) -> &str {
@@ -372,19 +402,30 @@ fn stories(app: &Http) -> Vec<(String, Vec<&'static str>)> {
     let paid = app.place_ok(&token, &[app.course(1_000)], None, 0);
     app.pay(&paid);
     let cancelled = app.place_ok(&token, &[app.course(1_000)], None, 100);
-    app.as_user(&token, "POST", &format!("/api/orders/{}/cancel", no(&cancelled)), None)
-        .assert_status(200);
+    app.as_user(
+        &token,
+        "POST",
+        &format!("/api/orders/{}/cancel", no(&cancelled)),
+        None,
+    )
+    .assert_status(200);
     let free = app.place_ok(&token, &[app.course(0)], None, 0);
     assert_eq!(free["status"], "paid");
     vec![
         (no(&paid).to_string(), vec!["placed", "paid", "granted"]),
-        (no(&cancelled).to_string(), vec!["placed", "cancelled", "refunded"]),
+        (
+            no(&cancelled).to_string(),
+            vec!["placed", "cancelled", "refunded"],
+        ),
         (no(&free).to_string(), vec!["placed", "paid", "granted"]),
     ]
 }
 
 fn borrowed<'a>(stories: &'a [(String, Vec<&'static str>)]) -> Vec<(&'a str, &'a [&'static str])> {
-    stories.iter().map(|(n, k)| (n.as_str(), k.as_slice())).collect()
+    stories
+        .iter()
+        .map(|(n, k)| (n.as_str(), k.as_slice()))
+        .collect()
 }
 
 /// Each order's requests carry ascending webhook-ids: a later event never arrived before an
@@ -402,7 +443,8 @@ fn assert_in_order_per_order(seen: &[Received]) {
                 describe(seen)
             );
         }
-        let delivered = r.delivered() || last.get(r.order_no()).is_some_and(|(b, d)| *b == id && *d);
+        let delivered =
+            r.delivered() || last.get(r.order_no()).is_some_and(|(b, d)| *b == id && *d);
         last.insert(r.order_no(), (id, delivered));
     }
 }
@@ -435,7 +477,13 @@ fn an_orders_story_arrives_once_in_order_and_signed(backend: Backend) {
         assert_eq!(seen.len(), 9, "each event once: {}", describe(&seen));
         for r in &seen {
             assert_well_formed(r, SECRET);
-            assert!(!verify(OTHER_SECRET, r.id(), r.header("webhook-timestamp"), &r.body, r.header("webhook-signature")));
+            assert!(!verify(
+                OTHER_SECRET,
+                r.id(),
+                r.header("webhook-timestamp"),
+                &r.body,
+                r.header("webhook-signature")
+            ));
         }
         assert_in_order_per_order(&seen);
         let ids: std::collections::BTreeSet<&str> = seen.iter().map(Received::id).collect();
@@ -453,26 +501,49 @@ fn an_orders_story_arrives_once_in_order_and_signed(backend: Backend) {
         }
         let listed = wait_for("every delivery done", Duration::from_secs(10), || {
             let done = deliveries(app, "?status=done");
-            if done.len() == 9 { Ok(done) } else { Err(format!("{done:?}")) }
+            if done.len() == 9 {
+                Ok(done)
+            } else {
+                Err(format!("{done:?}"))
+            }
         });
         for d in &listed {
             assert_keys(
                 d,
-                &["attempts", "delivered_at", "event_id", "id", "kind", "last_error",
-                  "next_attempt_at", "order_no", "status", "url"],
+                &[
+                    "attempts",
+                    "delivered_at",
+                    "event_id",
+                    "id",
+                    "kind",
+                    "last_error",
+                    "next_attempt_at",
+                    "order_no",
+                    "status",
+                    "url",
+                ],
             );
             assert_eq!(d["url"], receiver.url());
             assert_eq!(d["attempts"], 1);
             assert!(d["next_attempt_at"].is_null() && d["last_error"].is_null());
             timestamp(&d["delivered_at"]);
-            let sent = seen.iter().find(|r| r.id() == d["event_id"].to_string()).expect("sent");
-            assert_eq!((sent.kind(), sent.order_no()), (d["kind"].as_str().unwrap(), d["order_no"].as_str().unwrap()));
+            let event_id = d["event_id"].as_i64().unwrap().to_string();
+            let sent = seen.iter().find(|r| r.id() == event_id).expect("sent");
+            assert_eq!(
+                (sent.kind(), sent.order_no()),
+                (d["kind"].as_str().unwrap(), d["order_no"].as_str().unwrap())
+            );
         }
         // Newest first, paged.
-        let first = app.admin("GET", "/admin/deliveries?limit=4", None).assert_status(200).clone();
+        let first = app
+            .admin("GET", "/admin/deliveries?limit=4", None)
+            .assert_status(200)
+            .clone();
         assert_eq!(first["has_more"], true);
         let page = first["data"].as_array().unwrap();
-        assert!(page.windows(2).all(|w| w[0]["id"].as_i64() > w[1]["id"].as_i64()));
+        assert!(page
+            .windows(2)
+            .all(|w| w[0]["id"].as_i64() > w[1]["id"].as_i64()));
         let after = first["next_after"].as_str().unwrap();
         let rest = deliveries(app, &format!("?limit=100&after={after}"));
         assert_eq!(page.len() + rest.len(), 9);
@@ -491,7 +562,10 @@ fn failures_are_retried_with_the_same_id_and_fresh_signatures(backend: Backend) 
     // Retries at least a second apart, so each attempt's timestamp is a new second.
     let settings = hook_settings(
         &[(receiver.url(), SECRET, None)],
-        &[("webhooks.backoff_base_ms", "2000"), ("webhooks.backoff_max_ms", "2000")],
+        &[
+            ("webhooks.backoff_base_ms", "2000"),
+            ("webhooks.backoff_max_ms", "2000"),
+        ],
     );
     run(backend, &settings, |app| {
         let (_, token) = app.user_with_token(0);
@@ -499,13 +573,24 @@ fn failures_are_retried_with_the_same_id_and_fresh_signatures(backend: Backend) 
         app.pay(&order);
         let story = [(no(&order), &["placed", "paid", "granted"][..])];
         let seen = receiver.wait_stories(&story, Duration::from_secs(60));
-        assert_eq!(seen.len(), 9, "three attempts at each of three events: {}", describe(&seen));
+        assert_eq!(
+            seen.len(),
+            9,
+            "three attempts at each of three events: {}",
+            describe(&seen)
+        );
         assert_in_order_per_order(&seen);
         for attempts in seen.chunks(3) {
             let id = attempts[0].id();
             assert!(attempts.iter().all(|a| a.id() == id), "{}", describe(&seen));
-            assert_eq!(attempts.iter().map(|a| a.answered).collect::<Vec<_>>(), [500, 500, 200]);
-            assert!(attempts.iter().all(|a| a.body == attempts[0].body), "the same body");
+            assert_eq!(
+                attempts.iter().map(|a| a.answered).collect::<Vec<_>>(),
+                [500, 500, 200]
+            );
+            assert!(
+                attempts.iter().all(|a| a.body == attempts[0].body),
+                "the same body"
+            );
             for a in attempts {
                 assert_well_formed(a, SECRET);
             }
@@ -513,15 +598,27 @@ fn failures_are_retried_with_the_same_id_and_fresh_signatures(backend: Backend) 
                 .iter()
                 .map(|a| a.header("webhook-timestamp").parse().unwrap())
                 .collect();
-            assert!(stamps.windows(2).all(|w| w[1] > w[0]), "fresh timestamps {stamps:?}");
-            let signatures: std::collections::BTreeSet<&str> =
-                attempts.iter().map(|a| a.header("webhook-signature")).collect();
+            assert!(
+                stamps.windows(2).all(|w| w[1] > w[0]),
+                "fresh timestamps {stamps:?}"
+            );
+            let signatures: std::collections::BTreeSet<&str> = attempts
+                .iter()
+                .map(|a| a.header("webhook-signature"))
+                .collect();
             assert_eq!(signatures.len(), 3, "re-signed each attempt");
-            assert!(attempts[1].at - attempts[0].at >= Duration::from_millis(900), "backoff");
+            assert!(
+                attempts[1].at - attempts[0].at >= Duration::from_millis(900),
+                "backoff"
+            );
         }
         let done = wait_for("the deliveries done", Duration::from_secs(10), || {
             let done = deliveries(app, "?status=done");
-            if done.len() == 3 { Ok(done) } else { Err(format!("{done:?}")) }
+            if done.len() == 3 {
+                Ok(done)
+            } else {
+                Err(format!("{done:?}"))
+            }
         });
         assert!(done.iter().all(|d| d["attempts"] == 3), "{done:?}");
         assert_eq!(metric(app, "retried"), 6.0);
@@ -537,21 +634,39 @@ fn timeouts_dead_letter_and_an_admin_retry_delivers(backend: Backend) {
     let receiver = Receiver::start(Script::Hang);
     let settings = hook_settings(
         &[(receiver.url(), SECRET, None)],
-        &[("webhooks.timeout_ms", "300"), ("webhooks.max_attempts", "2")],
+        &[
+            ("webhooks.timeout_ms", "300"),
+            ("webhooks.max_attempts", "2"),
+        ],
     );
     run(backend, &settings, |app| {
         let (_, token) = app.user_with_token(0);
         let order = app.place_ok(&token, &[app.course(500)], None, 0);
-        let dead = wait_for("the placed event dead-lettered", Duration::from_secs(30), || {
-            let dead = deliveries(app, "?status=dead_lettered");
-            if dead.len() == 1 { Ok(dead[0].clone()) } else { Err(format!("{dead:?}")) }
-        });
-        assert_eq!((dead["kind"].as_str(), dead["attempts"].as_i64()), (Some("placed"), Some(2)));
-        assert!(dead["last_error"].as_str().is_some_and(|e| !e.is_empty()), "{dead}");
+        let dead = wait_for(
+            "the placed event dead-lettered",
+            Duration::from_secs(30),
+            || {
+                let dead = deliveries(app, "?status=dead_lettered");
+                if dead.len() == 1 {
+                    Ok(dead[0].clone())
+                } else {
+                    Err(format!("{dead:?}"))
+                }
+            },
+        );
+        let dead_id = dead["event_id"].as_i64().unwrap().to_string();
+        assert_eq!(
+            (dead["kind"].as_str(), dead["attempts"].as_i64()),
+            (Some("placed"), Some(2))
+        );
+        assert!(
+            dead["last_error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{dead}"
+        );
         assert!(dead["next_attempt_at"].is_null() && dead["delivered_at"].is_null());
         let seen = receiver.requests();
         assert_eq!(seen.len(), 2, "{}", describe(&seen));
-        assert!(seen.iter().all(|r| r.id() == dead["event_id"].to_string()));
+        assert!(seen.iter().all(|r| r.id() == dead_id));
         assert_eq!(metric(app, "dead_lettered"), 1.0);
         assert_eq!(metric(app, "retried"), 1.0);
 
@@ -559,24 +674,33 @@ fn timeouts_dead_letter_and_an_admin_retry_delivers(backend: Backend) {
         // dead letter.
         receiver.set(Script::Answer(200));
         app.pay(&order);
-        receiver.wait("paid and granted delivered", Duration::from_secs(30), |seen| {
-            delivered_kinds(seen, no(&order)) == ["paid", "granted"]
-        });
+        receiver.wait(
+            "paid and granted delivered",
+            Duration::from_secs(30),
+            |seen| delivered_kinds(seen, no(&order)) == ["paid", "granted"],
+        );
 
         let id = dead["id"].as_i64().unwrap();
         let retried = app.admin("POST", &format!("/admin/deliveries/{id}/retry"), None);
         let retried = retried.assert_status(200);
-        assert_eq!((retried["status"].as_str(), retried["attempts"].as_i64()), (Some("pending"), Some(0)));
+        assert_eq!(
+            (retried["status"].as_str(), retried["attempts"].as_i64()),
+            (Some("pending"), Some(0))
+        );
         assert_eq!(retried["event_id"], dead["event_id"]);
         let seen = receiver.wait("the retried delivery", Duration::from_secs(30), |seen| {
-            seen.iter().any(|r| r.id() == dead["event_id"].to_string() && r.delivered())
+            seen.iter().any(|r| r.id() == dead_id && r.delivered())
         });
-        let last = seen.iter().rfind(|r| r.id() == dead["event_id"].to_string()).unwrap();
+        let last = seen.iter().rfind(|r| r.id() == dead_id).unwrap();
         assert_well_formed(last, SECRET);
         assert_eq!(last.kind(), "placed");
         wait_for("the retried delivery done", Duration::from_secs(10), || {
             let d = deliveries(app, "?status=done");
-            if d.iter().any(|d| d["id"] == id) { Ok(()) } else { Err(format!("{d:?}")) }
+            if d.iter().any(|d| d["id"] == id) {
+                Ok(())
+            } else {
+                Err(format!("{d:?}"))
+            }
         });
         app.admin("POST", &format!("/admin/deliveries/{id}/retry"), None)
             .assert_error(409, "delivery_not_dead_lettered");
@@ -607,16 +731,32 @@ fn a_hanging_endpoint_holds_up_no_other_and_filters_hold(backend: Backend) {
         for order in &orders {
             app.pay(order);
         }
-        let seen = paid_only.wait("three paid events", Duration::from_secs(5), |seen| seen.len() >= 3);
-        assert!(started.elapsed() < Duration::from_secs(8), "held up: {:?}", started.elapsed());
+        let seen = paid_only.wait("three paid events", Duration::from_secs(5), |seen| {
+            seen.len() >= 3
+        });
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "held up: {:?}",
+            started.elapsed()
+        );
         for (r, order) in seen.iter().zip(&orders) {
             assert_eq!((r.kind(), r.order_no()), ("paid", no(order)));
             assert_well_formed(r, SECRET);
         }
         // The hanging endpoint got (only) the first event so far, signed with its own secret.
-        let hung = hanging.wait("an attempt at the hanging endpoint", Duration::from_secs(5), |s| !s.is_empty());
+        let hung = hanging.wait(
+            "an attempt at the hanging endpoint",
+            Duration::from_secs(5),
+            |s| !s.is_empty(),
+        );
         assert_well_formed(&hung[0], OTHER_SECRET);
-        assert!(!verify(SECRET, hung[0].id(), hung[0].header("webhook-timestamp"), &hung[0].body, hung[0].header("webhook-signature")));
+        assert!(!verify(
+            SECRET,
+            hung[0].id(),
+            hung[0].header("webhook-timestamp"),
+            &hung[0].body,
+            hung[0].header("webhook-signature")
+        ));
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(paid_only.requests().len(), 3, "nothing but the paid events");
         // The same event has the same webhook-id at every endpoint.
@@ -625,7 +765,7 @@ fn a_hanging_endpoint_holds_up_no_other_and_filters_hold(backend: Backend) {
         for id in &paid_ids {
             let urls: Vec<&str> = all
                 .iter()
-                .filter(|d| d["event_id"].to_string() == *id)
+                .filter(|d| d["event_id"].as_i64().is_some_and(|e| e.to_string() == *id))
                 .map(|d| d["url"].as_str().unwrap())
                 .collect();
             assert_eq!(urls.len(), 2, "event {id} at both endpoints: {all:?}");
@@ -649,10 +789,18 @@ fn a_killed_engine_delivers_after_its_restart(backend: Backend) {
     first.pay(&paid);
     let cancelled = first.place_ok(&token, &[first.course(1_000)], None, 10);
     first
-        .as_user(&token, "POST", &format!("/api/orders/{}/cancel", no(&cancelled)), None)
+        .as_user(
+            &token,
+            "POST",
+            &format!("/api/orders/{}/cancel", no(&cancelled)),
+            None,
+        )
         .assert_status(200);
     receiver.wait("attempts that fail", Duration::from_secs(30), |seen| {
-        seen.iter().filter(|r| r.order_no() == no(&cancelled)).count() >= 1
+        seen.iter()
+            .filter(|r| r.order_no() == no(&cancelled))
+            .count()
+            >= 1
             && seen.iter().filter(|r| r.order_no() == no(&paid)).count() >= 1
     });
     first.kill();
@@ -670,7 +818,10 @@ fn a_killed_engine_delivers_after_its_restart(backend: Backend) {
         assert_well_formed(r, SECRET);
     }
     wait_for("every delivery done", Duration::from_secs(10), || {
-        let all = second.admin("GET", "/admin/deliveries?limit=100", None).json["data"].clone();
+        let all = second
+            .admin("GET", "/admin/deliveries?limit=100", None)
+            .json["data"]
+            .clone();
         let all = all.as_array().cloned().unwrap_or_default();
         if all.len() == 6 && all.iter().all(|d| d["status"] == "done") {
             Ok(())
@@ -702,13 +853,24 @@ fn with_redis_the_stream_and_the_endpoint_get_every_event(backend: Backend) {
         hook_ids.sort();
         assert_eq!(stream_ids, hook_ids);
         for e in &events {
-            let r = seen.iter().find(|r| r.id() == e.event_id.to_string()).unwrap();
-            assert_eq!((r.kind(), r.order_no()), (e.kind.as_str(), e.order_no.as_str()));
+            let r = seen
+                .iter()
+                .find(|r| r.id() == e.event_id.to_string())
+                .unwrap();
+            assert_eq!(
+                (r.kind(), r.order_no()),
+                (e.kind.as_str(), e.order_no.as_str())
+            );
         }
         // Published and fanned out: nothing waits in the journal.
         wait_for("an empty journal", Duration::from_secs(10), || {
-            let unpublished = app.admin("GET", "/admin/actors", None).json["events"]["unpublished"].clone();
-            if unpublished == 0 { Ok(()) } else { Err(unpublished.to_string()) }
+            let unpublished =
+                app.admin("GET", "/admin/actors", None).json["events"]["unpublished"].clone();
+            if unpublished == 0 {
+                Ok(())
+            } else {
+                Err(unpublished.to_string())
+            }
         });
     });
 }
@@ -719,17 +881,33 @@ fn the_admin_routes_refuse_bad_input(backend: Backend) {
     let Some(app) = TestApp::spawn_if_available(backend) else {
         return;
     };
-    for query in ["?status=sent", "?status=", "?after=abc", "?after=0", "?limit=0", "?limit=101", "?bogus=1"] {
+    for query in [
+        "?status=sent",
+        "?status=",
+        "?after=abc",
+        "?after=0",
+        "?limit=0",
+        "?limit=101",
+        "?bogus=1",
+    ] {
         app.admin("GET", &format!("/admin/deliveries{query}"), None)
             .assert_error(400, "invalid_request");
     }
     let empty = app.admin("GET", "/admin/deliveries?status=pending&limit=5", None);
-    assert_eq!(empty.assert_status(200), &serde_json::json!({"data": [], "has_more": false, "next_after": null}));
-    app.request("GET", "/admin/deliveries", &[], None).assert_unauthenticated();
-    app.request("POST", "/admin/deliveries/1/retry", &[], None).assert_unauthenticated();
-    app.admin("POST", "/admin/deliveries/1/retry", None).assert_error(404, "delivery_not_found");
-    app.admin("POST", "/admin/deliveries/x/retry", None).assert_error(400, "invalid_request");
-    app.admin("GET", "/admin/deliveries/1/retry", None).assert_error(405, "method_not_allowed");
+    assert_eq!(
+        empty.assert_status(200),
+        &serde_json::json!({"data": [], "has_more": false, "next_after": null})
+    );
+    app.request("GET", "/admin/deliveries", &[], None)
+        .assert_unauthenticated();
+    app.request("POST", "/admin/deliveries/1/retry", &[], None)
+        .assert_unauthenticated();
+    app.admin("POST", "/admin/deliveries/1/retry", None)
+        .assert_error(404, "delivery_not_found");
+    app.admin("POST", "/admin/deliveries/x/retry", None)
+        .assert_error(400, "invalid_request");
+    app.admin("GET", "/admin/deliveries/1/retry", None)
+        .assert_error(405, "method_not_allowed");
     // Without an endpoint no event is recorded (nor Redis): nothing to fan out.
     let (_, token) = app.user_with_token(0);
     app.place_ok(&token, &[app.course(100)], None, 0);
