@@ -130,6 +130,19 @@ pub fn mark_fanned_out(conn: &mut DbConnection, ids: &[i64]) -> QueryResult<usiz
         .execute(conn)
 }
 
+/// Events left waiting for a fan-out when no endpoint is configured any more (run at start):
+/// marked fanned out for the Redis publisher (`keep_events`), else deleted. Returns how many.
+pub fn release_unfanned(conn: &mut DbConnection, keep_events: bool) -> QueryResult<usize> {
+    let waiting = order_events::table.filter(order_events::fanned_out.eq(false));
+    if keep_events {
+        diesel::update(waiting)
+            .set(order_events::fanned_out.eq(true))
+            .execute(conn)
+    } else {
+        diesel::delete(waiting).execute(conn)
+    }
+}
+
 /// One order's events still in the journal (unpublished), oldest first.
 pub fn of_order(conn: &mut DbConnection, order_no: &str) -> QueryResult<Vec<EventRow>> {
     order_events::table

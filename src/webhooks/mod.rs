@@ -72,6 +72,19 @@ pub fn start(
     metrics: Arc<Metrics>,
 ) -> std::io::Result<Option<Kick>> {
     if settings.endpoints.is_empty() {
+        // Events journaled while endpoints were configured must not wait for a fan-out that
+        // no longer comes (the Redis publisher takes only fanned-out events).
+        let released = pool.get().map_err(|e| e.to_string()).and_then(|mut conn| {
+            crate::db::journal::release_unfanned(&mut conn, keep_events).map_err(|e| e.to_string())
+        });
+        match released {
+            Ok(0) => {}
+            Ok(n) => log::warn!(
+                "webhooks: no endpoint is configured; {n} order events journaled for endpoints \
+                 are no longer waited for"
+            ),
+            Err(err) => log::warn!("webhooks: cannot release events left for endpoints: {err}"),
+        }
         return Ok(None);
     }
     let mut workers = Vec::with_capacity(settings.endpoints.len());
