@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::domain::states::EventKind;
+
 /// Prefix of the environment variables that override single keys.
 pub const ENV_PREFIX: &str = "ORDER_ENGINE__";
 
@@ -40,6 +42,7 @@ pub struct Settings {
     pub effects: EffectSettings,
     pub limits: LimitSettings,
     pub metrics: MetricsSettings,
+    pub webhooks: WebhookSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -156,6 +159,50 @@ pub struct EffectSettings {
 }
 
 #[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// Attempts at one delivery before it is dead-lettered for an admin to retry.
+    pub max_attempts: u32,
+    /// Delay before the first retry of a delivery; it doubles with each attempt (with jitter).
+    pub backoff_base_ms: u64,
+    /// Longest delay between two attempts at a delivery.
+    pub backoff_max_ms: u64,
+    /// How long an endpoint has to answer an attempt (the SPEC's 10 s; lowered only by tests).
+    pub timeout_ms: u64,
+    /// The endpoints every order event is POSTed to; none: no webhooks.
+    pub endpoints: Vec<WebhookEndpoint>,
+}
+
+/// One `[[webhooks.endpoints]]` entry, checked.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookEndpoint {
+    /// `http://` or `https://` URL; also the endpoint's identity in the deliveries table.
+    pub url: String,
+    /// The event kinds it receives; `None`: all of them.
+    pub events: Option<Vec<EventKind>>,
+    /// The HMAC key: the base64-decoded part of the `whsec_` secret.
+    pub key: Vec<u8>,
+}
+
+impl WebhookEndpoint {
+    /// Whether events of `kind` go to this endpoint.
+    pub fn wants(&self, kind: EventKind) -> bool {
+        self.events
+            .as_ref()
+            .is_none_or(|kinds| kinds.contains(&kind))
+    }
+}
+
+impl std::fmt::Debug for WebhookEndpoint {
+    // Never print the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookEndpoint")
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
 pub struct LimitSettings {
     pub orders_per_user_per_minute: u32,
 }
@@ -252,9 +299,9 @@ impl Layers {
     }
 }
 
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "server", "database", "redis", "cluster", "orders", "pricing", "payment", "auth", "admin",
-    "effects", "limits", "metrics",
+    "effects", "limits", "metrics", "webhooks",
 ];
 
 impl Settings {
@@ -431,18 +478,177 @@ impl Settings {
             metrics: MetricsSettings {
                 token: Some(l.string("metrics", "token", "")?).filter(|t| !t.trim().is_empty()),
             },
+            webhooks: WebhookSettings {
+                max_attempts: l.integer("webhooks", "max_attempts", 8, 1, 1000)? as u32,
+                backoff_base_ms: l.integer("webhooks", "backoff_base_ms", 1_000, 1, 3_600_000)?,
+                backoff_max_ms: l.integer("webhooks", "backoff_max_ms", 600_000, 1, 86_400_000)?,
+                timeout_ms: l.integer("webhooks", "timeout_ms", 10_000, 1, 10_000)?,
+                endpoints: webhook_endpoints(l.take("webhooks", "endpoints"))?,
+            },
         };
         if let Some(err) = layers.first_unknown() {
             return Err(err);
         }
-        if settings.effects.backoff_max_ms < settings.effects.backoff_base_ms {
-            return Err(ConfigError::new(
-                "effects.backoff_max_ms",
-                "must not be below effects.backoff_base_ms",
-            ));
+        for section in ["effects", "webhooks"] {
+            let (base, max) = match section {
+                "effects" => (
+                    settings.effects.backoff_base_ms,
+                    settings.effects.backoff_max_ms,
+                ),
+                _ => (
+                    settings.webhooks.backoff_base_ms,
+                    settings.webhooks.backoff_max_ms,
+                ),
+            };
+            if max < base {
+                return Err(ConfigError::new(
+                    format!("{section}.backoff_max_ms"),
+                    format!("must not be below {section}.backoff_base_ms"),
+                ));
+            }
         }
         Ok(settings)
     }
+}
+
+/// `[[webhooks.endpoints]]`: an array of tables in the file, or the same array as inline TOML
+/// in `ORDER_ENGINE__WEBHOOKS__ENDPOINTS` (`[{url = "...", secret = "whsec_..."}]`).
+fn webhook_endpoints(raw: Option<Raw>) -> Result<Vec<WebhookEndpoint>, ConfigError> {
+    const KEY: &str = "webhooks.endpoints";
+    let value = match raw {
+        None => return Ok(Vec::new()),
+        Some(Raw::File(value)) => value,
+        Some(Raw::Env(text)) => {
+            let mut table: toml::Table =
+                format!("endpoints = {text}")
+                    .parse()
+                    .map_err(|e: toml::de::Error| {
+                        ConfigError::new(
+                            KEY,
+                            format!(
+                                "expected a TOML array of tables: {}",
+                                e.message().trim().replace('\n', " ")
+                            ),
+                        )
+                    })?;
+            table
+                .remove("endpoints")
+                .unwrap_or(toml::Value::Array(Vec::new()))
+        }
+    };
+    let toml::Value::Array(entries) = value else {
+        return Err(ConfigError::new(
+            KEY,
+            format!(
+                "expected [[webhooks.endpoints]] tables, found {}",
+                value.type_str()
+            ),
+        ));
+    };
+    let mut endpoints: Vec<WebhookEndpoint> = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.into_iter().enumerate() {
+        let toml::Value::Table(mut table) = entry else {
+            return Err(ConfigError::new(
+                KEY,
+                format!("entry {index}: expected a table"),
+            ));
+        };
+        let at = |field: &str| format!("webhooks.endpoints[{index}].{field}");
+        let mut text = |field: &str| -> Result<Option<String>, ConfigError> {
+            match table.remove(field) {
+                None => Ok(None),
+                Some(toml::Value::String(s)) => Ok(Some(s)),
+                Some(other) => Err(ConfigError::new(
+                    at(field),
+                    format!("expected a string, found {}", other.type_str()),
+                )),
+            }
+        };
+        let url = text("url")?.ok_or_else(|| ConfigError::new(at("url"), "missing"))?;
+        check_webhook_url(&url).map_err(|reason| ConfigError::new(at("url"), reason))?;
+        if endpoints.iter().any(|e| e.url == url) {
+            return Err(ConfigError::new(
+                at("url"),
+                "the same url as an endpoint before it",
+            ));
+        }
+        let secret = text("secret")?.ok_or_else(|| ConfigError::new(at("secret"), "missing"))?;
+        let key = decode_webhook_secret(&secret)
+            .map_err(|reason| ConfigError::new(at("secret"), reason))?;
+        let events = match table.remove("events") {
+            None => None,
+            Some(toml::Value::Array(kinds)) => {
+                let mut parsed = Vec::with_capacity(kinds.len());
+                for kind in kinds {
+                    let kind = kind.as_str().and_then(EventKind::parse).ok_or_else(|| {
+                        ConfigError::new(
+                            at("events"),
+                            format!(
+                                "unknown event kind {kind:?}; known: {}",
+                                EventKind::ALL
+                                    .iter()
+                                    .map(|k| k.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        )
+                    })?;
+                    if !parsed.contains(&kind) {
+                        parsed.push(kind);
+                    }
+                }
+                Some(parsed)
+            }
+            Some(other) => {
+                return Err(ConfigError::new(
+                    at("events"),
+                    format!(
+                        "expected an array of event kinds, found {}",
+                        other.type_str()
+                    ),
+                ))
+            }
+        };
+        if let Some(field) = table.keys().next() {
+            return Err(ConfigError::new(at(field), "unknown key"));
+        }
+        endpoints.push(WebhookEndpoint { url, events, key });
+    }
+    Ok(endpoints)
+}
+
+/// An endpoint URL: `http://` or `https://`, a host, no whitespace.
+fn check_webhook_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or("must start with http:// or https://")?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() || host.starts_with(':') || host.ends_with(':') {
+        return Err("must name a host".into());
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain whitespace".into());
+    }
+    Ok(())
+}
+
+/// The key of a Standard Webhooks secret: `whsec_` + base64 of 24 to 64 random bytes.
+pub fn decode_webhook_secret(secret: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    let encoded = secret
+        .strip_prefix("whsec_")
+        .ok_or("must be whsec_ followed by base64")?;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| "the part after whsec_ is not valid base64".to_string())?;
+    if !(24..=64).contains(&key.len()) {
+        return Err(format!(
+            "must decode to 24 to 64 bytes (the Standard Webhooks range), found {}",
+            key.len()
+        ));
+    }
+    Ok(key)
 }
 
 fn non_empty(key: &str, value: String) -> Result<String, ConfigError> {
@@ -521,5 +727,122 @@ mod tests {
         }
         let err = Settings::load_from(None, env(&[("ORDER_ENGINE__AUTH__NOPE", "1")])).unwrap_err();
         assert_eq!(err.key, "auth.nope");
+    }
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    #[test]
+    fn webhook_endpoints_from_the_file_and_the_environment() {
+        let defaults = Settings::defaults().webhooks;
+        assert_eq!((defaults.max_attempts, defaults.timeout_ms), (8, 10_000));
+        assert!(defaults.endpoints.is_empty());
+        let text = format!(
+            "[webhooks]\nmax_attempts = 3\n\n[[webhooks.endpoints]]\nurl = \"https://a.example/h\"\n\
+             secret = \"{SECRET}\"\n\n[[webhooks.endpoints]]\nurl = \"http://127.0.0.1:9/x\"\n\
+             events = [\"paid\", \"granted\"]\nsecret = \"{SECRET}\"\n"
+        );
+        let s = Settings::load_from(Some(("c.toml", &text)), env(&[])).unwrap();
+        assert_eq!(s.webhooks.max_attempts, 3);
+        let [all, some] = &s.webhooks.endpoints[..] else {
+            panic!("{:?}", s.webhooks.endpoints)
+        };
+        assert!(all.events.is_none() && all.wants(EventKind::Placed));
+        assert_eq!(all.key.len(), 24);
+        assert!(some.wants(EventKind::Paid) && !some.wants(EventKind::Placed));
+        assert!(
+            !format!("{some:?}").contains("MfKQ"),
+            "the key is never printed"
+        );
+
+        let inline =
+            format!(r#"[{{url = "http://h:1/", secret = "{SECRET}", events = ["refunded"]}}]"#);
+        let s = Settings::load_from(None, env(&[("ORDER_ENGINE__WEBHOOKS__ENDPOINTS", &inline)]))
+            .unwrap();
+        assert_eq!(s.webhooks.endpoints.len(), 1);
+        assert_eq!(s.webhooks.endpoints[0].url, "http://h:1/");
+    }
+
+    #[test]
+    fn bad_webhook_settings_name_the_key() {
+        let endpoint = |fields: &str| format!("[[webhooks.endpoints]]\n{fields}\n");
+        let good_url = "url = \"https://a.example/h\"";
+        let good_secret = format!("secret = \"{SECRET}\"");
+        let cases = [
+            (endpoint(&good_secret), "webhooks.endpoints[0].url"),
+            (endpoint(good_url), "webhooks.endpoints[0].secret"),
+            (
+                endpoint(&format!("url = \"ftp://a/\"\n{good_secret}")),
+                "webhooks.endpoints[0].url",
+            ),
+            (
+                endpoint(&format!("url = \"https://\"\n{good_secret}")),
+                "webhooks.endpoints[0].url",
+            ),
+            (
+                endpoint(&format!(
+                    "{good_url}\nsecret = \"MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\""
+                )),
+                "webhooks.endpoints[0].secret",
+            ),
+            (
+                endpoint(&format!("{good_url}\nsecret = \"whsec_not base64!\"")),
+                "webhooks.endpoints[0].secret",
+            ),
+            (
+                endpoint(&format!("{good_url}\nsecret = \"whsec_c2hvcnQ=\"")),
+                "webhooks.endpoints[0].secret",
+            ),
+            (
+                endpoint(&format!(
+                    "{good_url}\n{good_secret}\nevents = [\"shipped\"]"
+                )),
+                "webhooks.endpoints[0].events",
+            ),
+            (
+                endpoint(&format!("{good_url}\n{good_secret}\nevents = \"paid\"")),
+                "webhooks.endpoints[0].events",
+            ),
+            (
+                endpoint(&format!("{good_url}\n{good_secret}\nretries = 3")),
+                "webhooks.endpoints[0].retries",
+            ),
+            (
+                format!(
+                    "{}{}",
+                    endpoint(&format!("{good_url}\n{good_secret}")),
+                    endpoint(&format!("{good_url}\n{good_secret}"))
+                ),
+                "webhooks.endpoints[1].url",
+            ),
+            (
+                "[webhooks]\nendpoints = 3\n".to_string(),
+                "webhooks.endpoints",
+            ),
+            (
+                "[webhooks]\ntimeout_ms = 20000\n".to_string(),
+                "webhooks.timeout_ms",
+            ),
+            (
+                "[webhooks]\nmax_attempts = 0\n".to_string(),
+                "webhooks.max_attempts",
+            ),
+            (
+                "[webhooks]\nbackoff_base_ms = 10\nbackoff_max_ms = 5\n".to_string(),
+                "webhooks.backoff_max_ms",
+            ),
+            ("[webhooks]\nbogus = 1\n".to_string(), "webhooks.bogus"),
+        ];
+        for (text, key) in cases {
+            let err = Settings::load_from(Some(("c.toml", &text)), env(&[])).unwrap_err();
+            assert_eq!(err.key, key, "{text}");
+            assert!(!err.to_string().contains('\n'), "one line: {err}");
+        }
+        let err = Settings::load_from(
+            None,
+            env(&[("ORDER_ENGINE__WEBHOOKS__ENDPOINTS", "[{url = ")]),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "webhooks.endpoints");
+        assert!(!err.to_string().contains('\n'), "one line: {err}");
     }
 }

@@ -38,6 +38,10 @@ pub enum ApiError {
     UserNotFound(UserId),
     #[error("effect {0} not found or not dead-lettered")]
     EffectNotDeadLettered(i64),
+    #[error("delivery {0} not found")]
+    DeliveryNotFound(i64),
+    #[error("delivery {0} is not dead-lettered")]
+    DeliveryNotDeadLettered(i64),
     #[error("course {0} is not on sale")]
     CourseNotOnSale(CourseId),
     #[error("course {0} is already owned")]
@@ -86,6 +90,8 @@ impl ApiError {
             Self::CouponNotFound(_) => "coupon_not_found",
             Self::UserNotFound(_) => "user_not_found",
             Self::EffectNotDeadLettered(_) => "effect_not_found",
+            Self::DeliveryNotFound(_) => "delivery_not_found",
+            Self::DeliveryNotDeadLettered(_) => "delivery_not_dead_lettered",
             Self::CourseNotOnSale(_) => "course_not_on_sale",
             Self::CourseAlreadyOwned(_) => "course_already_owned",
             Self::CourseInPendingOrder(_) => "course_in_pending_order",
@@ -232,7 +238,8 @@ impl ResponseError for ApiError {
             | Self::CourseNotFound(_)
             | Self::CouponNotFound(_)
             | Self::UserNotFound(_)
-            | Self::EffectNotDeadLettered(_) => StatusCode::NOT_FOUND,
+            | Self::EffectNotDeadLettered(_)
+            | Self::DeliveryNotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::CourseNotOnSale(_)
             | Self::CourseAlreadyOwned(_)
@@ -240,7 +247,8 @@ impl ResponseError for ApiError {
             | Self::CouponNotUsable(_)
             | Self::OrderNotPending { .. }
             | Self::TradeNoConflict(_)
-            | Self::IdempotencyKeyInUse => StatusCode::CONFLICT,
+            | Self::IdempotencyKeyInUse
+            | Self::DeliveryNotDeadLettered(_) => StatusCode::CONFLICT,
             Self::IdempotencyKeyReused | Self::Quote(_) | Self::AmountMismatch { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }

@@ -3,7 +3,7 @@
 //! Layout: [`config`] (settings), [`domain`] (pure rules: money, the order state machine,
 //! typed states), [`db`] (schema, models, queries, the transition and the outboxes),
 //! [`actors`] (order actors, their deadline timers, effect actors), [`redis`] (event stream,
-//! cluster, fast path), [`http`] (routes by user), [`auth`], [`error`] (the one API error
+//! cluster, fast path), [`webhooks`] (order events POSTed to endpoints), [`http`] (routes by user), [`auth`], [`error`] (the one API error
 //! type), [`app`] (start-up) and [`cli`] (the command line). ARCHITECTURE.md follows an order
 //! through them.
 
@@ -19,3 +19,4 @@ pub mod http;
 pub mod metrics;
 pub mod redis;
 pub mod seed;
+pub mod webhooks;

@@ -271,6 +271,15 @@ impl Metrics {
             .inc_by(count);
     }
 
+    /// One attempt at a webhook delivery: delivered, to be retried, or dead-lettered.
+    pub fn webhook_delivery(&self, result: EffectResult) {
+        self.webhook_deliveries
+            .get_or_create(&ResultLabels {
+                result: result.as_str(),
+            })
+            .inc();
+    }
+
     pub fn callback(&self, provider: &'static str, result: CallbackResult) {
         self.callbacks
             .get_or_create(&CallbackLabels {
@@ -359,10 +368,10 @@ impl Metrics {
                 result: result.as_str(),
             });
         }
-        for result in ["done", "retried", "dead_lettered"] {
-            let _ = self
-                .webhook_deliveries
-                .get_or_create(&ResultLabels { result });
+        for result in EffectResult::ALL {
+            let _ = self.webhook_deliveries.get_or_create(&ResultLabels {
+                result: result.as_str(),
+            });
         }
     }
 }

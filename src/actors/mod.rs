@@ -53,8 +53,8 @@ pub struct Core {
     pub pool: DbPool,
     pub settings: Arc<Settings>,
     pub gauges: Gauges,
-    pub metrics: Metrics,
-    /// Whether transactions write order events (Redis is configured).
+    pub metrics: Arc<Metrics>,
+    /// Whether transactions write order events (Redis or a webhook endpoint is configured).
     pub journal: Journal,
     pub redis: Option<Arc<RedisLink>>,
     pub cluster: Option<Arc<Cluster>>,
@@ -66,6 +66,8 @@ pub struct Core {
     supervisor: OnceLock<Addr<OrderSupervisor>>,
     effects: OnceLock<Addr<EffectDispatcher>>,
     events: Option<Kick>,
+    /// The webhook fan-out, when an endpoint is configured.
+    webhooks: Option<crate::webhooks::Kick>,
 }
 
 /// What a committed transaction leaves for the engine to do, handed to
@@ -144,6 +146,9 @@ impl Core {
             }
         }
         if let Some(kick) = &self.events {
+            kick.kick();
+        }
+        if let Some(kick) = &self.webhooks {
             kick.kick();
         }
         if let (Some(cluster), false) = (&self.cluster, committed.moved.is_empty()) {
@@ -225,8 +230,8 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Starts the supervisor and the effect actors (and with Redis the event publisher and
-    /// the cluster threads), then re-creates an actor for every pending order it owns and
+    /// Starts the supervisor and the effect actors (with Redis the event publisher and the
+    /// cluster threads, with webhook endpoints their fan-out and workers), then re-creates an actor for every pending order it owns and
     /// replays every unfinished effect. Must run inside an actix system.
     pub fn start(
         pool: DbPool,
@@ -254,21 +259,31 @@ impl Engine {
                 settings.cluster.heartbeat_ttl_secs,
             ))
         });
+        let metrics = Arc::new(Metrics::new());
+        let webhooks = crate::webhooks::start(
+            pool.clone(),
+            &settings.webhooks,
+            redis.is_some(),
+            metrics.clone(),
+        )
+        .map_err(thread_error)?;
         let core = Arc::new(Core {
             pool,
             journal: Journal {
-                enabled: redis.is_some(),
+                enabled: redis.is_some() || webhooks.is_some(),
+                webhooks: webhooks.is_some(),
             },
             redis,
             cluster,
             settings,
             gauges: Gauges::default(),
-            metrics: Metrics::new(),
+            metrics,
             started_at: time::now(),
             closer: OnceLock::new(),
             supervisor: OnceLock::new(),
             effects: OnceLock::new(),
             events,
+            webhooks,
         });
         let effects = EffectDispatcher::start_with_workers(core.clone());
         let _ = core.closer.set(Closer::new(core.clone()).start());

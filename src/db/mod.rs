@@ -11,6 +11,7 @@
 //! connection type.
 
 pub mod catalog;
+pub mod deliveries;
 pub mod idempotency;
 pub mod journal;
 pub mod models;

@@ -77,6 +77,7 @@ diesel::table! {
         kind -> Text,
         at -> Timestamp,
         data -> Text,
+        fanned_out -> Bool,
     }
 }
 
@@ -183,6 +184,24 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    webhook_deliveries (id) {
+        id -> Int8,
+        event_id -> Int8,
+        url -> Text,
+        #[max_length = 64]
+        order_no -> Varchar,
+        kind -> Text,
+        body -> Text,
+        status -> Text,
+        attempts -> Int4,
+        last_error -> Nullable<Text>,
+        next_attempt_at -> Timestamp,
+        delivered_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(chapters -> courses (course_id));
 diesel::joinable!(effects -> orders (order_no));
 diesel::joinable!(idempotency_keys -> users (user_id));
@@ -217,4 +236,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     user_course_chapters,
     user_courses,
     users,
+    webhook_deliveries,
 );

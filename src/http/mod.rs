@@ -3,6 +3,7 @@
 //! precedence demands) and parsed as JSON whatever their `Content-Type`.
 
 pub mod admin;
+pub mod admin_deliveries;
 pub mod admin_orders;
 pub mod client;
 pub mod openapi;
@@ -239,6 +240,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/admin/effects").route(web::get().to(admin_orders::list_effects)))
         .service(
             resource("/admin/effects/{id}/retry").route(web::post().to(admin_orders::retry_effect)),
+        )
+        .service(
+            resource("/admin/deliveries").route(web::get().to(admin_deliveries::list_deliveries)),
+        )
+        .service(
+            resource("/admin/deliveries/{id}/retry")
+                .route(web::post().to(admin_deliveries::retry_delivery)),
         )
         .service(resource("/admin/late-payments").route(web::get().to(admin_orders::late_payments)))
         .configure(ui::routes);

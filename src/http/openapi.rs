@@ -9,7 +9,7 @@ use actix_web::{web, HttpResponse, ResponseError};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, admin_orders, client, ops, provider};
+use super::{admin, admin_deliveries, admin_orders, client, ops, provider};
 use crate::error::ApiError;
 
 #[derive(OpenApi)]
@@ -45,6 +45,8 @@ use crate::error::ApiError;
         admin_orders::list_effects,
         admin_orders::retry_effect,
         admin_orders::late_payments,
+        admin_deliveries::list_deliveries,
+        admin_deliveries::retry_delivery,
     ),
     modifiers(&SecuritySchemes),
     tags(

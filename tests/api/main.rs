@@ -29,3 +29,4 @@ mod schema_rs;
 mod schemathesis;
 mod smoke;
 mod timeouts;
+mod webhooks;

@@ -29,6 +29,8 @@ const ROUTES: &[(&str, &str, Option<&str>)] = &[
     ("get", "/admin/late-payments", Some("admin_token")),
     ("get", "/admin/users/{id}", Some("admin_token")),
     ("post", "/admin/effects/{id}/retry", Some("admin_token")),
+    ("get", "/admin/deliveries", Some("admin_token")),
+    ("post", "/admin/deliveries/{id}/retry", Some("admin_token")),
     ("get", "/admin/courses", Some("admin_token")),
     ("post", "/admin/users", Some("admin_token")),
     ("post", "/admin/courses", Some("admin_token")),
