@@ -36,7 +36,9 @@ pub enum ApiError {
     CouponNotFound(i64),
     #[error("user {0} not found")]
     UserNotFound(UserId),
-    #[error("effect {0} not found or not dead-lettered")]
+    #[error("effect {0} not found")]
+    EffectNotFound(i64),
+    #[error("effect {0} is not dead-lettered")]
     EffectNotDeadLettered(i64),
     #[error("delivery {0} not found")]
     DeliveryNotFound(i64),
@@ -89,7 +91,8 @@ impl ApiError {
             Self::CourseNotFound(_) => "course_not_found",
             Self::CouponNotFound(_) => "coupon_not_found",
             Self::UserNotFound(_) => "user_not_found",
-            Self::EffectNotDeadLettered(_) => "effect_not_found",
+            Self::EffectNotFound(_) => "effect_not_found",
+            Self::EffectNotDeadLettered(_) => "effect_not_dead_lettered",
             Self::DeliveryNotFound(_) => "delivery_not_found",
             Self::DeliveryNotDeadLettered(_) => "delivery_not_dead_lettered",
             Self::CourseNotOnSale(_) => "course_not_on_sale",
@@ -238,7 +241,7 @@ impl ResponseError for ApiError {
             | Self::CourseNotFound(_)
             | Self::CouponNotFound(_)
             | Self::UserNotFound(_)
-            | Self::EffectNotDeadLettered(_)
+            | Self::EffectNotFound(_)
             | Self::DeliveryNotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::CourseNotOnSale(_)
@@ -248,6 +251,7 @@ impl ResponseError for ApiError {
             | Self::OrderNotPending { .. }
             | Self::TradeNoConflict(_)
             | Self::IdempotencyKeyInUse
+            | Self::EffectNotDeadLettered(_)
             | Self::DeliveryNotDeadLettered(_) => StatusCode::CONFLICT,
             Self::IdempotencyKeyReused | Self::Quote(_) | Self::AmountMismatch { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY

@@ -418,7 +418,7 @@ pub async fn effects_page(
         (status = 400, description = "An id that is not an integer", body = ErrorEnvelope),
         (status = 401, description = "`unauthenticated`", body = ErrorEnvelope),
         (status = 404, description = "`effect_not_found`", body = ErrorEnvelope),
-        (status = 409, description = "Not dead-lettered", body = ErrorEnvelope)))]
+        (status = 409, description = "`effect_not_dead_lettered`", body = ErrorEnvelope)))]
 pub async fn retry_effect(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -429,13 +429,18 @@ pub async fn retry_effect(
     Ok(HttpResponse::Ok().json(retry(&state, id).await?))
 }
 
-/// Re-queues a dead-lettered effect with a fresh set of attempts (404 `effect_not_found`
-/// otherwise) and wakes its effect actor: `POST /admin/effects/{id}/retry` and the
-/// dashboard's Retry button.
+/// Re-queues a dead-lettered effect with a fresh set of attempts (404 `effect_not_found`,
+/// 409 `effect_not_dead_lettered` otherwise) and wakes its effect actor:
+/// `POST /admin/effects/{id}/retry` and the dashboard's Retry button.
 pub async fn retry(state: &AppState, id: i64) -> Result<EffectRow, ApiError> {
-    let effect = run_db(state, move |conn| Ok(outbox::retry(conn, id, time::now())?))
-        .await?
-        .ok_or(ApiError::EffectNotDeadLettered(id))?;
+    let effect = run_db(state, move |conn| {
+        match outbox::retry(conn, id, time::now())? {
+            Some(effect) => Ok(effect),
+            None if outbox::exists(conn, id)? => Err(ApiError::EffectNotDeadLettered(id)),
+            None => Err(ApiError::EffectNotFound(id)),
+        }
+    })
+    .await?;
     state.engine.core.after_commit(Committed::effects(vec![(
         effect.order_no.clone(),
         effect.kind,

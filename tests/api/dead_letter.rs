@@ -66,9 +66,13 @@ on_both_backends! {
         let stats = app.admin("GET", "/admin/actors", None).assert_status(200).clone();
         assert_eq!(stats["effects"], json!({"pending": 0, "dead_lettered": 0}), "{stats}");
         assert_eq!(app.admin_user(user_id)["courses"][0]["course_id"], course);
-        // Retrying an effect that is not dead-lettered any more is refused (this route and
-        // its code are the engine's; SPEC §Admins does not list them).
+        // Retrying an effect that is not dead-lettered any more is 409 (SPEC §Admins), one
+        // that does not exist 404; neither changes anything.
+        let before = app.admin("GET", "/admin/effects?limit=100", None).assert_status(200).clone();
         app.admin("POST", &format!("/admin/effects/{id}/retry"), None)
+            .assert_error(409, "effect_not_dead_lettered");
+        app.admin("POST", &format!("/admin/effects/{}/retry", id + 1000), None)
             .assert_error(404, "effect_not_found");
+        assert_eq!(app.admin("GET", "/admin/effects?limit=100", None).assert_status(200), &before);
     }
 }

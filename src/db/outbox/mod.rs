@@ -312,7 +312,8 @@ pub fn page(
     query.order(effects::id.desc()).limit(limit).load(conn)
 }
 
-/// Puts a dead-lettered effect back in the queue with a fresh set of attempts.
+/// Puts a dead-lettered effect back in the queue with a fresh set of attempts; `None` when
+/// there is no such effect or it is not dead-lettered ([`exists`] tells which).
 pub fn retry(
     conn: &mut DbConnection,
     id: i64,
@@ -338,6 +339,11 @@ pub fn retry(
         .select(EffectRow::as_select())
         .first(conn)
         .optional()
+}
+
+/// Whether the effect `id` exists.
+pub fn exists(conn: &mut DbConnection, id: i64) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(effects::table.find(id))).get_result(conn)
 }
 
 /// An effect with its order, as admins list them.

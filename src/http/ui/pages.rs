@@ -375,7 +375,7 @@ pub async fn effects(
 }
 
 /// `POST /admin/ui/effects/{id}/retry` (CSRF-protected): the admin retry, then back to the
-/// dead letters with the result shown. Not dead-lettered (or no such effect): the 404 page.
+/// dead letters with the result shown. Not dead-lettered: the 409 page; no such effect: 404.
 pub async fn retry_effect(
     state: web::Data<AppState>,
     req: HttpRequest,
