@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::domain::schedule::Timing;
 use crate::domain::states::EventKind;
+use crate::domain::time;
 
 /// Prefix of the environment variables that override single keys.
 pub const ENV_PREFIX: &str = "ORDER_ENGINE__";
@@ -43,6 +45,8 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub metrics: MetricsSettings,
     pub webhooks: WebhookSettings,
+    /// `[[schedules]]`, in file order.
+    pub schedules: Vec<Schedule>,
 }
 
 #[derive(Debug, Clone)]
@@ -202,6 +206,43 @@ impl std::fmt::Debug for WebhookEndpoint {
     }
 }
 
+/// One `[[schedules]]` entry, checked.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// Unique; the schedule's identity in the database and in its runs' `webhook-id`.
+    pub name: String,
+    pub timing: Timing,
+    pub job: Job,
+}
+
+/// What a schedule runs.
+#[derive(Clone)]
+pub enum Job {
+    /// Deletes rows nothing needs any more, older than `retention_days`.
+    Purge { retention_days: u64 },
+    /// POSTs `{"schedule","fire_at"}` to `url`, signed per Standard Webhooks with the key.
+    Webhook { url: String, key: Vec<u8> },
+}
+
+impl Job {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Job::Purge { .. } => "purge",
+            Job::Webhook { .. } => "webhook",
+        }
+    }
+}
+
+impl std::fmt::Debug for Job {
+    // Never print the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Job::Purge { retention_days } => write!(f, "purge (retention_days {retention_days})"),
+            Job::Webhook { url, .. } => write!(f, "webhook to {url}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct LimitSettings {
     pub orders_per_user_per_minute: u32,
@@ -335,12 +376,16 @@ impl Settings {
             file: BTreeMap::new(),
             env: BTreeMap::new(),
         };
+        let mut schedule_entries = None;
         if let Some((name, text)) = file {
             let table: toml::Table = text
                 .parse()
                 .map_err(|e: toml::de::Error| ConfigError::new(name, e.message().to_string()))?;
             for (section, value) in table {
                 match value {
+                    toml::Value::Array(_) if section == "schedules" => {
+                        schedule_entries = Some(value);
+                    }
                     toml::Value::Table(inner) if SECTIONS.contains(&section.as_str()) => {
                         layers.file.insert(section, inner);
                     }
@@ -485,6 +530,7 @@ impl Settings {
                 timeout_ms: l.integer("webhooks", "timeout_ms", 10_000, 1, 10_000)?,
                 endpoints: webhook_endpoints(l.take("webhooks", "endpoints"))?,
             },
+            schedules: schedules(schedule_entries)?,
         };
         if let Some(err) = layers.first_unknown() {
             return Err(err);
@@ -536,53 +582,23 @@ fn webhook_endpoints(raw: Option<Raw>) -> Result<Vec<WebhookEndpoint>, ConfigErr
                 .unwrap_or(toml::Value::Array(Vec::new()))
         }
     };
-    let toml::Value::Array(entries) = value else {
-        return Err(ConfigError::new(
-            KEY,
-            format!(
-                "expected [[webhooks.endpoints]] tables, found {}",
-                value.type_str()
-            ),
-        ));
-    };
-    let mut endpoints: Vec<WebhookEndpoint> = Vec::with_capacity(entries.len());
-    for (index, entry) in entries.into_iter().enumerate() {
-        let toml::Value::Table(mut table) = entry else {
-            return Err(ConfigError::new(
-                KEY,
-                format!("entry {index}: expected a table"),
-            ));
-        };
-        let at = |field: &str| format!("webhooks.endpoints[{index}].{field}");
-        let mut text = |field: &str| -> Result<Option<String>, ConfigError> {
-            match table.remove(field) {
-                None => Ok(None),
-                Some(toml::Value::String(s)) => Ok(Some(s)),
-                Some(other) => Err(ConfigError::new(
-                    at(field),
-                    format!("expected a string, found {}", other.type_str()),
-                )),
-            }
-        };
-        let url = text("url")?.ok_or_else(|| ConfigError::new(at("url"), "missing"))?;
-        check_webhook_url(&url).map_err(|reason| ConfigError::new(at("url"), reason))?;
+    let mut endpoints: Vec<WebhookEndpoint> = Vec::new();
+    for mut entry in Entry::all(KEY, value)? {
+        let url = entry.required_text("url")?;
+        check_webhook_url(&url).map_err(|reason| entry.error("url", reason))?;
         if endpoints.iter().any(|e| e.url == url) {
-            return Err(ConfigError::new(
-                at("url"),
-                "the same url as an endpoint before it",
-            ));
+            return Err(entry.error("url", "the same url as an endpoint before it"));
         }
-        let secret = text("secret")?.ok_or_else(|| ConfigError::new(at("secret"), "missing"))?;
-        let key = decode_webhook_secret(&secret)
-            .map_err(|reason| ConfigError::new(at("secret"), reason))?;
-        let events = match table.remove("events") {
+        let secret = entry.required_text("secret")?;
+        let key = decode_webhook_secret(&secret).map_err(|reason| entry.error("secret", reason))?;
+        let events = match entry.table.remove("events") {
             None => None,
             Some(toml::Value::Array(kinds)) => {
                 let mut parsed = Vec::with_capacity(kinds.len());
                 for kind in kinds {
                     let kind = kind.as_str().and_then(EventKind::parse).ok_or_else(|| {
-                        ConfigError::new(
-                            at("events"),
+                        entry.error(
+                            "events",
                             format!(
                                 "unknown event kind {kind:?}; known: {}",
                                 EventKind::ALL
@@ -600,8 +616,8 @@ fn webhook_endpoints(raw: Option<Raw>) -> Result<Vec<WebhookEndpoint>, ConfigErr
                 Some(parsed)
             }
             Some(other) => {
-                return Err(ConfigError::new(
-                    at("events"),
+                return Err(entry.error(
+                    "events",
                     format!(
                         "expected an array of event kinds, found {}",
                         other.type_str()
@@ -609,12 +625,159 @@ fn webhook_endpoints(raw: Option<Raw>) -> Result<Vec<WebhookEndpoint>, ConfigErr
                 ))
             }
         };
-        if let Some(field) = table.keys().next() {
-            return Err(ConfigError::new(at(field), "unknown key"));
-        }
+        entry.finish()?;
         endpoints.push(WebhookEndpoint { url, events, key });
     }
     Ok(endpoints)
+}
+
+/// One table of an array of tables (`[[webhooks.endpoints]]`, `[[schedules]]`): its fields,
+/// taken one by one and named `list[index].field` in errors; what is left is unknown.
+struct Entry {
+    list: &'static str,
+    index: usize,
+    table: toml::Table,
+}
+
+impl Entry {
+    /// The tables of `value`, which must be an array of tables.
+    fn all(list: &'static str, value: toml::Value) -> Result<Vec<Entry>, ConfigError> {
+        let toml::Value::Array(entries) = value else {
+            return Err(ConfigError::new(
+                list,
+                format!("expected [[{list}]] tables, found {}", value.type_str()),
+            ));
+        };
+        entries
+            .into_iter()
+            .enumerate()
+            .map(|(index, entry)| match entry {
+                toml::Value::Table(table) => Ok(Entry { list, index, table }),
+                _ => Err(ConfigError::new(
+                    list,
+                    format!("entry {index}: expected a table"),
+                )),
+            })
+            .collect()
+    }
+
+    fn error(&self, field: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::new(format!("{}[{}].{field}", self.list, self.index), reason)
+    }
+
+    fn text(&mut self, field: &str) -> Result<Option<String>, ConfigError> {
+        match self.table.remove(field) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(self.error(
+                field,
+                format!("expected a string, found {}", other.type_str()),
+            )),
+        }
+    }
+
+    fn required_text(&mut self, field: &str) -> Result<String, ConfigError> {
+        self.text(field)?
+            .ok_or_else(|| self.error(field, "missing"))
+    }
+
+    fn integer(&mut self, field: &str, min: u64, max: u64) -> Result<Option<u64>, ConfigError> {
+        match self.table.remove(field) {
+            None => Ok(None),
+            Some(toml::Value::Integer(n)) => match u64::try_from(n) {
+                Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+                _ => Err(self.error(field, format!("must be between {min} and {max}, found {n}"))),
+            },
+            Some(other) => Err(self.error(
+                field,
+                format!("expected a whole number, found {}", other.type_str()),
+            )),
+        }
+    }
+
+    /// Fails on the first field nobody took.
+    fn finish(self) -> Result<(), ConfigError> {
+        match self.table.keys().next() {
+            Some(field) => Err(self.error(field, "unknown key")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `[[schedules]]` (file only): each `name`, `job`, exactly one of `cron` (with `timezone`),
+/// `every_secs` or `at`, and its job's own keys.
+fn schedules(value: Option<toml::Value>) -> Result<Vec<Schedule>, ConfigError> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let mut schedules: Vec<Schedule> = Vec::new();
+    for mut entry in Entry::all("schedules", value)? {
+        let name = entry.required_text("name")?;
+        if !crate::domain::schedule::valid_name(&name) {
+            return Err(entry.error("name", "must be 1-64 letters, digits, `_`, `-` or `.`"));
+        }
+        if schedules.iter().any(|s| s.name == name) {
+            return Err(entry.error("name", "the same name as a schedule before it"));
+        }
+        let cron = entry.text("cron")?;
+        let zone = entry.text("timezone")?;
+        let every = entry.integer("every_secs", 1, 366 * 86_400)?;
+        let at = entry.text("at")?;
+        let timing = match (cron, every, at) {
+            (Some(pattern), None, None) => Timing::cron(&pattern, zone.as_deref().unwrap_or("UTC"))
+                .map_err(|reason| {
+                    let field = if reason.contains("time zone") {
+                        "timezone"
+                    } else {
+                        "cron"
+                    };
+                    entry.error(field, reason)
+                })?,
+            (None, Some(secs), None) => Timing::Every { secs },
+            (None, None, Some(at)) => {
+                Timing::At(time::parse(&at).map_err(|reason| entry.error("at", reason))?)
+            }
+            (None, None, None) => {
+                return Err(entry.error("cron", "one of cron, every_secs or at is required"))
+            }
+            _ => {
+                return Err(
+                    entry.error("cron", "exactly one of cron, every_secs or at, not several")
+                )
+            }
+        };
+        if zone.is_some() && !matches!(timing, Timing::Cron { .. }) {
+            return Err(entry.error("timezone", "only a cron schedule has a time zone"));
+        }
+        let job =
+            match entry.required_text("job")?.as_str() {
+                "purge" => Job::Purge {
+                    retention_days: entry.integer("retention_days", 1, 36_500)?.unwrap_or(30),
+                },
+                "webhook" => {
+                    let url = entry.required_text("url")?;
+                    check_webhook_url(&url).map_err(|reason| entry.error("url", reason))?;
+                    let secret = entry.required_text("secret")?;
+                    let key = decode_webhook_secret(&secret)
+                        .map_err(|reason| entry.error("secret", reason))?;
+                    Job::Webhook { url, key }
+                }
+                "reconcile_payments" => return Err(entry.error(
+                    "job",
+                    "reconcile_payments asks the payment providers (Alipay, WeChat Pay, Stripe) \
+                     about open trades, and this build has no provider adapter yet",
+                )),
+                other => {
+                    return Err(entry.error(
+                        "job",
+                        format!("unknown job {other:?}; known: purge, webhook"),
+                    ))
+                }
+            };
+        entry.finish()?;
+        schedules.push(Schedule { name, timing, job });
+    }
+    Ok(schedules)
 }
 
 /// An endpoint URL: `http://` or `https://`, a host, no whitespace.

@@ -18,5 +18,6 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod redis;
+pub mod schedules;
 pub mod seed;
 pub mod webhooks;

@@ -63,6 +63,12 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScheduleLabels {
+    schedule: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
     method: String,
     /// The matched route's pattern (`/api/orders/{order_no}`), `unmatched` when none matched.
@@ -145,6 +151,7 @@ pub struct Metrics {
     callbacks: Family<CallbackLabels, Counter>,
     events_unpublished: Gauge,
     webhook_deliveries: Family<ResultLabels, Counter>,
+    schedule_runs: Family<ScheduleLabels, Counter>,
     http_requests: Family<HttpLabels, Histogram, fn() -> Histogram>,
 }
 
@@ -230,6 +237,12 @@ impl Metrics {
                 "Webhook delivery attempts by result",
                 Family::default(),
             ),
+            schedule_runs: register(
+                &mut r,
+                "order_engine_schedule_runs",
+                "Finished runs of each configured schedule by result (ok, failed), in this process",
+                Family::default(),
+            ),
             http_requests: register(
                 &mut r,
                 "http_server_request_duration_seconds",
@@ -278,6 +291,28 @@ impl Metrics {
                 result: result.as_str(),
             })
             .inc();
+    }
+
+    /// A schedule's run finished here: `ok` or `failed`.
+    pub fn schedule_run(&self, schedule: &str, ok: bool) {
+        self.schedule_runs
+            .get_or_create(&ScheduleLabels {
+                schedule: schedule.to_string(),
+                result: if ok { "ok" } else { "failed" },
+            })
+            .inc();
+    }
+
+    /// The zero-valued series of each configured schedule (see [`Metrics::preset`]).
+    pub fn preset_schedules<'a>(&self, names: impl Iterator<Item = &'a str>) {
+        for schedule in names {
+            for result in ["ok", "failed"] {
+                let _ = self.schedule_runs.get_or_create(&ScheduleLabels {
+                    schedule: schedule.to_string(),
+                    result,
+                });
+            }
+        }
     }
 
     pub fn callback(&self, provider: &'static str, result: CallbackResult) {

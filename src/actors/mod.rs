@@ -68,6 +68,8 @@ pub struct Core {
     events: Option<Kick>,
     /// The webhook fan-out, when an endpoint is configured.
     webhooks: Option<crate::webhooks::Kick>,
+    /// The scheduler thread, when `[[schedules]]` are configured (stops when dropped).
+    _schedules: Option<crate::schedules::Handle>,
 }
 
 /// What a committed transaction leaves for the engine to do, handed to
@@ -231,7 +233,8 @@ pub struct Engine {
 
 impl Engine {
     /// Starts the supervisor and the effect actors (with Redis the event publisher and the
-    /// cluster threads, with webhook endpoints their fan-out and workers), then re-creates an actor for every pending order it owns and
+    /// cluster threads, with webhook endpoints their fan-out and workers, with `[[schedules]]` the
+    /// scheduler), then re-creates an actor for every pending order it owns and
     /// replays every unfinished effect. Must run inside an actix system.
     pub fn start(
         pool: DbPool,
@@ -267,6 +270,8 @@ impl Engine {
             metrics.clone(),
         )
         .map_err(thread_error)?;
+        let schedules = crate::schedules::start(pool.clone(), &settings, metrics.clone())
+            .map_err(thread_error)?;
         let core = Arc::new(Core {
             pool,
             journal: Journal {
@@ -284,6 +289,7 @@ impl Engine {
             effects: OnceLock::new(),
             events,
             webhooks,
+            _schedules: schedules,
         });
         let effects = EffectDispatcher::start_with_workers(core.clone());
         let _ = core.closer.set(Closer::new(core.clone()).start());

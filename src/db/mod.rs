@@ -18,6 +18,7 @@ pub mod models;
 pub mod orders;
 pub mod outbox;
 pub mod payments;
+pub mod schedules;
 pub mod schema;
 pub mod sessions;
 pub mod transitions;

@@ -142,6 +142,33 @@ diesel::table! {
 }
 
 diesel::table! {
+    schedule_runs (id) {
+        id -> Int8,
+        #[max_length = 64]
+        name -> Varchar,
+        fire_at -> Timestamp,
+        status -> Text,
+        #[max_length = 64]
+        node_id -> Varchar,
+        attempts -> Int4,
+        started_at -> Timestamp,
+        finished_at -> Nullable<Timestamp>,
+        lease_until -> Timestamp,
+        error -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    schedules (name) {
+        #[max_length = 64]
+        name -> Varchar,
+        spec -> Text,
+        next_fire_at -> Nullable<Timestamp>,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     user_coupons (id) {
         id -> Int8,
         user_id -> Int8,
@@ -232,6 +259,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     orders,
     payment_events,
     points_ledger,
+    schedule_runs,
+    schedules,
     user_coupons,
     user_course_chapters,
     user_courses,

@@ -6,6 +6,7 @@
 pub mod ids;
 pub mod order;
 pub mod pricing;
+pub mod schedule;
 pub mod states;
 pub mod time;
 

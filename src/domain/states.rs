@@ -174,6 +174,17 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// A schedule run's state (`schedule_runs.status`).
+    pub enum RunStatus in "schedule_runs.status" {
+        /// Claimed, its job under way (or its process died: then taken over once its lease
+        /// passes).
+        Running = "running",
+        Ok = "ok",
+        Failed = "failed",
+    }
+}
+
 impl EffectKind {
     /// The event written when this effect is applied.
     pub fn done_event(self) -> EventKind {
@@ -224,5 +235,6 @@ mod tests {
             PaymentOutcome::parse,
         );
         check(EventKind::ALL, EventKind::as_str, EventKind::parse);
+        check(RunStatus::ALL, RunStatus::as_str, RunStatus::parse);
     }
 }

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod admin_deliveries;
 pub mod admin_orders;
+pub mod admin_schedules;
 pub mod client;
 pub mod openapi;
 pub mod ops;
@@ -248,6 +249,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             resource("/admin/deliveries/{id}/retry")
                 .route(web::post().to(admin_deliveries::retry_delivery)),
         )
+        .service(resource("/admin/schedules").route(web::get().to(admin_schedules::list_schedules)))
         .service(resource("/admin/late-payments").route(web::get().to(admin_orders::late_payments)))
         .configure(ui::routes);
 }

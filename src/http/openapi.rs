@@ -9,7 +9,7 @@ use actix_web::{web, HttpResponse, ResponseError};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, admin_deliveries, admin_orders, client, ops, provider};
+use super::{admin, admin_deliveries, admin_orders, admin_schedules, client, ops, provider};
 use crate::error::ApiError;
 
 #[derive(OpenApi)]
@@ -47,6 +47,7 @@ use crate::error::ApiError;
         admin_orders::late_payments,
         admin_deliveries::list_deliveries,
         admin_deliveries::retry_delivery,
+        admin_schedules::list_schedules,
     ),
     modifiers(&SecuritySchemes),
     tags(

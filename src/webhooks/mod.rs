@@ -62,6 +62,43 @@ fn pause(rx: &Receiver<()>, pause: Duration) -> bool {
     }
 }
 
+/// The HTTP client of webhook POSTs: every call within `timeout`, no redirects followed.
+pub fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(timeout)
+        .redirects(0)
+        .user_agent(concat!("order-engine/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// POSTs `body` to `url` as Standard Webhooks message `id`, signed with `key` at this
+/// attempt's time: `Ok` for a 2xx answer, else what went wrong.
+pub fn post_signed(
+    agent: &ureq::Agent,
+    url: &str,
+    key: &[u8],
+    id: &str,
+    body: &str,
+) -> Result<(), String> {
+    let timestamp = crate::domain::time::now().and_utc().timestamp();
+    let result = agent
+        .post(url)
+        .set("content-type", "application/json")
+        .set("webhook-id", id)
+        .set("webhook-timestamp", &timestamp.to_string())
+        .set(
+            "webhook-signature",
+            &signature::sign(key, id, timestamp, body),
+        )
+        .send_string(body);
+    match result {
+        Ok(response) if (200..300).contains(&response.status()) => Ok(()),
+        Ok(response) => Err(format!("HTTP {}", response.status())),
+        Err(ureq::Error::Status(code, _)) => Err(format!("HTTP {code}")),
+        Err(ureq::Error::Transport(err)) => Err(err.to_string()),
+    }
+}
+
 /// Starts the fan-out thread and one worker thread per endpoint; `None` when no endpoint is
 /// configured. `keep_events`: Redis is configured, so fanned-out events stay for its
 /// publisher. The threads end when the returned [`Kick`] (and its clones) are dropped.

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 
-use super::signature;
 use crate::config::{WebhookEndpoint, WebhookSettings};
 use crate::db::deliveries::{self, Claimed, Outcome};
 use crate::db::outbox::RetryPolicy;
@@ -42,11 +41,7 @@ impl Worker {
         metrics: Arc<Metrics>,
     ) -> Self {
         let timeout = Duration::from_millis(settings.timeout_ms);
-        let agent = ureq::AgentBuilder::new()
-            .timeout(timeout)
-            .redirects(0)
-            .user_agent(concat!("order-engine/", env!("CARGO_PKG_VERSION")))
-            .build();
+        let agent = super::agent(timeout);
         Worker {
             pool,
             endpoint,
@@ -102,23 +97,14 @@ impl Worker {
 
     /// One attempt: `None` when the endpoint answered 2xx, else what went wrong.
     fn send(&self, delivery: &Claimed) -> Option<String> {
-        let id = delivery.event_id.to_string();
-        let timestamp = time::now().and_utc().timestamp();
-        let signature = signature::sign(&self.endpoint.key, &id, timestamp, &delivery.body);
-        let result = self
-            .agent
-            .post(&self.endpoint.url)
-            .set("content-type", "application/json")
-            .set("webhook-id", &id)
-            .set("webhook-timestamp", &timestamp.to_string())
-            .set("webhook-signature", &signature)
-            .send_string(&delivery.body);
-        match result {
-            Ok(response) if (200..300).contains(&response.status()) => None,
-            Ok(response) => Some(format!("HTTP {}", response.status())),
-            Err(ureq::Error::Status(code, _)) => Some(format!("HTTP {code}")),
-            Err(ureq::Error::Transport(err)) => Some(err.to_string()),
-        }
+        super::post_signed(
+            &self.agent,
+            &self.endpoint.url,
+            &self.endpoint.key,
+            &delivery.event_id.to_string(),
+            &delivery.body,
+        )
+        .err()
     }
 
     /// Records an attempt (retrying the recording itself until the database answers: the

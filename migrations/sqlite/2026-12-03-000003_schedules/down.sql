@@ -1,0 +1,3 @@
+DROP INDEX schedule_runs_running;
+DROP TABLE schedule_runs;
+DROP TABLE schedules;
