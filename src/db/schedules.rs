@@ -247,6 +247,8 @@ pub struct Run {
     pub status: RunStatus,
     pub node_id: String,
     pub error: Option<String>,
+    /// 1, or more when taken over from a process that died running it.
+    pub attempts: i32,
 }
 
 /// A schedule's next due time as recorded (`None` also when never recorded) and its latest

@@ -27,7 +27,7 @@ pub enum Timing {
     /// a local time skipped by a DST change runs at the end of the gap, a local time that
     /// occurs twice runs once, at its first occurrence (croner's OCPS rules).
     Cron {
-        cron: Cron,
+        cron: Box<Cron>,
         pattern: String,
         zone: chrono_tz::Tz,
     },
@@ -63,7 +63,7 @@ impl Timing {
         cron.find_next_occurrence(&probe, false)
             .map_err(|e| format!("{pattern:?} never comes due: {e}"))?;
         Ok(Timing::Cron {
-            cron,
+            cron: Box::new(cron),
             pattern: pattern.split_whitespace().collect::<Vec<_>>().join(" "),
             zone,
         })

@@ -4,13 +4,14 @@
 //! process gets each due time), and runs each claimed job on a thread of its own while renewing
 //! the run's lease. A process that dies mid-run lets its lease lapse; another process (or this
 //! one, restarted) takes the run over. Due times missed by more than the misfire threshold
-//! (twice `cluster.heartbeat_ttl_secs`: every process was down) collapse into one run for the
-//! latest of them.
+//! (three times `cluster.heartbeat_ttl_secs`: every process was down) collapse into one run for
+//! the latest of them; a run that ends wakes the scheduler, so due times that waited for it
+//! (runs of a schedule never overlap) follow at once.
 
 pub mod jobs;
 
 use std::collections::HashSet;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,7 +37,7 @@ impl Leases {
         let lease = TimeDelta::seconds(i64::try_from(ttl_secs.max(1)).unwrap_or(3600));
         Leases {
             lease,
-            misfire: lease * 2,
+            misfire: lease * 3,
         }
     }
 
@@ -49,9 +50,22 @@ impl Leases {
     }
 }
 
+/// What wakes the scheduler thread before its next due time.
+enum Wake {
+    /// A run ended.
+    RunEnded,
+    Stop,
+}
+
 /// Stops the scheduler thread when dropped (runs under way finish on their own threads).
 pub struct Handle {
-    _stop: SyncSender<()>,
+    wake: Sender<Wake>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let _ = self.wake.send(Wake::Stop);
+    }
 }
 
 /// Starts the scheduler thread; `None` without `[[schedules]]`.
@@ -64,8 +78,9 @@ pub fn start(
         return Ok(None);
     }
     metrics.preset_schedules(settings.schedules.iter().map(|s| s.name.as_str()));
-    let (stop, rx) = mpsc::sync_channel(1);
+    let (wake, rx) = mpsc::channel();
     let scheduler = Scheduler {
+        wake: wake.clone(),
         pool,
         schedules: settings.schedules.clone(),
         node_id: settings.cluster.node_id.clone(),
@@ -85,10 +100,12 @@ pub fn start(
     std::thread::Builder::new()
         .name("scheduler".into())
         .spawn(move || scheduler.run(rx))?;
-    Ok(Some(Handle { _stop: stop }))
+    Ok(Some(Handle { wake }))
 }
 
 struct Scheduler {
+    /// Given to each job thread, to say its run ended.
+    wake: Sender<Wake>,
     pool: DbPool,
     schedules: Vec<Schedule>,
     node_id: String,
@@ -99,7 +116,7 @@ struct Scheduler {
 }
 
 impl Scheduler {
-    fn run(self, rx: Receiver<()>) {
+    fn run(self, rx: Receiver<Wake>) {
         let mut registered = false;
         loop {
             let now = time::now();
@@ -114,8 +131,8 @@ impl Scheduler {
             }
             let wake = self.next_wake(time::now_precise(), registered);
             match rx.recv_timeout(wake) {
-                Err(RecvTimeoutError::Timeout) => {}
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) | Ok(Wake::RunEnded) => {}
+                Ok(Wake::Stop) | Err(RecvTimeoutError::Disconnected) => return,
             }
         }
     }
@@ -209,6 +226,7 @@ impl Scheduler {
         }
         self.running.lock().expect("not poisoned").insert(run.id);
         let job = RunJob {
+            wake: self.wake.clone(),
             pool: self.pool.clone(),
             node_id: self.node_id.clone(),
             metrics: self.metrics.clone(),
@@ -240,14 +258,17 @@ impl Scheduler {
             .iter()
             .filter_map(|s| s.timing.first_after(now))
             .min();
+        // A millisecond late, so the due time has passed on the millisecond clock the claim
+        // reads.
         next_due
             .and_then(|at| (at - now).to_std().ok())
-            .map_or(renew, |until| until.min(renew))
+            .map_or(renew, |until| (until + Duration::from_millis(1)).min(renew))
     }
 }
 
 /// What a job thread needs.
 struct RunJob {
+    wake: Sender<Wake>,
     pool: DbPool,
     node_id: String,
     metrics: Arc<Metrics>,
@@ -283,6 +304,7 @@ impl RunJob {
             }
         };
         self.running.lock().expect("not poisoned").remove(&run.id);
+        let _ = self.wake.send(Wake::RunEnded);
         self.metrics.schedule_run(&schedule.name, outcome.is_ok());
         let took = started.elapsed();
         let name = &schedule.name;

@@ -287,6 +287,16 @@ impl TestApp {
 
     /// Starts the engine with extra `section.key = value` settings (as environment overrides).
     pub fn spawn_with(backend: Backend, overrides: &[(&str, &str)]) -> Option<TestApp> {
+        Self::spawn_with_file(backend, overrides, None)
+    }
+
+    /// [`TestApp::spawn_with`] plus a settings file's text, for what only a file can say
+    /// (`[[schedules]]`).
+    pub fn spawn_with_file(
+        backend: Backend,
+        overrides: &[(&str, &str)],
+        file: Option<&str>,
+    ) -> Option<TestApp> {
         init_logging();
         let database = TestDatabase::create(backend)?;
         let mut vars = vec![
@@ -313,7 +323,8 @@ impl TestApp {
                 value,
             )
         });
-        let settings = Settings::load_from(None, env).expect("test settings are valid");
+        let settings = Settings::load_from(file.map(|text| ("test.toml", text)), env)
+            .expect("test settings are valid");
 
         let (tx, rx) = mpsc::channel();
         let app_settings = settings.clone();

@@ -25,6 +25,7 @@ mod placement;
 mod process;
 mod redis;
 mod restart;
+mod schedules;
 mod schema_rs;
 mod schemathesis;
 mod smoke;

@@ -35,6 +35,16 @@ impl EngineProcess {
     /// Starts the binary on `db` with the test secrets and `settings`, and waits until it
     /// answers `/healthz`.
     pub fn start(db: &TestDatabase, settings: &[(&str, &str)]) -> EngineProcess {
+        Self::start_with_file(db, settings, None)
+    }
+
+    /// [`EngineProcess::start`] with a settings file (`--config`) holding `file`, for what
+    /// only a file can say (`[[schedules]]`).
+    pub fn start_with_file(
+        db: &TestDatabase,
+        settings: &[(&str, &str)],
+        file: Option<&str>,
+    ) -> EngineProcess {
         let port = free_port();
         let log = db.dir().join(format!("engine-{port}.log"));
         let mut vars = vec![
@@ -48,6 +58,11 @@ impl EngineProcess {
         ];
         vars.extend(settings.iter().map(|(k, v)| (*k, v.to_string())));
         let mut command = Command::new(env!("CARGO_BIN_EXE_order-engine"));
+        if let Some(text) = file {
+            let path = db.dir().join(format!("engine-{port}.toml"));
+            std::fs::write(&path, text).expect("write the engine's settings file");
+            command.arg("--config").arg(path);
+        }
         command
             .arg("serve")
             // No config.toml there: only the defaults and these variables apply.

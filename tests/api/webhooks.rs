@@ -24,13 +24,13 @@ use crate::invariants;
 use crate::process::EngineProcess;
 
 /// The secret every test endpoint uses (that of the Standard Webhooks test vector).
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub(crate) const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 /// Another endpoint's secret, so a signature made with the wrong one shows.
 const OTHER_SECRET: &str = "whsec_c2VjcmV0LW9mLWFub3RoZXItZW5kcG9pbnQh";
 
 /// How a receiver answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Script {
+pub(crate) enum Script {
     Answer(u16),
     /// 500 to the first `n` attempts at each webhook-id, then 200.
     FailFirst(usize),
@@ -40,21 +40,21 @@ enum Script {
 
 /// One request a receiver got.
 #[derive(Debug, Clone)]
-struct Received {
-    headers: BTreeMap<String, String>,
-    body: String,
-    json: Value,
+pub(crate) struct Received {
+    pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) body: String,
+    pub(crate) json: Value,
     /// What the receiver answered (0: nothing).
-    answered: u16,
-    at: Instant,
+    pub(crate) answered: u16,
+    pub(crate) at: Instant,
 }
 
 impl Received {
-    fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.headers.get(name).map_or("", String::as_str)
     }
 
-    fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &str {
         self.header("webhook-id")
     }
 
@@ -72,7 +72,7 @@ impl Received {
 }
 
 /// A small HTTP/1.1 server on 127.0.0.1:0 that records every request.
-struct Receiver {
+pub(crate) struct Receiver {
     port: u16,
     script: Arc<Mutex<Script>>,
     requests: Arc<Mutex<Vec<Received>>>,
@@ -80,7 +80,7 @@ struct Receiver {
 }
 
 impl Receiver {
-    fn start(script: Script) -> Receiver {
+    pub(crate) fn start(script: Script) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a receiver");
         let port = listener.local_addr().expect("its address").port();
         let receiver = Receiver {
@@ -107,21 +107,21 @@ impl Receiver {
         receiver
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/hook", self.port)
     }
 
-    fn set(&self, script: Script) {
+    pub(crate) fn set(&self, script: Script) {
         *self.script.lock().unwrap() = script;
     }
 
-    fn requests(&self) -> Vec<Received> {
+    pub(crate) fn requests(&self) -> Vec<Received> {
         self.requests.lock().unwrap().clone()
     }
 
     /// Waits until `done` holds for the requests so far; returns them.
     #[track_caller]
-    fn wait(
+    pub(crate) fn wait(
         &self,
         what: &str,
         timeout: Duration,
@@ -250,7 +250,13 @@ fn delivered_kinds<'a>(seen: &'a [Received], order_no: &str) -> Vec<&'a str> {
 /// This file's Standard Webhooks verifier, from the specification: the key is the base64
 /// after `whsec_`; the signed content `{id}.{timestamp}.{body}`; the header a space-separated
 /// list of `v1,<base64 HMAC-SHA256>`, one of which must match; the timestamp within 5 minutes.
-fn verify(secret: &str, id: &str, timestamp: &str, body: &str, signatures: &str) -> bool {
+pub(crate) fn verify(
+    secret: &str,
+    id: &str,
+    timestamp: &str,
+    body: &str,
+    signatures: &str,
+) -> bool {
     let Some(encoded) = secret.strip_prefix("whsec_") else {
         return false;
     };
