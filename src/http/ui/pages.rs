@@ -334,8 +334,10 @@ pub const STATUS_TABS: [(&str, &str); 4] = [
     ("all", "All"),
 ];
 
-/// One page of a tabbed list, as its template shows it.
+/// One page of a tabbed list, as its template (`tabbed.html`) shows it.
 pub struct Tabbed<T> {
+    /// The list's page: its tabs, pager and Retry forms lead from here.
+    pub path: &'static str,
     pub rows: Vec<T>,
     /// The tab: a status, or `all`.
     pub tab: &'static str,
@@ -350,7 +352,7 @@ impl<T> Tabbed<T> {
     /// newest first, and `cursor` names a row for the "Older" link.
     async fn load<Fut>(
         req: &HttpRequest,
-        path: &str,
+        path: &'static str,
         load: impl FnOnce(Option<EffectStatus>, Option<i64>, i64) -> Fut,
         cursor: impl Fn(&T) -> String,
     ) -> Result<Self, ApiError>
@@ -378,6 +380,7 @@ impl<T> Tabbed<T> {
             format!("{path}?status={tab}&after={after}")
         });
         Ok(Self {
+            path,
             rows,
             tab,
             older,
