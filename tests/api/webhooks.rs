@@ -21,16 +21,17 @@ use serde_json::Value;
 
 use crate::helpers::*;
 use crate::invariants;
+use crate::on_both_backends_of;
 use crate::process::EngineProcess;
 
 /// The secret every test endpoint uses (that of the Standard Webhooks test vector).
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub(crate) const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 /// Another endpoint's secret, so a signature made with the wrong one shows.
 const OTHER_SECRET: &str = "whsec_c2VjcmV0LW9mLWFub3RoZXItZW5kcG9pbnQh";
 
 /// How a receiver answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Script {
+pub(crate) enum Script {
     Answer(u16),
     /// 500 to the first `n` attempts at each webhook-id, then 200.
     FailFirst(usize),
@@ -40,7 +41,7 @@ enum Script {
 
 /// One request a receiver got.
 #[derive(Debug, Clone)]
-struct Received {
+pub(crate) struct Received {
     headers: BTreeMap<String, String>,
     body: String,
     json: Value,
@@ -54,7 +55,7 @@ impl Received {
         self.headers.get(name).map_or("", String::as_str)
     }
 
-    fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &str {
         self.header("webhook-id")
     }
 
@@ -66,13 +67,13 @@ impl Received {
         self.json["data"]["order_no"].as_str().unwrap_or_default()
     }
 
-    fn delivered(&self) -> bool {
+    pub(crate) fn delivered(&self) -> bool {
         (200..300).contains(&self.answered)
     }
 }
 
 /// A small HTTP/1.1 server on 127.0.0.1:0 that records every request.
-struct Receiver {
+pub(crate) struct Receiver {
     port: u16,
     script: Arc<Mutex<Script>>,
     requests: Arc<Mutex<Vec<Received>>>,
@@ -80,7 +81,7 @@ struct Receiver {
 }
 
 impl Receiver {
-    fn start(script: Script) -> Receiver {
+    pub(crate) fn start(script: Script) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a receiver");
         let port = listener.local_addr().expect("its address").port();
         let receiver = Receiver {
@@ -107,21 +108,21 @@ impl Receiver {
         receiver
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/hook", self.port)
     }
 
-    fn set(&self, script: Script) {
+    pub(crate) fn set(&self, script: Script) {
         *self.script.lock().unwrap() = script;
     }
 
-    fn requests(&self) -> Vec<Received> {
+    pub(crate) fn requests(&self) -> Vec<Received> {
         self.requests.lock().unwrap().clone()
     }
 
     /// Waits until `done` holds for the requests so far; returns them.
     #[track_caller]
-    fn wait(
+    pub(crate) fn wait(
         &self,
         what: &str,
         timeout: Duration,
@@ -329,7 +330,7 @@ fn assert_well_formed(r: &Received, secret: &str) {
 
 /// Engine settings for `endpoints` (receiver, `events` filter), quick retries and a short
 /// attempt timeout, plus `extra`.
-fn hook_settings(
+pub(crate) fn hook_settings(
     endpoints: &[(String, &str, Option<&[&str]>)],
     extra: &[(&str, &str)],
 ) -> Vec<(String, String)> {
@@ -365,7 +366,7 @@ fn hook_settings(
     settings
 }
 
-fn as_refs(settings: &[(String, String)]) -> Vec<(&str, &str)> {
+pub(crate) fn as_refs(settings: &[(String, String)]) -> Vec<(&str, &str)> {
     settings
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -377,24 +378,8 @@ fn no(order: &Value) -> &str {
 }
 
 /// Runs `body` on an engine with `settings`, then the shared invariant checker.
-fn run(backend: Backend, settings: &[(String, String)], body: impl FnOnce(&TestApp)) {
+pub(crate) fn run(backend: Backend, settings: &[(String, String)], body: impl FnOnce(&TestApp)) {
     run_with(backend, &as_refs(settings), body);
-}
-
-/// One test per backend from a `fn(Backend)`.
-macro_rules! both {
-    ($name:ident) => {
-        mod $name {
-            #[test]
-            fn sqlite() {
-                super::$name(crate::helpers::Backend::Sqlite);
-            }
-            #[test]
-            fn postgres() {
-                super::$name(crate::helpers::Backend::Postgres);
-            }
-        }
-    };
 }
 
 /// Three orders' stories: paid and granted; cancelled with points given back; a free one,
@@ -460,7 +445,7 @@ fn metric(app: &Http, result: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {series} in /metrics"))
 }
 
-fn deliveries(app: &Http, query: &str) -> Vec<Value> {
+pub(crate) fn deliveries(app: &Http, query: &str) -> Vec<Value> {
     app.admin("GET", &format!("/admin/deliveries{query}"), None)
         .assert_status(200)["data"]
         .as_array()
@@ -555,7 +540,7 @@ fn an_orders_story_arrives_once_in_order_and_signed(backend: Backend) {
         assert_eq!(metric(app, "dead_lettered"), 0.0);
     });
 }
-both!(an_orders_story_arrives_once_in_order_and_signed);
+on_both_backends_of!(an_orders_story_arrives_once_in_order_and_signed);
 
 /// 500s are retried with the same webhook-id and each attempt signed afresh at its own time;
 /// an order's later event waits for the earlier one.
@@ -627,7 +612,7 @@ fn failures_are_retried_with_the_same_id_and_fresh_signatures(backend: Backend) 
         assert_eq!(metric(app, "done"), 3.0);
     });
 }
-both!(failures_are_retried_with_the_same_id_and_fresh_signatures);
+on_both_backends_of!(failures_are_retried_with_the_same_id_and_fresh_signatures);
 
 /// An endpoint that never answers times out each attempt; after max_attempts the delivery is
 /// dead-lettered (the order's next event then goes on); an admin's retry delivers it; a retry
@@ -710,7 +695,7 @@ fn timeouts_dead_letter_and_an_admin_retry_delivers(backend: Backend) {
             .assert_error(404, "delivery_not_found");
     });
 }
-both!(timeouts_dead_letter_and_an_admin_retry_delivers);
+on_both_backends_of!(timeouts_dead_letter_and_an_admin_retry_delivers);
 
 /// An endpoint with an `events` filter gets only those kinds, promptly, while another
 /// endpoint hangs on every attempt (the SPEC's full 10 s timeout).
@@ -780,7 +765,7 @@ fn a_hanging_endpoint_holds_up_no_other_and_filters_hold(backend: Backend) {
         }
     });
 }
-both!(a_hanging_endpoint_holds_up_no_other_and_filters_hold);
+on_both_backends_of!(a_hanging_endpoint_holds_up_no_other_and_filters_hold);
 
 /// The engine is SIGKILLed while its deliveries fail; a new process on the same database
 /// delivers every event, in order.
@@ -839,7 +824,7 @@ fn a_killed_engine_delivers_after_its_restart(backend: Backend) {
     });
     invariants::check_db(&mut db.connect(), &format!("{backend:?} after a SIGKILL"));
 }
-both!(a_killed_engine_delivers_after_its_restart);
+on_both_backends_of!(a_killed_engine_delivers_after_its_restart);
 
 /// With Redis configured too, the stream still gets every event, with the event ids the
 /// webhooks carry.
@@ -882,7 +867,7 @@ fn with_redis_the_stream_and_the_endpoint_get_every_event(backend: Backend) {
         });
     });
 }
-both!(with_redis_the_stream_and_the_endpoint_get_every_event);
+on_both_backends_of!(with_redis_the_stream_and_the_endpoint_get_every_event);
 
 /// Bad input to the admin routes: the SPEC envelope.
 fn the_admin_routes_refuse_bad_input(backend: Backend) {
@@ -926,7 +911,7 @@ fn the_admin_routes_refuse_bad_input(backend: Backend) {
     );
     invariants::check(&app);
 }
-both!(the_admin_routes_refuse_bad_input);
+on_both_backends_of!(the_admin_routes_refuse_bad_input);
 
 /// Events journaled for endpoints that a restart no longer configures do not wait for a
 /// fan-out that never comes: without Redis they go.
@@ -958,4 +943,4 @@ fn events_left_for_removed_endpoints_are_released_at_start(backend: Backend) {
     let _second = EngineProcess::start(&db, &[]);
     assert_eq!(count(&db), 0, "released at start");
 }
-both!(events_left_for_removed_endpoints_are_released_at_start);
+on_both_backends_of!(events_left_for_removed_endpoints_are_released_at_start);
