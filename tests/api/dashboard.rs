@@ -3,7 +3,7 @@
 //! placed over the API, watch its time left fall, cancel it with the button and see the API
 //! agree; a forged POST without the CSRF token changes nothing; the cookie never opens the JSON
 //! admin API; no cookie, a signed-out one or an expired one is sent to sign in; a dead letter
-//! is retried with its button.
+//! is retried with its button, and so is a dead-lettered webhook delivery.
 //!
 //! Runs when `TEST_CHROMEDRIVER` names the chromedriver executable (`.ci/run` installs
 //! Debian's `chromium` and `chromium-driver` and sets it); skipped with one line otherwise,
