@@ -3,7 +3,7 @@
 //! placed over the API, watch its time left fall, cancel it with the button and see the API
 //! agree; a forged POST without the CSRF token changes nothing; the cookie never opens the JSON
 //! admin API; no cookie, a signed-out one or an expired one is sent to sign in; a dead letter
-//! is retried with its button.
+//! is retried with its button, and so is a dead-lettered webhook delivery.
 //!
 //! Runs when `TEST_CHROMEDRIVER` names the chromedriver executable (`.ci/run` installs
 //! Debian's `chromium` and `chromium-driver` and sets it); skipped with one line otherwise,
@@ -22,12 +22,13 @@ use diesel::prelude::*;
 use fantoccini::elements::Element;
 use fantoccini::error::CmdError;
 use fantoccini::{Client, ClientBuilder, Locator};
-use order_engine::db::schema::admin_sessions;
+use order_engine::db::schema::{admin_sessions, webhook_deliveries};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::helpers::*;
-use crate::on_both_backends;
+use crate::webhooks::{self, Receiver, Script};
+use crate::{on_both_backends, on_both_backends_of};
 
 const COOKIE: &str = "oe_admin_session";
 /// How long a page may take to show what a test waits for.
@@ -476,6 +477,227 @@ on_both_backends! {
         crate::invariants::check(app);
     }
 }
+
+/// Settings for one webhook endpoint at `receiver` that dead-letters a delivery at its first
+/// failure (retries quick, as in the webhook tests).
+fn one_attempt_endpoint(receiver: &Receiver) -> Vec<(String, String)> {
+    webhooks::hook_settings(
+        &[(receiver.url(), webhooks::SECRET, None)],
+        &[("webhooks.max_attempts", "1")],
+    )
+}
+
+/// Places an order whose `placed` event the failing receiver dead-letters; returns the order
+/// number and the dead-lettered delivery as `GET /admin/deliveries` lists it.
+fn dead_lettered_delivery(app: &TestApp) -> (String, Value) {
+    let (_, token) = app.user_with_token(0);
+    let order = app.place_ok(&token, &[app.course(500)], None, 0);
+    let dead = wait_for(
+        "the placed event dead-lettered",
+        Duration::from_secs(30),
+        || match webhooks::deliveries(app, "?status=dead_lettered").as_slice() {
+            [dead] => Ok(dead.clone()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    assert_eq!(
+        (&dead["order_no"], dead["kind"].as_str()),
+        (&order["order_no"], Some("placed"))
+    );
+    (no(&order).to_string(), dead)
+}
+
+/// Delivery `id` as stored: status, attempts, last error and next attempt, all of which a
+/// retry changes.
+fn stored_delivery(app: &TestApp, id: i64) -> (String, i32, Option<String>, chrono::NaiveDateTime) {
+    use webhook_deliveries::{attempts, last_error, next_attempt_at, status};
+    webhook_deliveries::table
+        .find(id)
+        .select((status, attempts, last_error, next_attempt_at))
+        .first(&mut app.db())
+        .expect("the delivery's row")
+}
+
+/// Signs in over plain HTTP: the session cookie's value and the session's CSRF token.
+fn http_session(app: &TestApp) -> (String, String) {
+    let login = app.not_following_redirects().request(
+        "POST",
+        "/admin/ui/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        Some(format!("token={ADMIN_TOKEN}").as_bytes()),
+    );
+    assert_eq!(login.status, 303, "{}", login.text);
+    let cookie = login
+        .header("Set-Cookie")
+        .and_then(|c| c.split(';').next())
+        .and_then(|c| c.strip_prefix(&format!("{COOKIE}=")))
+        .expect("the session cookie")
+        .to_string();
+    let csrf = admin_sessions::table
+        .find(sha256_hex(&cookie))
+        .select(admin_sessions::csrf_token)
+        .first(&mut app.db())
+        .expect("the session's CSRF token");
+    (cookie, csrf)
+}
+
+/// A delivery the failing endpoint dead-lettered is on the Deliveries page (opened from the
+/// nav) and on its order's page; once the endpoint answers 200 again, its Retry button
+/// re-queues it, the page shows it done and the receiver has it.
+fn a_dead_lettered_delivery_is_retried_with_its_button(backend: Backend) {
+    let Some(driver) = chromedriver() else {
+        return;
+    };
+    let receiver = Receiver::start(Script::Answer(500));
+    webhooks::run(backend, &one_attempt_endpoint(&receiver), |app| {
+        let (order_no, dead) = dead_lettered_delivery(app);
+        let id = dead["id"].as_i64().expect("delivery id");
+        let event_id = dead["event_id"].to_string();
+        let last_error = dead["last_error"].as_str().expect("its last error");
+
+        let browser = Browser::open(&driver, &app.base);
+        browser.sign_in(ADMIN_TOKEN);
+        browser.wait_path("the overview", |p| p == "/admin/ui");
+        browser.click("header nav a[href='/admin/ui/deliveries']");
+        browser.wait_path("the deliveries page", |p| p == "/admin/ui/deliveries");
+        assert_eq!(browser.text("header nav a.active").unwrap(), "Deliveries");
+        let row = format!("#delivery-{id}");
+        let shown = browser.wait_text(&row, "the dead letter", |t| t.contains("dead_lettered"));
+        for wanted in [order_no.as_str(), &receiver.url(), "placed", last_error] {
+            assert!(shown.contains(wanted), "{wanted:?} in {shown:?}");
+        }
+
+        // Its order's page lists it too.
+        browser.click(&format!("{row} a"));
+        browser.wait_path("its order's page", |p| {
+            p == format!("/admin/ui/orders/{order_no}")
+        });
+        browser.wait_text(
+            "#order-deliveries",
+            "the order's dead-lettered delivery",
+            |t| t.contains("dead_lettered") && t.contains(&receiver.url()),
+        );
+
+        receiver.set(Script::Answer(200));
+        browser.goto("/admin/ui/deliveries");
+        browser.click(&format!("{row} button.retry"));
+        browser.wait_path("the deliveries page after the retry", |p| {
+            p == format!("/admin/ui/deliveries?status=dead_lettered&retried={id}")
+        });
+        browser.wait_text("#notice", "the retry notice", |t| {
+            t == format!("Delivery {id} re-queued.")
+        });
+        wait_for("the page to show the delivery done", PATIENCE, || {
+            browser.goto("/admin/ui/deliveries?status=done");
+            match browser.text(&format!("{row} .pill"))?.as_str() {
+                "done" => Ok(()),
+                other => Err(format!("{row} is {other}")),
+            }
+        });
+        assert!(
+            browser.text(&format!("{row} button.retry")).is_err(),
+            "no Retry once done"
+        );
+        receiver.wait(
+            "the receiver to get the retried delivery",
+            PATIENCE,
+            |seen| seen.iter().any(|r| r.id() == event_id && r.delivered()),
+        );
+    });
+}
+on_both_backends_of!(a_dead_lettered_delivery_is_retried_with_its_button);
+
+/// Over plain HTTP: the deliveries page and its Retry send a browser without a session to
+/// sign in; a Retry without the session's CSRF token, or with a wrong one, is 403 and changes
+/// nothing; with it, 303 back to the dead letters saying so, and the delivery is sent again;
+/// bad input is the 400, 404 and 409 pages.
+fn a_delivery_retry_needs_the_session_and_its_csrf_token(backend: Backend) {
+    let receiver = Receiver::start(Script::Answer(500));
+    webhooks::run(backend, &one_attempt_endpoint(&receiver), |app| {
+        let (_, dead) = dead_lettered_delivery(app);
+        let id = dead["id"].as_i64().expect("delivery id");
+        let retry_path = format!("/admin/ui/deliveries/{id}/retry");
+        let http = app.not_following_redirects();
+        assert_sent_to_sign_in(&http.request("GET", "/admin/ui/deliveries", &[], None));
+
+        let (cookie, csrf) = http_session(app);
+        let form = format!("csrf_token={csrf}");
+        let cookieless = http.request(
+            "POST",
+            &retry_path,
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            Some(form.as_bytes()),
+        );
+        assert_sent_to_sign_in(&cookieless);
+        let page = with_cookie(app, "GET", "/admin/ui/deliveries", &cookie, None);
+        assert_html(&page, 200);
+        assert!(
+            page.text.contains(&format!(r#"action="{retry_path}""#)),
+            "{}",
+            page.text
+        );
+
+        let before = stored_delivery(app, id);
+        assert_eq!(before.0, "dead_lettered");
+        for forged_form in [
+            None,
+            Some("csrf_token="),
+            Some("csrf_token=0123456789abcdef"),
+        ] {
+            let forged = with_cookie(app, "POST", &retry_path, &cookie, forged_form);
+            assert_html(&forged, 403);
+            assert!(forged.text.contains("security token"), "{}", forged.text);
+        }
+        assert_eq!(
+            stored_delivery(app, id),
+            before,
+            "a refused retry changes nothing"
+        );
+        assert_eq!(receiver.requests().len(), 1, "nothing sent again");
+
+        for query in ["?status=bogus", "?after=x", "?retried=x"] {
+            let path = format!("/admin/ui/deliveries{query}");
+            assert_html(&with_cookie(app, "GET", &path, &cookie, None), 400);
+        }
+        for (path, status) in [
+            ("/admin/ui/deliveries/x/retry", 400),
+            ("/admin/ui/deliveries/999999/retry", 404),
+        ] {
+            assert_html(
+                &with_cookie(app, "POST", path, &cookie, Some(&form)),
+                status,
+            );
+        }
+
+        receiver.set(Script::Answer(200));
+        let retried = with_cookie(app, "POST", &retry_path, &cookie, Some(&form));
+        let back = format!("/admin/ui/deliveries?status=dead_lettered&retried={id}");
+        assert_eq!(
+            (retried.status, retried.header("Location")),
+            (303, Some(back.as_str())),
+            "{}",
+            retried.text
+        );
+        let notice = with_cookie(app, "GET", &back, &cookie, None);
+        assert!(
+            notice.text.contains(&format!("Delivery {id} re-queued.")),
+            "{}",
+            notice.text
+        );
+        wait_for(
+            "the retried delivery done",
+            PATIENCE,
+            || match stored_delivery(app, id) {
+                (status, ..) if status == "done" => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        );
+        let again = with_cookie(app, "POST", &retry_path, &cookie, Some(&form));
+        assert_html(&again, 409);
+        assert!(again.text.contains("not dead-lettered"), "{}", again.text);
+    });
+}
+on_both_backends_of!(a_delivery_retry_needs_the_session_and_its_csrf_token);
 
 on_both_backends! {
     /// Over plain HTTP: the cookie's attributes, `Secure` behind https, and a session refused

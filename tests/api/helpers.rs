@@ -70,6 +70,24 @@ macro_rules! on_both_backends {
     };
 }
 
+/// One test per backend from a `fn(Backend)`, for tests whose settings are made at run time
+/// (with [`run_with`]): `mod name { fn sqlite(); fn postgres(); }`.
+#[macro_export]
+macro_rules! on_both_backends_of {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name($crate::helpers::Backend::Sqlite);
+            }
+            #[test]
+            fn postgres() {
+                super::$name($crate::helpers::Backend::Postgres);
+            }
+        }
+    };
+}
+
 /// A response: status, headers and the body parsed as JSON (`Value::Null` when empty or not
 /// JSON; the raw text is kept too).
 #[derive(Debug, Clone)]

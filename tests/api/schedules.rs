@@ -27,6 +27,7 @@ use order_engine::domain::time;
 use serde_json::Value;
 
 use crate::helpers::*;
+use crate::on_both_backends_of;
 use crate::process::EngineProcess;
 use crate::webhooks::{verify, Received, Receiver, Script, SECRET};
 
@@ -70,21 +71,6 @@ fn claim(
 
 fn finish(conn: &mut DbConnection, run: &Claimed, node: &str, now: NaiveDateTime) -> bool {
     db_schedules::finish(conn, run.id, node, None, now).expect("finish")
-}
-
-macro_rules! both {
-    ($name:ident) => {
-        mod $name {
-            #[test]
-            fn sqlite() {
-                super::$name(crate::helpers::Backend::Sqlite);
-            }
-            #[test]
-            fn postgres() {
-                super::$name(crate::helpers::Backend::Postgres);
-            }
-        }
-    };
 }
 
 /// Midnight in Shanghai, 16:00 UTC of the day before, with a clock set by the test.
@@ -138,7 +124,7 @@ fn cron_in_a_zone_east_of_utc_runs_at_local_midnight(backend: Backend) {
     .unwrap()
     .is_empty());
 }
-both!(cron_in_a_zone_east_of_utc_runs_at_local_midnight);
+on_both_backends_of!(cron_in_a_zone_east_of_utc_runs_at_local_midnight);
 
 /// Due times missed by more than the misfire threshold (every process down) collapse into one
 /// run for the latest; a late one within it still runs for itself; `at` runs once, also after
@@ -220,7 +206,7 @@ fn missed_runs_collapse_and_at_runs_once(backend: Backend) {
         Some(at("2027-01-01T01:00:00Z"))
     );
 }
-both!(missed_runs_collapse_and_at_runs_once);
+on_both_backends_of!(missed_runs_collapse_and_at_runs_once);
 
 /// A run whose process stops renewing its lease is taken over, once, by the next claim after
 /// the lease; the dead process can no longer record it.
@@ -268,7 +254,7 @@ fn a_dead_processs_run_is_taken_over(backend: Backend) {
         ("ok", "b")
     );
 }
-both!(a_dead_processs_run_is_taken_over);
+on_both_backends_of!(a_dead_processs_run_is_taken_over);
 
 /// Claimers racing on one database at the same instant: one gets each due time.
 fn racing_claimers_get_each_due_time_once(backend: Backend) {
@@ -295,7 +281,7 @@ fn racing_claimers_get_each_due_time_once(backend: Backend) {
         .collect();
     assert_eq!(claimed, expected);
 }
-both!(racing_claimers_get_each_due_time_once);
+on_both_backends_of!(racing_claimers_get_each_due_time_once);
 
 /// A schedule file for `every_secs = 1` webhooks to `url`.
 fn every_second_webhook(name: &str, url: &str) -> String {
@@ -479,7 +465,7 @@ fn a_restart_after_an_outage_runs_one_run_for_the_missed_ones(backend: Backend) 
         "a missed second ran for itself"
     );
 }
-both!(a_restart_after_an_outage_runs_one_run_for_the_missed_ones);
+on_both_backends_of!(a_restart_after_an_outage_runs_one_run_for_the_missed_ones);
 
 const SCHEDULE_KEYS: [&str; 5] = ["job", "last_run", "name", "next_run_at", "schedule"];
 const RUN_KEYS: [&str; 6] = [
@@ -599,7 +585,7 @@ fn admins_see_schedules_and_failures(backend: Backend) {
     app.admin("POST", "/admin/schedules", None)
         .assert_error(405, "method_not_allowed");
 }
-both!(admins_see_schedules_and_failures);
+on_both_backends_of!(admins_see_schedules_and_failures);
 
 /// Without `[[schedules]]` the list is empty.
 fn no_schedules_no_list(backend: Backend) {
@@ -612,7 +598,7 @@ fn no_schedules_no_list(backend: Backend) {
         &serde_json::json!({"data": [], "has_more": false, "next_after": null})
     );
 }
-both!(no_schedules_no_list);
+on_both_backends_of!(no_schedules_no_list);
 
 /// `purge` deletes idempotency keys past 24 h, deliveries delivered and effects done before
 /// the retention, expired sessions and old finished runs (not each schedule's latest), and
@@ -721,7 +707,7 @@ fn purge_deletes_what_nothing_reads(backend: Backend) {
     );
     crate::invariants::check(&app);
 }
-both!(purge_deletes_what_nothing_reads);
+on_both_backends_of!(purge_deletes_what_nothing_reads);
 
 #[derive(QueryableByName)]
 struct IdRow {

@@ -21,6 +21,7 @@ use serde_json::Value;
 
 use crate::helpers::*;
 use crate::invariants;
+use crate::on_both_backends_of;
 use crate::process::EngineProcess;
 
 /// The secret every test endpoint uses (that of the Standard Webhooks test vector).
@@ -66,7 +67,7 @@ impl Received {
         self.json["data"]["order_no"].as_str().unwrap_or_default()
     }
 
-    fn delivered(&self) -> bool {
+    pub(crate) fn delivered(&self) -> bool {
         (200..300).contains(&self.answered)
     }
 }
@@ -335,7 +336,7 @@ fn assert_well_formed(r: &Received, secret: &str) {
 
 /// Engine settings for `endpoints` (receiver, `events` filter), quick retries and a short
 /// attempt timeout, plus `extra`.
-fn hook_settings(
+pub(crate) fn hook_settings(
     endpoints: &[(String, &str, Option<&[&str]>)],
     extra: &[(&str, &str)],
 ) -> Vec<(String, String)> {
@@ -371,7 +372,7 @@ fn hook_settings(
     settings
 }
 
-fn as_refs(settings: &[(String, String)]) -> Vec<(&str, &str)> {
+pub(crate) fn as_refs(settings: &[(String, String)]) -> Vec<(&str, &str)> {
     settings
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -383,24 +384,8 @@ fn no(order: &Value) -> &str {
 }
 
 /// Runs `body` on an engine with `settings`, then the shared invariant checker.
-fn run(backend: Backend, settings: &[(String, String)], body: impl FnOnce(&TestApp)) {
+pub(crate) fn run(backend: Backend, settings: &[(String, String)], body: impl FnOnce(&TestApp)) {
     run_with(backend, &as_refs(settings), body);
-}
-
-/// One test per backend from a `fn(Backend)`.
-macro_rules! both {
-    ($name:ident) => {
-        mod $name {
-            #[test]
-            fn sqlite() {
-                super::$name(crate::helpers::Backend::Sqlite);
-            }
-            #[test]
-            fn postgres() {
-                super::$name(crate::helpers::Backend::Postgres);
-            }
-        }
-    };
 }
 
 /// Three orders' stories: paid and granted; cancelled with points given back; a free one,
@@ -466,7 +451,7 @@ fn metric(app: &Http, result: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {series} in /metrics"))
 }
 
-fn deliveries(app: &Http, query: &str) -> Vec<Value> {
+pub(crate) fn deliveries(app: &Http, query: &str) -> Vec<Value> {
     app.admin("GET", &format!("/admin/deliveries{query}"), None)
         .assert_status(200)["data"]
         .as_array()
@@ -561,7 +546,7 @@ fn an_orders_story_arrives_once_in_order_and_signed(backend: Backend) {
         assert_eq!(metric(app, "dead_lettered"), 0.0);
     });
 }
-both!(an_orders_story_arrives_once_in_order_and_signed);
+on_both_backends_of!(an_orders_story_arrives_once_in_order_and_signed);
 
 /// 500s are retried with the same webhook-id and each attempt signed afresh at its own time;
 /// an order's later event waits for the earlier one.
@@ -633,7 +618,7 @@ fn failures_are_retried_with_the_same_id_and_fresh_signatures(backend: Backend) 
         assert_eq!(metric(app, "done"), 3.0);
     });
 }
-both!(failures_are_retried_with_the_same_id_and_fresh_signatures);
+on_both_backends_of!(failures_are_retried_with_the_same_id_and_fresh_signatures);
 
 /// An endpoint that never answers times out each attempt; after max_attempts the delivery is
 /// dead-lettered (the order's next event then goes on); an admin's retry delivers it; a retry
@@ -716,7 +701,7 @@ fn timeouts_dead_letter_and_an_admin_retry_delivers(backend: Backend) {
             .assert_error(404, "delivery_not_found");
     });
 }
-both!(timeouts_dead_letter_and_an_admin_retry_delivers);
+on_both_backends_of!(timeouts_dead_letter_and_an_admin_retry_delivers);
 
 /// An endpoint with an `events` filter gets only those kinds, promptly, while another
 /// endpoint hangs on every attempt (the SPEC's full 10 s timeout).
@@ -786,7 +771,7 @@ fn a_hanging_endpoint_holds_up_no_other_and_filters_hold(backend: Backend) {
         }
     });
 }
-both!(a_hanging_endpoint_holds_up_no_other_and_filters_hold);
+on_both_backends_of!(a_hanging_endpoint_holds_up_no_other_and_filters_hold);
 
 /// The engine is SIGKILLed while its deliveries fail; a new process on the same database
 /// delivers every event, in order.
@@ -845,7 +830,7 @@ fn a_killed_engine_delivers_after_its_restart(backend: Backend) {
     });
     invariants::check_db(&mut db.connect(), &format!("{backend:?} after a SIGKILL"));
 }
-both!(a_killed_engine_delivers_after_its_restart);
+on_both_backends_of!(a_killed_engine_delivers_after_its_restart);
 
 /// With Redis configured too, the stream still gets every event, with the event ids the
 /// webhooks carry.
@@ -888,7 +873,7 @@ fn with_redis_the_stream_and_the_endpoint_get_every_event(backend: Backend) {
         });
     });
 }
-both!(with_redis_the_stream_and_the_endpoint_get_every_event);
+on_both_backends_of!(with_redis_the_stream_and_the_endpoint_get_every_event);
 
 /// Bad input to the admin routes: the SPEC envelope.
 fn the_admin_routes_refuse_bad_input(backend: Backend) {
@@ -932,7 +917,7 @@ fn the_admin_routes_refuse_bad_input(backend: Backend) {
     );
     invariants::check(&app);
 }
-both!(the_admin_routes_refuse_bad_input);
+on_both_backends_of!(the_admin_routes_refuse_bad_input);
 
 /// Events journaled for endpoints that a restart no longer configures do not wait for a
 /// fan-out that never comes: without Redis they go.
@@ -964,4 +949,4 @@ fn events_left_for_removed_endpoints_are_released_at_start(backend: Backend) {
     let _second = EngineProcess::start(&db, &[]);
     assert_eq!(count(&db), 0, "released at start");
 }
-both!(events_left_for_removed_endpoints_are_released_at_start);
+on_both_backends_of!(events_left_for_removed_endpoints_are_released_at_start);

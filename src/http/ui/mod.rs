@@ -3,7 +3,8 @@
 //! (`vendor/`) polling HTML fragments, no external assets. Sign-in with the admin token makes
 //! a session ([`session`]); every other page needs its cookie, every POST its CSRF token.
 //! The pages read through the same data functions as the JSON admin API
-//! ([`super::admin_orders`]) and act through the same code paths (cancel, retry).
+//! ([`super::admin_orders`], [`super::admin_deliveries`]) and act through the same code paths
+//! (cancel, retry).
 
 mod error;
 mod pages;
@@ -118,6 +119,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/admin/ui/effects").route(web::get().to(pages::effects)))
         .service(
             resource("/admin/ui/effects/{id}/retry").route(web::post().to(pages::retry_effect)),
+        )
+        .service(resource("/admin/ui/deliveries").route(web::get().to(pages::deliveries)))
+        .service(
+            resource("/admin/ui/deliveries/{id}/retry")
+                .route(web::post().to(pages::retry_delivery)),
         )
         .service(resource("/admin/ui/late-payments").route(web::get().to(pages::late_payments)))
         .service(web::resource("/admin/ui/{rest:.*}").to(pages::not_found));

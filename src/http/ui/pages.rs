@@ -1,7 +1,8 @@
-//! The dashboard's pages and its two actions. Each page reads through the JSON admin API's
-//! data functions ([`admin_orders`]); Cancel and Retry call the very functions behind
-//! `POST /admin/orders/{order_no}/cancel` and `POST /admin/effects/{id}/retry`, then 303 back
-//! to their page with the result shown (POST-redirect-GET).
+//! The dashboard's pages and its actions. Each page reads through the JSON admin API's data
+//! functions ([`admin_orders`], [`admin_deliveries`]); Cancel and the two Retry buttons call
+//! the very functions behind `POST /admin/orders/{order_no}/cancel`,
+//! `POST /admin/effects/{id}/retry` and `POST /admin/deliveries/{id}/retry`, then 303 back to
+//! their page with the result shown (POST-redirect-GET).
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use super::session::{self, Session};
 use super::view::{self, Chart, NodeRow};
 use super::{html, see_other};
 use crate::actors::DeadlineBuckets;
+use crate::db::deliveries::{self, Delivery};
 use crate::db::journal::{self, EventRow};
 use crate::db::models::Order;
 use crate::db::outbox::{EffectRow, EffectWithOrder};
@@ -22,6 +24,7 @@ use crate::db::payments::{self, LatePayment, PaymentEvent};
 use crate::domain::canonical_id;
 use crate::domain::states::{EffectStatus, OrderStatus};
 use crate::error::ApiError;
+use crate::http::admin_deliveries;
 use crate::http::admin_orders::{self, ActorView, ActorsView, OrderSearch};
 use crate::http::paging::{id_cursor, query, Paging};
 use crate::http::{cancel_order as cancel, run_db, AppState};
@@ -221,6 +224,9 @@ struct OrderPage {
     order_no: String,
     actor: ActorView,
     effects: Vec<EffectRow>,
+    deliveries: Vec<Delivery>,
+    /// Whether any webhook endpoint is configured (what an empty deliveries list means).
+    webhooks_on: bool,
     payments: Vec<PaymentEvent>,
     late: Vec<PaymentEvent>,
     events: Vec<EventRow>,
@@ -236,7 +242,7 @@ struct OrderActor {
 }
 
 /// `GET /admin/ui/orders/{order_no}`: every field, the live actor (refreshed every second),
-/// effects, callbacks, late payments, and unpublished events.
+/// effects, webhook deliveries, callbacks, late payments, and unpublished events.
 pub async fn order(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -253,10 +259,11 @@ pub async fn order(
     let inspection = admin_orders::inspect_order(&state, path.into_inner()).await?;
     let order_no = inspection.order.order_no.to_string();
     let lookup = order_no.clone();
-    let (payments, events) = run_db(&state, move |conn| {
+    let (payments, events, deliveries) = run_db(&state, move |conn| {
         Ok((
             payments::of_order(conn, &lookup)?,
             journal::of_order(conn, &lookup)?,
+            deliveries::of_order(conn, &lookup)?,
         ))
     })
     .await?;
@@ -268,6 +275,8 @@ pub async fn order(
         order_no,
         actor: inspection.actor,
         effects: inspection.effects,
+        deliveries,
+        webhooks_on: !state.settings.webhooks.endpoints.is_empty(),
         payments,
         events,
         notice,
@@ -304,36 +313,99 @@ pub async fn cancel_order(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Effects
+// Lists with status tabs and Retry buttons: effects and webhook deliveries
 
+/// The query of a list with status tabs.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct EffectsQuery {
+struct TabbedQuery {
     /// `dead_lettered` (the default), `pending`, `done`, or `all`.
     status: Option<String>,
     after: Option<String>,
-    /// The effect a Retry just re-queued.
+    /// The row a Retry just re-queued.
     retried: Option<String>,
 }
 
-#[derive(Template)]
-#[template(path = "effects.html")]
-struct EffectsPage {
-    nav: Nav,
-    effects: Vec<EffectWithOrder>,
-    /// The tab: a status, or `all`.
-    status: &'static str,
-    older: Option<String>,
-    retried: Option<i64>,
-}
-
-/// The effects page's tabs, in order.
-pub const EFFECT_TABS: [(&str, &str); 4] = [
+/// The tabs of the effects and deliveries pages, in order: the outbox's statuses and `all`.
+pub const STATUS_TABS: [(&str, &str); 4] = [
     ("dead_lettered", "Dead letters"),
     ("pending", "Pending"),
     ("done", "Done"),
     ("all", "All"),
 ];
+
+/// One page of a tabbed list, as its template (`tabbed.html`) shows it.
+pub struct Tabbed<T> {
+    /// The list's page: its tabs, pager and Retry forms lead from here.
+    pub path: &'static str,
+    pub rows: Vec<T>,
+    /// The tab: a status, or `all`.
+    pub tab: &'static str,
+    /// The next page's link, when there is one.
+    pub older: Option<String>,
+    /// The row a Retry just re-queued (the notice).
+    pub retried: Option<i64>,
+}
+
+impl<T> Tabbed<T> {
+    /// The page at `path` its query asks for: `load(status, after, fetch)` reads the rows,
+    /// newest first, and `cursor` names a row for the "Older" link.
+    async fn load<Fut>(
+        req: &HttpRequest,
+        path: &'static str,
+        load: impl FnOnce(Option<EffectStatus>, Option<i64>, i64) -> Fut,
+        cursor: impl Fn(&T) -> String,
+    ) -> Result<Self, ApiError>
+    where
+        Fut: std::future::Future<Output = Result<Vec<T>, ApiError>>,
+    {
+        let filter: TabbedQuery = query(req)?;
+        let (tab, status) = match given(&filter.status).unwrap_or("dead_lettered") {
+            "all" => ("all", None),
+            other => {
+                let status = admin_orders::status_filter(Some(other), EffectStatus::parse)?;
+                (status.map_or("all", EffectStatus::as_str), status)
+            }
+        };
+        let retried = given(&filter.retried)
+            .map(|id| {
+                canonical_id(id)
+                    .ok_or_else(|| ApiError::InvalidRequest(format!("retried={id:?} is not an id")))
+            })
+            .transpose()?;
+        let after = id_cursor(given(&filter.after))?;
+        let paging = list_paging()?;
+        let rows = load(status, after, paging.fetch()).await?;
+        let (rows, older) = paged(&paging, rows, cursor, |after| {
+            format!("{path}?status={tab}&after={after}")
+        });
+        Ok(Self {
+            path,
+            rows,
+            tab,
+            older,
+            retried,
+        })
+    }
+}
+
+/// After a Retry of row `id`: 303 back to the dead letters of the list at `path`, which say
+/// it was re-queued.
+fn back_after_retry(path: &str, id: i64) -> HttpResponse {
+    see_other(format!("{path}?status=dead_lettered&retried={id}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Effects
+
+const EFFECTS_PATH: &str = "/admin/ui/effects";
+
+#[derive(Template)]
+#[template(path = "effects.html")]
+struct EffectsPage {
+    nav: Nav,
+    list: Tabbed<EffectWithOrder>,
+}
 
 /// `GET /admin/ui/effects?status=&after=`: dead letters first, each with a Retry button.
 pub async fn effects(
@@ -341,36 +413,16 @@ pub async fn effects(
     req: HttpRequest,
 ) -> Result<HttpResponse, UiError> {
     let session = session::current(&state, &req).await?;
-    let filter: EffectsQuery = query(&req)?;
-    let tab = given(&filter.status).unwrap_or("dead_lettered");
-    let (tab, status) = match tab {
-        "all" => ("all", None),
-        other => {
-            let status = admin_orders::status_filter(Some(other), EffectStatus::parse)?;
-            (status.map_or("all", EffectStatus::as_str), status)
-        }
-    };
-    let retried = given(&filter.retried)
-        .map(|id| {
-            canonical_id(id)
-                .ok_or_else(|| ApiError::InvalidRequest(format!("retried={id:?} is not an id")))
-        })
-        .transpose()?;
-    let after = id_cursor(given(&filter.after))?;
-    let paging = list_paging()?;
-    let rows = admin_orders::effects_page(&state, status, after, paging.fetch()).await?;
-    let (effects, older) = paged(
-        &paging,
-        rows,
+    let list = Tabbed::load(
+        &req,
+        EFFECTS_PATH,
+        |status, after, fetch| admin_orders::effects_page(&state, status, after, fetch),
         |e| e.effect.id.to_string(),
-        |after| format!("/admin/ui/effects?status={tab}&after={after}"),
-    );
+    )
+    .await?;
     html(&EffectsPage {
         nav: Nav::of(&session, "effects"),
-        effects,
-        status: tab,
-        older,
-        retried,
+        list,
     })
 }
 
@@ -390,9 +442,54 @@ pub async fn retry_effect(
         effect.order_no,
         effect.kind
     );
-    Ok(see_other(format!(
-        "/admin/ui/effects?status=dead_lettered&retried={id}"
-    )))
+    Ok(back_after_retry(EFFECTS_PATH, id))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Webhook deliveries
+
+const DELIVERIES_PATH: &str = "/admin/ui/deliveries";
+
+#[derive(Template)]
+#[template(path = "deliveries.html")]
+struct DeliveriesPage {
+    nav: Nav,
+    list: Tabbed<Delivery>,
+}
+
+/// `GET /admin/ui/deliveries?status=&after=`: webhook deliveries, dead letters first, each
+/// with a Retry button.
+pub async fn deliveries(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, UiError> {
+    let session = session::current(&state, &req).await?;
+    let list = Tabbed::load(
+        &req,
+        DELIVERIES_PATH,
+        |status, after, fetch| admin_deliveries::deliveries_page(&state, status, after, fetch),
+        |d| d.id.to_string(),
+    )
+    .await?;
+    html(&DeliveriesPage {
+        nav: Nav::of(&session, "deliveries"),
+        list,
+    })
+}
+
+/// `POST /admin/ui/deliveries/{id}/retry` (CSRF-protected): the admin retry of
+/// `POST /admin/deliveries/{id}/retry`, then back to the dead letters with the result shown.
+/// Not dead-lettered: the 409 page; no such delivery: 404.
+pub async fn retry_delivery(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Payload,
+) -> Result<HttpResponse, UiError> {
+    session::current_with_csrf(&state, &req, body).await?;
+    let id = crate::http::parse_id(&path, "delivery id")?;
+    admin_deliveries::retry(&state, id).await?;
+    Ok(back_after_retry(DELIVERIES_PATH, id))
 }
 
 // ---------------------------------------------------------------------------------------------
