@@ -1008,4 +1008,104 @@ mod tests {
         assert_eq!(err.key, "webhooks.endpoints");
         assert!(!err.to_string().contains('\n'), "one line: {err}");
     }
+
+    #[test]
+    fn schedules_from_the_file() {
+        let text = format!(
+            "[[schedules]]\nname = \"nightly\"\njob = \"purge\"\ncron = \"30 3 * * *\"\n\
+             timezone = \"Asia/Shanghai\"\nretention_days = 7\n\n\
+             [[schedules]]\nname = \"hourly.report\"\njob = \"webhook\"\nevery_secs = 3600\n\
+             url = \"https://r.example/h\"\nsecret = \"{SECRET}\"\n\n\
+             [[schedules]]\nname = \"once\"\njob = \"purge\"\nat = \"2027-01-01T00:00:00+08:00\"\n"
+        );
+        let s = Settings::load_from(Some(("c.toml", &text)), env(&[])).unwrap();
+        let described: Vec<String> = s
+            .schedules
+            .iter()
+            .map(|s| format!("{} {:?} {}", s.name, s.job, s.timing))
+            .collect();
+        assert_eq!(
+            described,
+            [
+                "nightly purge (retention_days 7) cron 30 3 * * * Asia/Shanghai",
+                "hourly.report webhook to https://r.example/h every 3600s",
+                "once purge (retention_days 30) at 2026-12-31T16:00:00.000Z",
+            ]
+        );
+        assert!(Settings::defaults().schedules.is_empty());
+    }
+
+    #[test]
+    fn bad_schedules_name_the_key() {
+        let purge =
+            |fields: &str| format!("[[schedules]]\nname = \"p\"\njob = \"purge\"\n{fields}\n");
+        let cases = [
+            (purge("every_secs = 0"), "schedules[0].every_secs"),
+            (purge("every_secs = \"60\""), "schedules[0].every_secs"),
+            (purge(""), "schedules[0].cron"),
+            (
+                purge("every_secs = 60\ncron = \"* * * * *\""),
+                "schedules[0].cron",
+            ),
+            (purge("cron = \"* * * *\""), "schedules[0].cron"),
+            (purge("cron = \"0 0 30 2 *\""), "schedules[0].cron"),
+            (
+                purge("cron = \"0 0 * * *\"\ntimezone = \"Mars/Olympus\""),
+                "schedules[0].timezone",
+            ),
+            (
+                purge("every_secs = 60\ntimezone = \"UTC\""),
+                "schedules[0].timezone",
+            ),
+            (purge("at = \"2027-01-01T00:00:00\""), "schedules[0].at"),
+            (
+                purge("every_secs = 60\nretention_days = 0"),
+                "schedules[0].retention_days",
+            ),
+            (
+                purge("every_secs = 60\nurl = \"http://x/\""),
+                "schedules[0].url",
+            ),
+            (
+                "[[schedules]]\nname = \"a b\"\njob = \"purge\"\nevery_secs = 1\n".to_string(),
+                "schedules[0].name",
+            ),
+            (
+                "[[schedules]]\njob = \"purge\"\nevery_secs = 1\n".to_string(),
+                "schedules[0].name",
+            ),
+            (
+                format!("{}{}", purge("every_secs = 1"), purge("every_secs = 2")),
+                "schedules[1].name",
+            ),
+            (
+                "[[schedules]]\nname = \"w\"\njob = \"webhook\"\nevery_secs = 1\n\
+                 url = \"ftp://x/\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"
+                    .to_string(),
+                "schedules[0].url",
+            ),
+            (
+                "[[schedules]]\nname = \"w\"\njob = \"webhook\"\nevery_secs = 1\n\
+                 url = \"http://x/\"\n"
+                    .to_string(),
+                "schedules[0].secret",
+            ),
+            (
+                "[[schedules]]\nname = \"r\"\njob = \"reconcile_payments\"\nevery_secs = 60\n"
+                    .to_string(),
+                "schedules[0].job",
+            ),
+            (
+                "[[schedules]]\nname = \"x\"\njob = \"send_sms\"\nevery_secs = 60\n".to_string(),
+                "schedules[0].job",
+            ),
+            ("schedules = 3\n".to_string(), "schedules"),
+            ("[schedules]\nname = \"x\"\n".to_string(), "schedules.name"),
+        ];
+        for (text, key) in cases {
+            let err = Settings::load_from(Some(("c.toml", &text)), env(&[])).unwrap_err();
+            assert_eq!(err.key, key, "{text}: {err}");
+            assert!(!err.to_string().contains('\n'), "one line: {err}");
+        }
+    }
 }

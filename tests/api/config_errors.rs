@@ -138,6 +138,18 @@ fn unknown_section_in_the_file() {
 }
 
 #[test]
+fn bad_schedule_in_the_file() {
+    let dir = TempDir::new();
+    let config = dir.write(
+        "bad.toml",
+        "[[schedules]]\nname = \"nightly\"\njob = \"purge\"\ncron = \"0 3 * * *\"\n\
+         timezone = \"Mars/Olympus\"\n",
+    );
+    let output = run(&dir, &["--config", config.to_str().unwrap()], &[]);
+    assert_config_error(&output, "schedules[0].timezone");
+}
+
+#[test]
 fn invalid_environment_override() {
     let dir = TempDir::new();
     let config = dir.write("ok.toml", "[pricing]\ncents_per_point = 2\n");
