@@ -20,6 +20,10 @@ use crate::http::request_timeout::{self, TimedStream};
 use crate::http::{self, AppState};
 use crate::redis::RedisLink;
 
+/// How long a stopping engine waits for its schedule runs under way (after that a run is
+/// taken over by another process once its lease passes).
+const SCHEDULE_DRAIN: Duration = Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error(transparent)]
@@ -39,6 +43,8 @@ pub enum StartupError {
 pub struct Application {
     port: u16,
     server: Server,
+    /// The engine, to let its schedule runs under way finish once the server has stopped.
+    core: Arc<crate::actors::Core>,
 }
 
 impl Application {
@@ -71,6 +77,7 @@ impl Application {
         let settings = Arc::new(settings);
         let engine =
             Engine::start(pool.clone(), settings.clone(), redis).map_err(StartupError::Recover)?;
+        let core = engine.core.clone();
         let state = web::Data::new(AppState {
             pool,
             jwt: JwtKeys::new(&settings.auth.jwt_secret),
@@ -146,6 +153,7 @@ impl Application {
         Ok(Self {
             port: address.port(),
             server,
+            core,
         })
     }
 
@@ -158,9 +166,15 @@ impl Application {
     }
 
     /// Serves until SIGINT or SIGTERM (then finishes requests in flight) or until stopped
-    /// through the handle.
+    /// through the handle; then stops the scheduler and waits a while for its runs under way.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        let core = self.core;
+        let _ = actix_web::rt::task::spawn_blocking(move || {
+            core.stop_schedules(SCHEDULE_DRAIN);
+        })
+        .await;
+        served
     }
 }
 

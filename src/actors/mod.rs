@@ -69,7 +69,16 @@ pub struct Core {
     /// The webhook fan-out, when an endpoint is configured.
     webhooks: Option<crate::webhooks::Kick>,
     /// The scheduler thread, when `[[schedules]]` are configured (stops when dropped).
-    _schedules: Option<crate::schedules::Handle>,
+    schedules: Option<crate::schedules::Handle>,
+}
+
+impl Core {
+    /// Stops the scheduler and waits up to `wait` for its runs under way to finish.
+    pub fn stop_schedules(&self, wait: Duration) {
+        if let Some(schedules) = &self.schedules {
+            schedules.stop_and_drain(wait);
+        }
+    }
 }
 
 /// What a committed transaction leaves for the engine to do, handed to
@@ -289,7 +298,7 @@ impl Engine {
             effects: OnceLock::new(),
             events,
             webhooks,
-            _schedules: schedules,
+            schedules,
         });
         let effects = EffectDispatcher::start_with_workers(core.clone());
         let _ = core.closer.set(Closer::new(core.clone()).start());

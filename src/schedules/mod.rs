@@ -60,6 +60,34 @@ enum Wake {
 /// Stops the scheduler thread when dropped (runs under way finish on their own threads).
 pub struct Handle {
     wake: Sender<Wake>,
+    running: Arc<Mutex<HashSet<i64>>>,
+}
+
+impl Handle {
+    /// Stops claiming, then waits up to `wait` for the runs under way here to finish and be
+    /// recorded (a graceful stop); a run still going after that is taken over by another
+    /// process once its lease passes.
+    pub fn stop_and_drain(&self, wait: Duration) {
+        let _ = self.wake.send(Wake::Stop);
+        let until = std::time::Instant::now() + wait;
+        loop {
+            let left: Vec<i64> = self
+                .running
+                .lock()
+                .expect("not poisoned")
+                .iter()
+                .copied()
+                .collect();
+            if left.is_empty() {
+                return;
+            }
+            if std::time::Instant::now() >= until {
+                log::warn!("schedules: stopping with runs {left:?} under way; another process takes them over");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Handle {
@@ -79,6 +107,7 @@ pub fn start(
     }
     metrics.preset_schedules(settings.schedules.iter().map(|s| s.name.as_str()));
     let (wake, rx) = mpsc::channel();
+    let running = Arc::new(Mutex::new(HashSet::new()));
     let scheduler = Scheduler {
         wake: wake.clone(),
         pool,
@@ -86,7 +115,7 @@ pub fn start(
         node_id: settings.cluster.node_id.clone(),
         leases: Leases::from_heartbeat_ttl(settings.cluster.heartbeat_ttl_secs),
         metrics,
-        running: Arc::new(Mutex::new(HashSet::new())),
+        running: running.clone(),
     };
     log::info!(
         "schedules: {}",
@@ -100,7 +129,7 @@ pub fn start(
     std::thread::Builder::new()
         .name("scheduler".into())
         .spawn(move || scheduler.run(rx))?;
-    Ok(Some(Handle { wake }))
+    Ok(Some(Handle { wake, running }))
 }
 
 struct Scheduler {
