@@ -123,6 +123,32 @@ pub struct OrderSettings {
 pub struct PricingSettings {
     /// Cents one loyalty point is worth (>= 1).
     pub cents_per_point: i64,
+    /// ISO 4217 code of every amount, upper case; one with two decimal places (a "cent").
+    pub currency: String,
+}
+
+/// ISO 4217 currencies whose minor unit is not a hundredth: money in "cents" cannot be them.
+const NOT_TWO_DECIMALS: [&str; 25] = [
+    "BHD", "BIF", "CLF", "CLP", "DJF", "GNF", "IQD", "ISK", "JOD", "JPY", "KMF", "KRW", "KWD",
+    "LYD", "OMR", "PYG", "RWF", "TND", "UGX", "UYI", "VND", "VUV", "XAF", "XOF", "XPF",
+];
+
+/// `pricing.currency`: three letters (any case), with two decimal places.
+fn currency(text: String) -> Result<String, ConfigError> {
+    let code = text.trim().to_ascii_uppercase();
+    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(ConfigError::new(
+            "pricing.currency",
+            format!("expected a three-letter ISO 4217 code, found {text:?}"),
+        ));
+    }
+    if NOT_TWO_DECIMALS.contains(&code.as_str()) {
+        return Err(ConfigError::new(
+            "pricing.currency",
+            format!("{code} does not have two decimal places, and amounts are in cents"),
+        ));
+    }
+    Ok(code)
 }
 
 #[derive(Debug, Clone)]
@@ -485,6 +511,7 @@ impl Settings {
             pricing: PricingSettings {
                 cents_per_point: l.integer("pricing", "cents_per_point", 1, 1, i64::MAX as u64)?
                     as i64,
+                currency: currency(l.string("pricing", "currency", "CNY")?)?,
             },
             payment: PaymentSettings {
                 secret: non_empty(
@@ -847,6 +874,22 @@ mod tests {
         assert_eq!(from_file.limits.orders_per_user_per_minute, 60);
         assert_eq!(from_file.admin.session_ttl_secs, 28_800);
         assert_eq!(defaults.admin.session_ttl_secs, 28_800);
+        assert_eq!(from_file.pricing.currency, "CNY");
+        assert_eq!(defaults.pricing.currency, "CNY");
+    }
+
+    #[test]
+    fn the_currency_has_two_decimal_places() {
+        let load = |code: &str| {
+            Settings::load_from(None, env(&[("ORDER_ENGINE__PRICING__CURRENCY", code)]))
+                .map(|s| s.pricing.currency)
+        };
+        assert_eq!(load("usd").unwrap(), "USD");
+        assert_eq!(load("EUR").unwrap(), "EUR");
+        for bad in ["JPY", "krw", "KWD", "US", "EURO", "12A", ""] {
+            let err = load(bad).unwrap_err();
+            assert_eq!(err.key, "pricing.currency", "{bad}: {err}");
+        }
     }
 
     #[test]

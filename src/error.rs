@@ -42,6 +42,8 @@ pub enum ApiError {
     EffectNotDeadLettered(i64),
     #[error("delivery {0} not found")]
     DeliveryNotFound(i64),
+    #[error("payment provider {0} is not enabled")]
+    ProviderNotEnabled(&'static str),
     #[error("delivery {0} is not dead-lettered")]
     DeliveryNotDeadLettered(i64),
     #[error("course {0} is not on sale")]
@@ -94,6 +96,7 @@ impl ApiError {
             Self::EffectNotFound(_) => "effect_not_found",
             Self::EffectNotDeadLettered(_) => "effect_not_dead_lettered",
             Self::DeliveryNotFound(_) => "delivery_not_found",
+            Self::ProviderNotEnabled(_) => "provider_not_enabled",
             Self::DeliveryNotDeadLettered(_) => "delivery_not_dead_lettered",
             Self::CourseNotOnSale(_) => "course_not_on_sale",
             Self::CourseAlreadyOwned(_) => "course_already_owned",
@@ -242,7 +245,8 @@ impl ResponseError for ApiError {
             | Self::CouponNotFound(_)
             | Self::UserNotFound(_)
             | Self::EffectNotFound(_)
-            | Self::DeliveryNotFound(_) => StatusCode::NOT_FOUND,
+            | Self::DeliveryNotFound(_)
+            | Self::ProviderNotEnabled(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::CourseNotOnSale(_)
             | Self::CourseAlreadyOwned(_)

@@ -10,7 +10,7 @@ use crate::domain::ids::OrderNo;
 use crate::domain::states::PaymentOutcome;
 
 /// A success that arrived for an order that could not take it: money to give back.
-#[derive(Debug, Clone, Queryable, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct LatePayment {
     pub id: i64,
     pub order_no: OrderNo,
@@ -22,7 +22,32 @@ pub struct LatePayment {
     #[serde(with = "crate::domain::time::serde_ts")]
     pub received_at: NaiveDateTime,
     pub reason: PaymentOutcome,
+    /// Who took the money: `generic` (the signed callback; the only provider this build
+    /// has).
+    pub provider: &'static str,
+    /// The refund through the provider; null for `generic`, whose refunds stay manual.
+    #[schema(required = true)]
+    pub refund: Option<ProviderRefund>,
 }
+
+/// A late payment's refund through its provider (SPEC "Payment providers").
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ProviderRefund {
+    pub status: crate::domain::states::EffectStatus,
+    pub attempts: i32,
+    #[schema(required = true)]
+    pub last_error: Option<String>,
+}
+
+type LatePaymentRow = (
+    i64,
+    OrderNo,
+    String,
+    i64,
+    Option<NaiveDateTime>,
+    NaiveDateTime,
+    PaymentOutcome,
+);
 
 /// Late and double payments, newest first.
 pub fn late_payments(
@@ -48,10 +73,28 @@ pub fn late_payments(
     if let Some(after) = after {
         query = query.filter(payment_events::id.lt(after));
     }
-    query
+    let rows: Vec<LatePaymentRow> = query
         .order(payment_events::id.desc())
         .limit(limit)
-        .load(conn)
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(id, order_no, trade_no, amount_cents, provider_paid_at, received_at, reason)| {
+                LatePayment {
+                    id,
+                    order_no,
+                    trade_no,
+                    amount_cents,
+                    provider_paid_at,
+                    received_at,
+                    reason,
+                    provider: "generic",
+                    refund: None,
+                }
+            },
+        )
+        .collect())
 }
 
 /// One stored callback of an order, as the engine decided it.

@@ -125,6 +125,8 @@ pub struct OrderDetail {
     order: Order,
     actor: ActorView,
     effects: Vec<EffectView>,
+    /// Payments started with a provider (none until a provider adapter is configured).
+    payments: Vec<super::payments::Payment>,
 }
 
 /// An order's actor in the answering process; every field but `alive` is null when it has
@@ -175,6 +177,7 @@ pub async fn get_order(
         order: inspection.order,
         actor: inspection.actor,
         effects,
+        payments: Vec::new(),
     }))
 }
 

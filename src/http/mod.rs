@@ -10,6 +10,7 @@ pub mod client;
 pub mod openapi;
 pub mod ops;
 pub mod paging;
+pub mod payments;
 pub mod provider;
 pub mod request_timeout;
 pub mod signature;
@@ -218,7 +219,22 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             resource("/api/orders/{order_no}/cancel").route(web::post().to(client::cancel_order)),
         )
+        .service(
+            resource("/api/orders/{order_no}/payments")
+                .route(web::post().to(payments::start_payment)),
+        )
         .service(resource("/api/payments/callback").route(web::post().to(provider::callback)))
+        .service(
+            resource("/api/payments/alipay/notify").route(web::post().to(payments::alipay_notify)),
+        )
+        .service(
+            resource("/api/payments/wechatpay/notify")
+                .route(web::post().to(payments::wechatpay_notify)),
+        )
+        .service(
+            resource("/api/payments/stripe/webhook")
+                .route(web::post().to(payments::stripe_webhook)),
+        )
         .service(resource("/api/me").route(web::get().to(client::me)))
         .service(resource("/api/courses").route(web::get().to(client::list_courses)))
         .service(resource("/admin/users").route(web::post().to(admin::create_user)))

@@ -9,7 +9,9 @@ use actix_web::{web, HttpResponse, ResponseError};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, admin_deliveries, admin_orders, admin_schedules, client, ops, provider};
+use super::{
+    admin, admin_deliveries, admin_orders, admin_schedules, client, ops, payments, provider,
+};
 use crate::error::ApiError;
 
 #[derive(OpenApi)]
@@ -30,7 +32,11 @@ use crate::error::ApiError;
         client::cancel_order,
         client::me,
         client::list_courses,
+        payments::start_payment,
         provider::callback,
+        payments::alipay_notify,
+        payments::wechatpay_notify,
+        payments::stripe_webhook,
         admin::create_user,
         admin::get_user,
         admin::give_coupon,

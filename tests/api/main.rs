@@ -21,6 +21,7 @@ mod metrics;
 mod migrations;
 mod openapi;
 mod outage;
+mod payments;
 mod placement;
 mod process;
 mod redis;
