@@ -1,6 +1,6 @@
 //! The dashboard's pages and its actions. Each page reads through the JSON admin API's data
-//! functions ([`admin_orders`], [`admin_deliveries`]); Cancel and the two Retry buttons call
-//! the very functions behind `POST /admin/orders/{order_no}/cancel`,
+//! functions ([`admin_orders`], [`admin_deliveries`], [`admin_schedules`]); Cancel and the
+//! two Retry buttons call the very functions behind `POST /admin/orders/{order_no}/cancel`,
 //! `POST /admin/effects/{id}/retry` and `POST /admin/deliveries/{id}/retry`, then 303 back to
 //! their page with the result shown (POST-redirect-GET).
 
@@ -21,11 +21,13 @@ use crate::db::journal::{self, EventRow};
 use crate::db::models::Order;
 use crate::db::outbox::{EffectRow, EffectWithOrder};
 use crate::db::payments::{self, LatePayment, PaymentEvent};
+use crate::db::schedules::Run;
 use crate::domain::canonical_id;
 use crate::domain::states::{EffectStatus, OrderStatus};
 use crate::error::ApiError;
 use crate::http::admin_deliveries;
 use crate::http::admin_orders::{self, ActorView, ActorsView, OrderSearch};
+use crate::http::admin_schedules::{self, ScheduleView};
 use crate::http::paging::{id_cursor, query, Paging};
 use crate::http::{cancel_order as cancel, run_db, AppState};
 
@@ -529,6 +531,125 @@ pub async fn late_payments(
         nav: Nav::of(&session, "late"),
         payments,
         older,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schedules
+
+/// Runs a schedule's page shows.
+pub const SCHEDULE_RUNS: i64 = 50;
+
+/// What the schedules page shows and refreshes every two seconds: every configured
+/// schedule with its next due time and latest run.
+pub struct ScheduleList {
+    pub schedules: Vec<ScheduleView>,
+    pub refreshed_at: String,
+}
+
+impl ScheduleList {
+    async fn load(state: &AppState) -> Result<Self, ApiError> {
+        Ok(Self {
+            // All of them: they come from config.toml, so they are few.
+            schedules: admin_schedules::schedules_page(state, None, i64::MAX).await?,
+            refreshed_at: view::at_text(crate::domain::time::now()),
+        })
+    }
+}
+
+#[derive(Template)]
+#[template(path = "schedules.html")]
+struct SchedulesPage {
+    nav: Nav,
+    live: ScheduleList,
+}
+
+#[derive(Template)]
+#[template(path = "schedules.html", block = "live")]
+struct SchedulesLive {
+    live: ScheduleList,
+}
+
+/// `GET /admin/ui/schedules`.
+pub async fn schedules(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, UiError> {
+    let session = session::current(&state, &req).await?;
+    html(&SchedulesPage {
+        nav: Nav::of(&session, "schedules"),
+        live: ScheduleList::load(&state).await?,
+    })
+}
+
+/// `GET /admin/ui/live/schedules`: the schedules page's table, polled by htmx.
+pub async fn schedules_live(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, UiError> {
+    session::current(&state, &req).await?;
+    html(&SchedulesLive {
+        live: ScheduleList::load(&state).await?,
+    })
+}
+
+/// What a schedule's page shows and refreshes every two seconds: the schedule and its latest
+/// [`SCHEDULE_RUNS`] runs, newest first.
+pub struct ScheduleRuns {
+    pub schedule: ScheduleView,
+    pub runs: Vec<Run>,
+    pub refreshed_at: String,
+}
+
+impl ScheduleRuns {
+    /// The 404 page for a name no `[[schedules]]` entry has.
+    async fn load(state: &AppState, name: String) -> Result<Self, UiError> {
+        let (schedule, runs) = admin_schedules::schedule_runs(state, &name, SCHEDULE_RUNS)
+            .await?
+            .ok_or(UiError::ScheduleNotConfigured(name))?;
+        Ok(Self {
+            schedule,
+            runs,
+            refreshed_at: view::at_text(crate::domain::time::now()),
+        })
+    }
+}
+
+#[derive(Template)]
+#[template(path = "schedule.html")]
+struct SchedulePage {
+    nav: Nav,
+    live: ScheduleRuns,
+}
+
+#[derive(Template)]
+#[template(path = "schedule.html", block = "live")]
+struct ScheduleLive {
+    live: ScheduleRuns,
+}
+
+/// `GET /admin/ui/schedules/{name}`: one schedule and its recent runs.
+pub async fn schedule(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, UiError> {
+    let session = session::current(&state, &req).await?;
+    html(&SchedulePage {
+        nav: Nav::of(&session, "schedules"),
+        live: ScheduleRuns::load(&state, path.into_inner()).await?,
+    })
+}
+
+/// `GET /admin/ui/live/schedules/{name}`: a schedule page's runs, polled by htmx.
+pub async fn schedule_live(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, UiError> {
+    session::current(&state, &req).await?;
+    html(&ScheduleLive {
+        live: ScheduleRuns::load(&state, path.into_inner()).await?,
     })
 }
 
