@@ -1,5 +1,6 @@
 //! `GET /admin/schedules`: the configured schedules, each with its next due time and its
-//! latest run, as the database records them for all processes.
+//! latest run, as the database records them for all processes. The dashboard's Schedules
+//! pages read through the same functions ([`schedules_page`], [`schedule_runs`]).
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::NaiveDateTime;

@@ -171,14 +171,8 @@ impl Browser {
     /// Waits until the element `css` shows text that `accept` takes.
     #[track_caller]
     fn wait_text(&self, css: &str, what: &str, accept: impl Fn(&str) -> bool) -> String {
-        wait_for(what, PATIENCE, || {
-            let text = self.text(css)?;
-            if accept(&text) {
-                Ok(text)
-            } else {
-                Err(format!("{css} shows {text:?}"))
-            }
-        })
+        let texts = self.wait_texts(css, what, |texts| texts.first().is_some_and(|t| accept(t)));
+        texts.into_iter().next().unwrap_or_default()
     }
 
     /// Waits until the elements `css` matches show texts that `accept` takes.
@@ -209,6 +203,14 @@ impl Browser {
     fn click(&self, css: &str) {
         self.with_element(css, |e| async move { e.click().await })
             .unwrap_or_else(|e| panic!("click: {e}"));
+    }
+
+    /// Opens the page at `path` with its link `label` in the nav, which it marks active.
+    #[track_caller]
+    fn open_from_nav(&self, path: &str, label: &str) {
+        self.click(&format!("header nav a[href='{path}']"));
+        self.wait_path(&format!("the {label} page"), |p| p == path);
+        assert_eq!(self.text("header nav a.active").unwrap(), label);
     }
 
     fn type_into(&self, css: &str, text: &str) {
@@ -591,9 +593,7 @@ fn a_dead_lettered_delivery_is_retried_with_its_button(backend: Backend) {
         let browser = Browser::open(&driver, &app.base);
         browser.sign_in(ADMIN_TOKEN);
         browser.wait_path("the overview", |p| p == "/admin/ui");
-        browser.click("header nav a[href='/admin/ui/deliveries']");
-        browser.wait_path("the deliveries page", |p| p == "/admin/ui/deliveries");
-        assert_eq!(browser.text("header nav a.active").unwrap(), "Deliveries");
+        browser.open_from_nav("/admin/ui/deliveries", "Deliveries");
         let row = format!("#delivery-{id}");
         let shown = browser.wait_text(&row, "the dead letter", |t| t.contains("dead_lettered"));
         for wanted in [order_no.as_str(), &receiver.url(), "placed", last_error] {
@@ -757,9 +757,7 @@ fn schedules_show_their_latest_runs_and_failures(backend: Backend) {
     let browser = Browser::open(&driver, &app.base);
     browser.sign_in(ADMIN_TOKEN);
     browser.wait_path("the overview", |p| p == "/admin/ui");
-    browser.click("header nav a[href='/admin/ui/schedules']");
-    browser.wait_path("the schedules page", |p| p == "/admin/ui/schedules");
-    assert_eq!(browser.text("header nav a.active").unwrap(), "Schedules");
+    browser.open_from_nav("/admin/ui/schedules", "Schedules");
     // The live table is swapped every two seconds, so each read waits (a swap may take the
     // element found away before its text is read).
     browser.wait_text("#schedule-tick .pill", "the every-second run ok", |t| {

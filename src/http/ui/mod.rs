@@ -96,8 +96,9 @@ fn resource(path: &str) -> actix_web::Resource {
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/admin/ui").route(web::get().to(pages::overview)))
-        .service(resource("/admin/ui/live").route(web::get().to(pages::overview_live)))
+    use pages::{live_part, page, OverviewPage, SchedulePage, SchedulesPage};
+    cfg.service(resource("/admin/ui").route(web::get().to(page::<OverviewPage>)))
+        .service(resource("/admin/ui/live").route(web::get().to(live_part::<OverviewPage>)))
         .service(
             resource("/admin/ui/login")
                 .route(web::get().to(session::login_page))
@@ -126,12 +127,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(pages::retry_delivery)),
         )
         .service(resource("/admin/ui/late-payments").route(web::get().to(pages::late_payments)))
-        .service(resource("/admin/ui/schedules").route(web::get().to(pages::schedules)))
-        .service(resource("/admin/ui/schedules/{name}").route(web::get().to(pages::schedule)))
+        .service(resource("/admin/ui/schedules").route(web::get().to(page::<SchedulesPage>)))
+        .service(resource("/admin/ui/schedules/{name}").route(web::get().to(page::<SchedulePage>)))
         // The schedules pages' live parts: under /live, since a schedule may be named `live`.
-        .service(resource("/admin/ui/live/schedules").route(web::get().to(pages::schedules_live)))
         .service(
-            resource("/admin/ui/live/schedules/{name}").route(web::get().to(pages::schedule_live)),
+            resource("/admin/ui/live/schedules").route(web::get().to(live_part::<SchedulesPage>)),
+        )
+        .service(
+            resource("/admin/ui/live/schedules/{name}")
+                .route(web::get().to(live_part::<SchedulePage>)),
         )
         .service(web::resource("/admin/ui/{rest:.*}").to(pages::not_found));
 }

@@ -81,6 +81,44 @@ fn paged<T>(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Pages with a live part
+
+/// A page whose block `live` htmx polls at a path of its own, every two seconds: the
+/// overview, the schedules pages.
+pub trait LivePage: Template + Sized {
+    /// Its entry in the nav.
+    const ACTIVE: &'static str;
+
+    /// Reads the page `req` asks for (its path may name what it shows).
+    async fn load(state: &AppState, req: &HttpRequest, nav: Nav) -> Result<Self, UiError>;
+
+    /// Its block `live` alone (askama's `blocks = ["live"]`).
+    fn live(&self) -> impl Template + '_;
+}
+
+/// A [`LivePage`].
+pub async fn page<P: LivePage>(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, UiError> {
+    let session = session::current(&state, &req).await?;
+    html(&P::load(&state, &req, Nav::of(&session, P::ACTIVE)).await?)
+}
+
+/// A [`LivePage`]'s live part, polled by htmx.
+pub async fn live_part<P: LivePage>(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, UiError> {
+    let session = session::current(&state, &req).await?;
+    html(
+        &P::load(&state, &req, Nav::of(&session, P::ACTIVE))
+            .await?
+            .live(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
 // Overview
 
 /// What the overview shows and refreshes every two seconds.
@@ -107,40 +145,27 @@ impl Live {
     }
 }
 
+/// `GET /admin/ui` ([`page`]), and its live part `GET /admin/ui/live` ([`live_part`]).
 #[derive(Template)]
-#[template(path = "overview.html")]
-struct OverviewPage {
+#[template(path = "overview.html", blocks = ["live"])]
+pub struct OverviewPage {
     nav: Nav,
     live: Live,
 }
 
-#[derive(Template)]
-#[template(path = "overview.html", block = "live")]
-struct OverviewLive {
-    live: Live,
-}
+impl LivePage for OverviewPage {
+    const ACTIVE: &'static str = "overview";
 
-/// `GET /admin/ui`.
-pub async fn overview(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, UiError> {
-    let session = session::current(&state, &req).await?;
-    html(&OverviewPage {
-        nav: Nav::of(&session, "overview"),
-        live: Live::load(&state).await?,
-    })
-}
+    async fn load(state: &AppState, _req: &HttpRequest, nav: Nav) -> Result<Self, UiError> {
+        Ok(Self {
+            live: Live::load(state).await?,
+            nav,
+        })
+    }
 
-/// `GET /admin/ui/live`: the overview's live part, polled by htmx.
-pub async fn overview_live(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, UiError> {
-    session::current(&state, &req).await?;
-    html(&OverviewLive {
-        live: Live::load(&state).await?,
-    })
+    fn live(&self) -> impl Template + '_ {
+        self.as_live()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -540,117 +565,65 @@ pub async fn late_payments(
 /// Runs a schedule's page shows.
 pub const SCHEDULE_RUNS: i64 = 50;
 
-/// What the schedules page shows and refreshes every two seconds: every configured
-/// schedule with its next due time and latest run.
-pub struct ScheduleList {
-    pub schedules: Vec<ScheduleView>,
-    pub refreshed_at: String,
+/// `GET /admin/ui/schedules`: every configured schedule with its next due time and latest
+/// run; its live part is `GET /admin/ui/live/schedules`.
+#[derive(Template)]
+#[template(path = "schedules.html", blocks = ["live"])]
+pub struct SchedulesPage {
+    nav: Nav,
+    schedules: Vec<ScheduleView>,
+    refreshed_at: String,
 }
 
-impl ScheduleList {
-    async fn load(state: &AppState) -> Result<Self, ApiError> {
+impl LivePage for SchedulesPage {
+    const ACTIVE: &'static str = "schedules";
+
+    async fn load(state: &AppState, _req: &HttpRequest, nav: Nav) -> Result<Self, UiError> {
+        // All of them: they come from config.toml, so they are few.
+        let schedules = admin_schedules::schedules_page(state, None, i64::MAX).await?;
         Ok(Self {
-            // All of them: they come from config.toml, so they are few.
-            schedules: admin_schedules::schedules_page(state, None, i64::MAX).await?,
+            nav,
+            schedules,
             refreshed_at: view::at_text(crate::domain::time::now()),
         })
     }
+
+    fn live(&self) -> impl Template + '_ {
+        self.as_live()
+    }
 }
 
+/// `GET /admin/ui/schedules/{name}`: one schedule and its latest [`SCHEDULE_RUNS`] runs,
+/// newest first; its live part is `GET /admin/ui/live/schedules/{name}`. The 404 page for a
+/// name no `[[schedules]]` entry has.
 #[derive(Template)]
-#[template(path = "schedules.html")]
-struct SchedulesPage {
+#[template(path = "schedule.html", blocks = ["live"])]
+pub struct SchedulePage {
     nav: Nav,
-    live: ScheduleList,
+    schedule: ScheduleView,
+    runs: Vec<Run>,
+    refreshed_at: String,
 }
 
-#[derive(Template)]
-#[template(path = "schedules.html", block = "live")]
-struct SchedulesLive {
-    live: ScheduleList,
-}
+impl LivePage for SchedulePage {
+    const ACTIVE: &'static str = "schedules";
 
-/// `GET /admin/ui/schedules`.
-pub async fn schedules(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, UiError> {
-    let session = session::current(&state, &req).await?;
-    html(&SchedulesPage {
-        nav: Nav::of(&session, "schedules"),
-        live: ScheduleList::load(&state).await?,
-    })
-}
-
-/// `GET /admin/ui/live/schedules`: the schedules page's table, polled by htmx.
-pub async fn schedules_live(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, UiError> {
-    session::current(&state, &req).await?;
-    html(&SchedulesLive {
-        live: ScheduleList::load(&state).await?,
-    })
-}
-
-/// What a schedule's page shows and refreshes every two seconds: the schedule and its latest
-/// [`SCHEDULE_RUNS`] runs, newest first.
-pub struct ScheduleRuns {
-    pub schedule: ScheduleView,
-    pub runs: Vec<Run>,
-    pub refreshed_at: String,
-}
-
-impl ScheduleRuns {
-    /// The 404 page for a name no `[[schedules]]` entry has.
-    async fn load(state: &AppState, name: String) -> Result<Self, UiError> {
-        let (schedule, runs) = admin_schedules::schedule_runs(state, &name, SCHEDULE_RUNS)
+    async fn load(state: &AppState, req: &HttpRequest, nav: Nav) -> Result<Self, UiError> {
+        let name = req.match_info().get("name").unwrap_or_default();
+        let (schedule, runs) = admin_schedules::schedule_runs(state, name, SCHEDULE_RUNS)
             .await?
-            .ok_or(UiError::ScheduleNotConfigured(name))?;
+            .ok_or_else(|| UiError::ScheduleNotConfigured(name.to_string()))?;
         Ok(Self {
+            nav,
             schedule,
             runs,
             refreshed_at: view::at_text(crate::domain::time::now()),
         })
     }
-}
 
-#[derive(Template)]
-#[template(path = "schedule.html")]
-struct SchedulePage {
-    nav: Nav,
-    live: ScheduleRuns,
-}
-
-#[derive(Template)]
-#[template(path = "schedule.html", block = "live")]
-struct ScheduleLive {
-    live: ScheduleRuns,
-}
-
-/// `GET /admin/ui/schedules/{name}`: one schedule and its recent runs.
-pub async fn schedule(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    path: web::Path<String>,
-) -> Result<HttpResponse, UiError> {
-    let session = session::current(&state, &req).await?;
-    html(&SchedulePage {
-        nav: Nav::of(&session, "schedules"),
-        live: ScheduleRuns::load(&state, path.into_inner()).await?,
-    })
-}
-
-/// `GET /admin/ui/live/schedules/{name}`: a schedule page's runs, polled by htmx.
-pub async fn schedule_live(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    path: web::Path<String>,
-) -> Result<HttpResponse, UiError> {
-    session::current(&state, &req).await?;
-    html(&ScheduleLive {
-        live: ScheduleRuns::load(&state, path.into_inner()).await?,
-    })
+    fn live(&self) -> impl Template + '_ {
+        self.as_live()
+    }
 }
 
 /// Any other path under `/admin/ui`: the 404 page (after the session check, like every page).
