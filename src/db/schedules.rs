@@ -237,7 +237,7 @@ pub fn finish(
     })
 }
 
-/// A run as `GET /admin/schedules` shows it.
+/// A run as `GET /admin/schedules` and the dashboard's Schedules pages show it.
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = runs)]
 pub struct Run {
@@ -257,18 +257,30 @@ pub fn state(
     conn: &mut DbConnection,
     name: &str,
 ) -> QueryResult<(Option<NaiveDateTime>, Option<Run>)> {
+    let last = recent_runs(conn, name, 1)?.into_iter().next();
+    Ok((next_due(conn, name)?, last))
+}
+
+/// A schedule's next due time as recorded: `None` once an `at` schedule has run, and when it
+/// was never recorded.
+pub fn next_due(conn: &mut DbConnection, name: &str) -> QueryResult<Option<NaiveDateTime>> {
     let next: Option<Option<NaiveDateTime>> = schedules::table
         .find(name)
         .select(schedules::next_fire_at)
         .first(conn)
         .optional()?;
-    let last: Option<Run> = runs::table
+    Ok(next.flatten())
+}
+
+/// A schedule's latest `limit` runs, newest due time first (`UNIQUE (name, fire_at)` reads
+/// them in order).
+pub fn recent_runs(conn: &mut DbConnection, name: &str, limit: i64) -> QueryResult<Vec<Run>> {
+    runs::table
         .filter(runs::name.eq(name))
         .order(runs::fire_at.desc())
+        .limit(limit)
         .select(Run::as_select())
-        .first(conn)
-        .optional()?;
-    Ok((next.flatten(), last))
+        .load(conn)
 }
 
 /// Every run of a schedule, oldest due time first (tests and operators).

@@ -1,5 +1,6 @@
 //! `GET /admin/schedules`: the configured schedules, each with its next due time and its
-//! latest run, as the database records them for all processes.
+//! latest run, as the database records them for all processes. The dashboard's Schedules
+//! pages read through the same functions ([`schedules_page`], [`schedule_runs`]).
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::NaiveDateTime;
@@ -7,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::paging::{query, List, Paging};
 use super::{require_admin, run_db, AppState};
+use crate::config::Schedule;
 use crate::db::schedules::{self, Run};
 use crate::domain::states::RunStatus;
 use crate::domain::time::{serde_ts, serde_ts_opt};
@@ -98,7 +100,8 @@ pub async fn list_schedules(
     Ok(paging.respond(rows, |s| s.name.clone()))
 }
 
-/// Up to `fetch` schedules by name, after the name `after`: `GET /admin/schedules`.
+/// Up to `fetch` schedules by name, after the name `after`: `GET /admin/schedules`, and the
+/// dashboard's Schedules page.
 pub async fn schedules_page(
     state: &AppState,
     after: Option<String>,
@@ -117,15 +120,41 @@ pub async fn schedules_page(
         let mut views = Vec::with_capacity(configured.len());
         for schedule in configured {
             let (next_run_at, last_run) = schedules::state(conn, &schedule.name)?;
-            views.push(ScheduleView {
-                job: schedule.job.name(),
-                schedule: schedule.timing.to_string(),
-                name: schedule.name,
-                next_run_at,
-                last_run: last_run.map(RunView::from),
-            });
+            views.push(ScheduleView::of(schedule, next_run_at, last_run));
         }
         Ok(views)
     })
     .await
+}
+
+/// The configured schedule `name` and its latest `limit` runs, newest first (the dashboard's
+/// page of one schedule); `None` when no schedule of that name is configured here.
+pub async fn schedule_runs(
+    state: &AppState,
+    name: &str,
+    limit: i64,
+) -> Result<Option<(ScheduleView, Vec<Run>)>, ApiError> {
+    let Some(schedule) = state.settings.schedules.iter().find(|s| s.name == name) else {
+        return Ok(None);
+    };
+    let schedule = schedule.clone();
+    run_db(state, move |conn| {
+        let next_run_at = schedules::next_due(conn, &schedule.name)?;
+        let runs = schedules::recent_runs(conn, &schedule.name, limit)?;
+        let view = ScheduleView::of(schedule, next_run_at, runs.first().cloned());
+        Ok(Some((view, runs)))
+    })
+    .await
+}
+
+impl ScheduleView {
+    fn of(schedule: Schedule, next_run_at: Option<NaiveDateTime>, last_run: Option<Run>) -> Self {
+        ScheduleView {
+            job: schedule.job.name(),
+            schedule: schedule.timing.to_string(),
+            name: schedule.name,
+            next_run_at,
+            last_run: last_run.map(RunView::from),
+        }
+    }
 }

@@ -3,7 +3,8 @@
 //! placed over the API, watch its time left fall, cancel it with the button and see the API
 //! agree; a forged POST without the CSRF token changes nothing; the cookie never opens the JSON
 //! admin API; no cookie, a signed-out one or an expired one is sent to sign in; a dead letter
-//! is retried with its button, and so is a dead-lettered webhook delivery.
+//! is retried with its button, and so is a dead-lettered webhook delivery; the Schedules page
+//! shows a schedule's runs ok and another's failed, and each schedule's page its runs.
 //!
 //! Runs when `TEST_CHROMEDRIVER` names the chromedriver executable (`.ci/run` installs
 //! Debian's `chromium` and `chromium-driver` and sets it); skipped with one line otherwise,
@@ -18,15 +19,18 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, Once};
 use std::time::Duration;
 
+use chrono::TimeDelta;
 use diesel::prelude::*;
 use fantoccini::elements::Element;
 use fantoccini::error::CmdError;
 use fantoccini::{Client, ClientBuilder, Locator};
 use order_engine::db::schema::{admin_sessions, webhook_deliveries};
+use order_engine::domain::time;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::helpers::*;
+use crate::schedules;
 use crate::webhooks::{self, Receiver, Script};
 use crate::{on_both_backends, on_both_backends_of};
 
@@ -137,6 +141,22 @@ impl Browser {
         })
     }
 
+    /// The texts of every element `css` matches now, in page order.
+    fn texts(&self, css: &str) -> Result<Vec<String>, String> {
+        self.runtime.block_on(async {
+            let mut texts = Vec::new();
+            for element in self
+                .client()
+                .find_all(Locator::Css(css))
+                .await
+                .map_err(|e| format!("{css}: {e}"))?
+            {
+                texts.push(element.text().await.map_err(|e| format!("{css}: {e}"))?);
+            }
+            Ok(texts)
+        })
+    }
+
     /// The text of the element `css` matches, if one is there now.
     fn text(&self, css: &str) -> Result<String, String> {
         self.with_element(css, |e| async move { e.text().await })
@@ -151,12 +171,19 @@ impl Browser {
     /// Waits until the element `css` shows text that `accept` takes.
     #[track_caller]
     fn wait_text(&self, css: &str, what: &str, accept: impl Fn(&str) -> bool) -> String {
+        let texts = self.wait_texts(css, what, |texts| texts.first().is_some_and(|t| accept(t)));
+        texts.into_iter().next().unwrap_or_default()
+    }
+
+    /// Waits until the elements `css` matches show texts that `accept` takes.
+    #[track_caller]
+    fn wait_texts(&self, css: &str, what: &str, accept: impl Fn(&[String]) -> bool) -> Vec<String> {
         wait_for(what, PATIENCE, || {
-            let text = self.text(css)?;
-            if accept(&text) {
-                Ok(text)
+            let texts = self.texts(css)?;
+            if accept(&texts) {
+                Ok(texts)
             } else {
-                Err(format!("{css} shows {text:?}"))
+                Err(format!("{css} shows {texts:?}"))
             }
         })
     }
@@ -176,6 +203,14 @@ impl Browser {
     fn click(&self, css: &str) {
         self.with_element(css, |e| async move { e.click().await })
             .unwrap_or_else(|e| panic!("click: {e}"));
+    }
+
+    /// Opens the page at `path` with its link `label` in the nav, which it marks active.
+    #[track_caller]
+    fn open_from_nav(&self, path: &str, label: &str) {
+        self.click(&format!("header nav a[href='{path}']"));
+        self.wait_path(&format!("the {label} page"), |p| p == path);
+        assert_eq!(self.text("header nav a.active").unwrap(), label);
     }
 
     fn type_into(&self, css: &str, text: &str) {
@@ -558,9 +593,7 @@ fn a_dead_lettered_delivery_is_retried_with_its_button(backend: Backend) {
         let browser = Browser::open(&driver, &app.base);
         browser.sign_in(ADMIN_TOKEN);
         browser.wait_path("the overview", |p| p == "/admin/ui");
-        browser.click("header nav a[href='/admin/ui/deliveries']");
-        browser.wait_path("the deliveries page", |p| p == "/admin/ui/deliveries");
-        assert_eq!(browser.text("header nav a.active").unwrap(), "Deliveries");
+        browser.open_from_nav("/admin/ui/deliveries", "Deliveries");
         let row = format!("#delivery-{id}");
         let shown = browser.wait_text(&row, "the dead letter", |t| t.contains("dead_lettered"));
         for wanted in [order_no.as_str(), &receiver.url(), "placed", last_error] {
@@ -698,6 +731,154 @@ fn a_delivery_retry_needs_the_session_and_its_csrf_token(backend: Backend) {
     });
 }
 on_both_backends_of!(a_delivery_retry_needs_the_session_and_its_csrf_token);
+
+/// The Schedules page (opened from the nav) shows, without a reload, an every-second webhook
+/// schedule whose receiver answers 200 run ok, and an `at` one whose receiver answers 500
+/// failed with its error, marked as failed, as `GET /admin/schedules` has them; each
+/// schedule's page lists its runs, newest first.
+fn schedules_show_their_latest_runs_and_failures(backend: Backend) {
+    let Some(driver) = chromedriver() else {
+        return;
+    };
+    let ok = Receiver::start(Script::Answer(200));
+    let failing = Receiver::start(Script::Answer(500));
+    let file = format!(
+        "{}\n{}",
+        schedules::every_second_webhook("tick", &ok.url()),
+        schedules::webhook_at(
+            "broken",
+            time::now() + TimeDelta::seconds(2),
+            &failing.url()
+        ),
+    );
+    let Some(app) = TestApp::spawn_with_file(backend, &[], Some(&file)) else {
+        return;
+    };
+    let browser = Browser::open(&driver, &app.base);
+    browser.sign_in(ADMIN_TOKEN);
+    browser.wait_path("the overview", |p| p == "/admin/ui");
+    browser.open_from_nav("/admin/ui/schedules", "Schedules");
+    // The live table is swapped every two seconds, so each read waits (a swap may take the
+    // element found away before its text is read).
+    browser.wait_text("#schedule-tick .pill", "the every-second run ok", |t| {
+        t == "ok"
+    });
+    browser.wait_text("#schedule-broken .pill", "the failed run", |t| {
+        t == "failed"
+    });
+    let error = browser.wait_text("#schedule-broken .error-text", "its error", |t| {
+        t.contains("HTTP 500")
+    });
+    browser.wait_texts(
+        "#schedules tbody tr.failed",
+        "only the failed row marked",
+        |rows| matches!(rows, [row] if row.starts_with("broken")),
+    );
+    browser.wait_text("#schedule-tick", "the tick row", |t| {
+        ["webhook", "every 1s", "—"].iter().all(|w| t.contains(w))
+    });
+    assert_eq!(
+        browser.path(),
+        "/admin/ui/schedules",
+        "no reload, no navigation"
+    );
+    let listed = app.admin("GET", "/admin/schedules", None).json;
+    assert_eq!(listed["data"][0]["name"], "broken", "{listed}");
+    assert_eq!(
+        listed["data"][0]["last_run"]["error"],
+        error.as_str(),
+        "{listed}"
+    );
+
+    // The failed schedule's page: its one run, failed with the error, marked.
+    browser.click("#schedule-broken a");
+    browser.wait_path("the broken schedule's page", |p| {
+        p == "/admin/ui/schedules/broken"
+    });
+    assert_eq!(browser.text("header nav a.active").unwrap(), "Schedules");
+    browser.wait_text("#schedule-fields", "its timing", |t| t.contains("at "));
+    browser.wait_texts(
+        "#runs tbody tr.failed",
+        "its one run, failed",
+        |runs| matches!(runs, [run] if run.contains("failed") && run.contains("HTTP 500")),
+    );
+    let runs = browser.wait_texts("#runs tbody tr", "its runs", |_| true);
+    assert_eq!(runs.len(), 1, "an `at` schedule runs once: {runs:?}");
+
+    // The every-second one's page fills with runs while it is open, newest first.
+    browser.goto("/admin/ui/schedules");
+    browser.click("#schedule-tick a");
+    browser.wait_path("the tick schedule's page", |p| {
+        p == "/admin/ui/schedules/tick"
+    });
+    let due = browser.wait_texts(
+        "#runs tbody tr td:first-child",
+        "three runs of tick",
+        |due| due.len() >= 3,
+    );
+    assert!(due.windows(2).all(|w| w[0] > w[1]), "newest first: {due:?}");
+    assert_eq!(browser.path(), "/admin/ui/schedules/tick");
+    assert!(!ok.requests().is_empty());
+}
+on_both_backends_of!(schedules_show_their_latest_runs_and_failures);
+
+/// Over plain HTTP: the schedules pages and their live parts send a browser without a session
+/// to sign in; without `[[schedules]]` the page says where schedules come from; a name no
+/// schedule has is the 404 page.
+fn schedules_pages_need_the_session_and_a_configured_name(backend: Backend) {
+    let Some(app) = TestApp::spawn_if_available(backend) else {
+        return;
+    };
+    let pages = [
+        "/admin/ui/schedules",
+        "/admin/ui/schedules/nightly",
+        "/admin/ui/live/schedules",
+        "/admin/ui/live/schedules/nightly",
+    ];
+    for path in pages {
+        assert_sent_to_sign_in(
+            &app.not_following_redirects()
+                .request("GET", path, &[], None),
+        );
+    }
+    let (cookie, _) = http_session(&app);
+    let page = with_cookie(&app, "GET", "/admin/ui/schedules", &cookie, None);
+    assert_html(&page, 200);
+    for wanted in [
+        r#"id="no-schedules""#,
+        "No schedules are configured",
+        "[[schedules]]",
+        "“Schedules”",
+        r#"<a href="/admin/ui/schedules" class="active">Schedules</a>"#,
+    ] {
+        assert!(page.text.contains(wanted), "{wanted:?} in {}", page.text);
+    }
+    assert!(
+        !page.text.contains("hx-get"),
+        "nothing to refresh: {}",
+        page.text
+    );
+    for path in [pages[1], pages[3]] {
+        let missing = with_cookie(&app, "GET", path, &cookie, None);
+        assert_html(&missing, 404);
+        assert!(
+            missing
+                .text
+                .contains("no schedule named &#34;nightly&#34; is configured"),
+            "{}",
+            missing.text
+        );
+    }
+    assert_html(
+        &with_cookie(&app, "GET", "/admin/ui/schedules/a%20b", &cookie, None),
+        404,
+    );
+    assert_html(
+        &with_cookie(&app, "POST", "/admin/ui/schedules", &cookie, None),
+        405,
+    );
+}
+on_both_backends_of!(schedules_pages_need_the_session_and_a_configured_name);
 
 on_both_backends! {
     /// Over plain HTTP: the cookie's attributes, `Secure` behind https, and a session refused

@@ -284,10 +284,19 @@ fn racing_claimers_get_each_due_time_once(backend: Backend) {
 on_both_backends_of!(racing_claimers_get_each_due_time_once);
 
 /// A schedule file for `every_secs = 1` webhooks to `url`.
-fn every_second_webhook(name: &str, url: &str) -> String {
+pub(crate) fn every_second_webhook(name: &str, url: &str) -> String {
     format!(
         "[[schedules]]\nname = \"{name}\"\njob = \"webhook\"\nevery_secs = 1\nurl = \"{url}\"\n\
          secret = \"{SECRET}\"\n"
+    )
+}
+
+/// A schedule file for one webhook to `url` at `at`.
+pub(crate) fn webhook_at(name: &str, at: NaiveDateTime, url: &str) -> String {
+    format!(
+        "[[schedules]]\nname = \"{name}\"\njob = \"webhook\"\nat = \"{}\"\nurl = \"{url}\"\n\
+         secret = \"{SECRET}\"\n",
+        time::format(&at)
     )
 }
 
@@ -499,12 +508,10 @@ fn admins_see_schedules_and_failures(backend: Backend) {
     let failing = Receiver::start(Script::Answer(500));
     let soon = time::now() + TimeDelta::seconds(2);
     let file = format!(
-        "{}\n[[schedules]]\nname = \"broken\"\njob = \"webhook\"\nat = \"{}\"\nurl = \"{}\"\n\
-         secret = \"{SECRET}\"\n\n[[schedules]]\nname = \"nightly-purge\"\njob = \"purge\"\n\
+        "{}\n{}\n[[schedules]]\nname = \"nightly-purge\"\njob = \"purge\"\n\
          cron = \"30 3 * * *\"\ntimezone = \"Asia/Shanghai\"\nretention_days = 7\n",
         every_second_webhook("a-tick", &ok.url()),
-        time::format(&soon),
-        failing.url(),
+        webhook_at("broken", soon, &failing.url()),
     );
     let Some(app) = TestApp::spawn_with_file(backend, &[], Some(&file)) else {
         return;

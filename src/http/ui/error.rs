@@ -1,5 +1,5 @@
-//! The dashboard's errors: the engine's typed [`ApiError`]s plus the two only the dashboard has
-//! (no session, a bad CSRF token), answered in one place as HTML pages, never as the JSON
+//! The dashboard's errors: the engine's typed [`ApiError`]s plus the three only the dashboard
+//! has (no session, a bad CSRF token, a schedule's page that is not configured), answered in one place as HTML pages, never as the JSON
 //! envelope, with the status the API would give.
 
 use actix_web::http::{header, StatusCode};
@@ -17,6 +17,10 @@ pub enum UiError {
     /// A dashboard POST without its session's CSRF token: 403, nothing done.
     #[error("this form's security token is missing or wrong, so nothing was done; reload the page and try again")]
     CsrfRejected,
+    /// The page of a schedule this process's config.toml has no `[[schedules]]` entry for: 404
+    /// (the JSON API has no page of one schedule, hence no error code for it).
+    #[error("no schedule named {0:?} is configured ([[schedules]] in config.toml)")]
+    ScheduleNotConfigured(String),
     #[error(transparent)]
     Api(#[from] ApiError),
 }
@@ -34,6 +38,7 @@ impl ResponseError for UiError {
         match self {
             Self::SignInRequired => StatusCode::SEE_OTHER,
             Self::CsrfRejected => StatusCode::FORBIDDEN,
+            Self::ScheduleNotConfigured(_) => StatusCode::NOT_FOUND,
             Self::Api(err) => err.status_code(),
         }
     }

@@ -3,8 +3,8 @@
 //! (`vendor/`) polling HTML fragments, no external assets. Sign-in with the admin token makes
 //! a session ([`session`]); every other page needs its cookie, every POST its CSRF token.
 //! The pages read through the same data functions as the JSON admin API
-//! ([`super::admin_orders`], [`super::admin_deliveries`]) and act through the same code paths
-//! (cancel, retry).
+//! ([`super::admin_orders`], [`super::admin_deliveries`], [`super::admin_schedules`]) and act
+//! through the same code paths (cancel, retry).
 
 mod error;
 mod pages;
@@ -96,8 +96,9 @@ fn resource(path: &str) -> actix_web::Resource {
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/admin/ui").route(web::get().to(pages::overview)))
-        .service(resource("/admin/ui/live").route(web::get().to(pages::overview_live)))
+    use pages::{live_part, page, OverviewPage, SchedulePage, SchedulesPage};
+    cfg.service(resource("/admin/ui").route(web::get().to(page::<OverviewPage>)))
+        .service(resource("/admin/ui/live").route(web::get().to(live_part::<OverviewPage>)))
         .service(
             resource("/admin/ui/login")
                 .route(web::get().to(session::login_page))
@@ -126,6 +127,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(pages::retry_delivery)),
         )
         .service(resource("/admin/ui/late-payments").route(web::get().to(pages::late_payments)))
+        .service(resource("/admin/ui/schedules").route(web::get().to(page::<SchedulesPage>)))
+        .service(resource("/admin/ui/schedules/{name}").route(web::get().to(page::<SchedulePage>)))
+        // The schedules pages' live parts: under /live, since a schedule may be named `live`.
+        .service(
+            resource("/admin/ui/live/schedules").route(web::get().to(live_part::<SchedulesPage>)),
+        )
+        .service(
+            resource("/admin/ui/live/schedules/{name}")
+                .route(web::get().to(live_part::<SchedulePage>)),
+        )
         .service(web::resource("/admin/ui/{rest:.*}").to(pages::not_found));
 }
 

@@ -1,6 +1,6 @@
 //! The dashboard's pages and its actions. Each page reads through the JSON admin API's data
-//! functions ([`admin_orders`], [`admin_deliveries`]); Cancel and the two Retry buttons call
-//! the very functions behind `POST /admin/orders/{order_no}/cancel`,
+//! functions ([`admin_orders`], [`admin_deliveries`], [`admin_schedules`]); Cancel and the
+//! two Retry buttons call the very functions behind `POST /admin/orders/{order_no}/cancel`,
 //! `POST /admin/effects/{id}/retry` and `POST /admin/deliveries/{id}/retry`, then 303 back to
 //! their page with the result shown (POST-redirect-GET).
 
@@ -21,11 +21,13 @@ use crate::db::journal::{self, EventRow};
 use crate::db::models::Order;
 use crate::db::outbox::{EffectRow, EffectWithOrder};
 use crate::db::payments::{self, LatePayment, PaymentEvent};
+use crate::db::schedules::Run;
 use crate::domain::canonical_id;
 use crate::domain::states::{EffectStatus, OrderStatus};
 use crate::error::ApiError;
 use crate::http::admin_deliveries;
 use crate::http::admin_orders::{self, ActorView, ActorsView, OrderSearch};
+use crate::http::admin_schedules::{self, ScheduleView};
 use crate::http::paging::{id_cursor, query, Paging};
 use crate::http::{cancel_order as cancel, run_db, AppState};
 
@@ -79,6 +81,44 @@ fn paged<T>(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Pages with a live part
+
+/// A page whose block `live` htmx polls at a path of its own, every two seconds: the
+/// overview, the schedules pages.
+pub trait LivePage: Template + Sized {
+    /// Its entry in the nav.
+    const ACTIVE: &'static str;
+
+    /// Reads the page `req` asks for (its path may name what it shows).
+    async fn load(state: &AppState, req: &HttpRequest, nav: Nav) -> Result<Self, UiError>;
+
+    /// Its block `live` alone (askama's `blocks = ["live"]`).
+    fn live(&self) -> impl Template + '_;
+}
+
+/// A [`LivePage`].
+pub async fn page<P: LivePage>(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, UiError> {
+    let session = session::current(&state, &req).await?;
+    html(&P::load(&state, &req, Nav::of(&session, P::ACTIVE)).await?)
+}
+
+/// A [`LivePage`]'s live part, polled by htmx.
+pub async fn live_part<P: LivePage>(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, UiError> {
+    let session = session::current(&state, &req).await?;
+    html(
+        &P::load(&state, &req, Nav::of(&session, P::ACTIVE))
+            .await?
+            .live(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
 // Overview
 
 /// What the overview shows and refreshes every two seconds.
@@ -105,40 +145,27 @@ impl Live {
     }
 }
 
+/// `GET /admin/ui` ([`page`]), and its live part `GET /admin/ui/live` ([`live_part`]).
 #[derive(Template)]
-#[template(path = "overview.html")]
-struct OverviewPage {
+#[template(path = "overview.html", blocks = ["live"])]
+pub struct OverviewPage {
     nav: Nav,
     live: Live,
 }
 
-#[derive(Template)]
-#[template(path = "overview.html", block = "live")]
-struct OverviewLive {
-    live: Live,
-}
+impl LivePage for OverviewPage {
+    const ACTIVE: &'static str = "overview";
 
-/// `GET /admin/ui`.
-pub async fn overview(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, UiError> {
-    let session = session::current(&state, &req).await?;
-    html(&OverviewPage {
-        nav: Nav::of(&session, "overview"),
-        live: Live::load(&state).await?,
-    })
-}
+    async fn load(state: &AppState, _req: &HttpRequest, nav: Nav) -> Result<Self, UiError> {
+        Ok(Self {
+            live: Live::load(state).await?,
+            nav,
+        })
+    }
 
-/// `GET /admin/ui/live`: the overview's live part, polled by htmx.
-pub async fn overview_live(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, UiError> {
-    session::current(&state, &req).await?;
-    html(&OverviewLive {
-        live: Live::load(&state).await?,
-    })
+    fn live(&self) -> impl Template + '_ {
+        self.as_live()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -530,6 +557,73 @@ pub async fn late_payments(
         payments,
         older,
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schedules
+
+/// Runs a schedule's page shows.
+pub const SCHEDULE_RUNS: i64 = 50;
+
+/// `GET /admin/ui/schedules`: every configured schedule with its next due time and latest
+/// run; its live part is `GET /admin/ui/live/schedules`.
+#[derive(Template)]
+#[template(path = "schedules.html", blocks = ["live"])]
+pub struct SchedulesPage {
+    nav: Nav,
+    schedules: Vec<ScheduleView>,
+    refreshed_at: String,
+}
+
+impl LivePage for SchedulesPage {
+    const ACTIVE: &'static str = "schedules";
+
+    async fn load(state: &AppState, _req: &HttpRequest, nav: Nav) -> Result<Self, UiError> {
+        // All of them: they come from config.toml, so they are few.
+        let schedules = admin_schedules::schedules_page(state, None, i64::MAX).await?;
+        Ok(Self {
+            nav,
+            schedules,
+            refreshed_at: view::at_text(crate::domain::time::now()),
+        })
+    }
+
+    fn live(&self) -> impl Template + '_ {
+        self.as_live()
+    }
+}
+
+/// `GET /admin/ui/schedules/{name}`: one schedule and its latest [`SCHEDULE_RUNS`] runs,
+/// newest first; its live part is `GET /admin/ui/live/schedules/{name}`. The 404 page for a
+/// name no `[[schedules]]` entry has.
+#[derive(Template)]
+#[template(path = "schedule.html", blocks = ["live"])]
+pub struct SchedulePage {
+    nav: Nav,
+    schedule: ScheduleView,
+    runs: Vec<Run>,
+    refreshed_at: String,
+}
+
+impl LivePage for SchedulePage {
+    const ACTIVE: &'static str = "schedules";
+
+    async fn load(state: &AppState, req: &HttpRequest, nav: Nav) -> Result<Self, UiError> {
+        let name = req.match_info().get("name").unwrap_or_default();
+        let (schedule, runs) = admin_schedules::schedule_runs(state, name, SCHEDULE_RUNS)
+            .await?
+            .ok_or_else(|| UiError::ScheduleNotConfigured(name.to_string()))?;
+        Ok(Self {
+            nav,
+            schedule,
+            runs,
+            refreshed_at: view::at_text(crate::domain::time::now()),
+        })
+    }
+
+    fn live(&self) -> impl Template + '_ {
+        self.as_live()
+    }
 }
 
 /// Any other path under `/admin/ui`: the 404 page (after the session check, like every page).
