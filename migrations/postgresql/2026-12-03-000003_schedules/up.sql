@@ -4,7 +4,7 @@
 -- claims a due time by locking this row, moving next_fire_at on and inserting the run, in one
 -- transaction.
 CREATE TABLE schedules (
-    name         VARCHAR(64) PRIMARY KEY,
+    name         VARCHAR(64) NOT NULL PRIMARY KEY,
     spec         TEXT NOT NULL,
     next_fire_at TIMESTAMP,
     updated_at   TIMESTAMP NOT NULL
