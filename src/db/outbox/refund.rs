@@ -65,7 +65,7 @@ pub fn apply(conn: &mut DbConnection, mine: &[OrderNo], now: NaiveDateTime) -> Q
                     .iter()
                     .zip(spent.iter().filter(|(_, _, points)| *points > 0))
                     .filter(|(_, (no, _, _))| !present.contains(no))
-                    .map(|(row, (no, _, _))| (row.clone(), no.clone()))
+                    .map(|(row, (no, _, _))| (*row, no.clone()))
                     .unzip();
                 if !new.is_empty() {
                     diesel::insert_into(points_ledger::table)
