@@ -190,5 +190,10 @@ fn describe(url: &DatabaseUrl) -> String {
                     .trim_start_matches("postgresql://")
             )
         }
+        #[cfg(feature = "mysql")]
+        DatabaseUrl::Mysql(url) => {
+            let host = url.rsplit('@').next().unwrap_or(url);
+            format!("MySQL {}", host.trim_start_matches("mysql://"))
+        }
     }
 }

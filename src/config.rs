@@ -69,9 +69,24 @@ pub enum DatabaseUrl {
     Sqlite(PathBuf),
     /// A PostgreSQL connection URL, passed to libpq as it is.
     Postgres(String),
+    /// A MySQL / MariaDB connection URL (`mysql://user:pass@host:port/db`), passed to the
+    /// MySQL client library as it is (build feature `mysql`).
+    #[cfg(feature = "mysql")]
+    Mysql(String),
 }
 
 impl DatabaseUrl {
+    /// A `mysql://` URL: the MySQL backend, or an error naming the feature it needs.
+    #[cfg(feature = "mysql")]
+    fn mysql(url: &str) -> Result<Self, String> {
+        Ok(Self::Mysql(url.to_string()))
+    }
+
+    #[cfg(not(feature = "mysql"))]
+    fn mysql(_url: &str) -> Result<Self, String> {
+        Err("mysql:// needs an engine built with `cargo build --features mysql`".into())
+    }
+
     pub fn parse(url: &str) -> Result<Self, String> {
         if let Some(path) = url.strip_prefix("sqlite://") {
             if path.is_empty() {
@@ -82,8 +97,10 @@ impl DatabaseUrl {
             Ok(Self::Sqlite(PathBuf::from(path)))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Self::Postgres(url.to_string()))
+        } else if url.starts_with("mysql://") {
+            Self::mysql(url)
         } else {
-            Err("must start with sqlite:// or postgres://".into())
+            Err("must start with sqlite://, postgres:// or mysql://".into())
         }
     }
 }

@@ -34,10 +34,20 @@ pub fn create_user(
         users::initial_points.eq(points),
         users::created_at.eq(now),
     );
-    per_backend!(conn, |c| diesel::insert_into(users::table)
-        .values(values)
-        .returning(User::as_returning())
-        .get_result(c))
+    per_backend!(
+        conn,
+        |c| diesel::insert_into(users::table)
+            .values(values)
+            .returning(User::as_returning())
+            .get_result(c),
+        mysql | m | {
+            diesel::insert_into(users::table)
+                .values(values)
+                .execute(m)?;
+            let id = crate::db::mysql::last_insert_id(m)?;
+            users::table.find(id).select(User::as_select()).first(m)
+        }
+    )
 }
 
 pub fn create_course(
@@ -55,10 +65,19 @@ pub fn create_course(
             courses::on_sale.eq(on_sale),
             courses::created_at.eq(now),
         );
-        let course_id: CourseId = per_backend!(conn, |c| diesel::insert_into(courses::table)
-            .values(values)
-            .returning(courses::id)
-            .get_result(c))?;
+        let course_id: CourseId = per_backend!(
+            conn,
+            |c| diesel::insert_into(courses::table)
+                .values(values)
+                .returning(courses::id)
+                .get_result(c),
+            mysql | m | {
+                diesel::insert_into(courses::table)
+                    .values(values)
+                    .execute(m)?;
+                crate::db::mysql::last_insert_id(m).map(CourseId)
+            }
+        )?;
         let rows: Vec<_> = chapter_titles
             .iter()
             .enumerate()
@@ -177,10 +196,20 @@ pub fn create_coupon(
         coupons::valid_until.eq(valid_until),
         coupons::created_at.eq(now),
     );
-    per_backend!(conn, |c| diesel::insert_into(coupons::table)
-        .values(values)
-        .returning(Coupon::as_returning())
-        .get_result(c))
+    per_backend!(
+        conn,
+        |c| diesel::insert_into(coupons::table)
+            .values(values)
+            .returning(Coupon::as_returning())
+            .get_result(c),
+        mysql | m | {
+            diesel::insert_into(coupons::table)
+                .values(values)
+                .execute(m)?;
+            let id = crate::db::mysql::last_insert_id(m)?;
+            coupons::table.find(id).select(Coupon::as_select()).first(m)
+        }
+    )
 }
 
 /// Gives `user_id` a fresh, unused copy of a coupon.
@@ -206,10 +235,23 @@ pub fn give_coupon(
             user_coupons::status.eq(CouponStatus::Unused),
             user_coupons::created_at.eq(now),
         );
-        let row: UserCouponRow = per_backend!(conn, |c| diesel::insert_into(user_coupons::table)
-            .values(values)
-            .returning(UserCouponRow::as_returning())
-            .get_result(c))?;
+        let row: UserCouponRow = per_backend!(
+            conn,
+            |c| diesel::insert_into(user_coupons::table)
+                .values(values)
+                .returning(UserCouponRow::as_returning())
+                .get_result(c),
+            mysql | m | {
+                diesel::insert_into(user_coupons::table)
+                    .values(values)
+                    .execute(m)?;
+                let id = crate::db::mysql::last_insert_id(m)?;
+                user_coupons::table
+                    .find(id)
+                    .select(UserCouponRow::as_select())
+                    .first(m)
+            }
+        )?;
         Ok(UserCoupon::new(row, coupon))
     })
 }

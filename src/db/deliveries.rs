@@ -140,11 +140,21 @@ pub fn fan_out(
         }
         // Bound parameters per statement stay well under SQLite's limit.
         for chunk in rows.chunks(500) {
-            crate::per_backend!(&mut *conn, |c| diesel::insert_into(wd::table)
-                .values(chunk)
-                .on_conflict((wd::event_id, wd::url))
-                .do_nothing()
-                .execute(c))?;
+            crate::per_backend!(
+                &mut *conn,
+                |c| diesel::insert_into(wd::table)
+                    .values(chunk)
+                    .on_conflict((wd::event_id, wd::url))
+                    .do_nothing()
+                    .execute(c),
+                mysql
+                    | m
+                    | diesel::insert_into(wd::table)
+                        // ON DUPLICATE KEY: (event_id, url) is the table's one unique key besides id.
+                        .values(chunk)
+                        .on_conflict_do_nothing()
+                        .execute(m)
+            )?;
         }
         let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
         if keep_events {
@@ -164,7 +174,7 @@ struct Id {
 
 /// Claims up to `limit` deliveries to `url` that are due and the oldest pending event of
 /// their order there, leasing them until `lease_until`. Locked rows (another process's
-/// claim in flight) are skipped on PostgreSQL.
+/// claim in flight) are skipped on PostgreSQL and MySQL.
 pub fn claim(
     conn: &mut DbConnection,
     url: &str,
@@ -200,6 +210,18 @@ pub fn claim(
                     .bind::<Timestamp, _>(now)
                     .bind::<BigInt, _>(limit)
                     .load::<Id>(sqlite)?
+            }
+            #[cfg(feature = "mysql")]
+            DbConnection::Mysql(my) => {
+                let sql = DUE
+                    .replace("{url}", "?")
+                    .replace("{now}", "?")
+                    .replace("{limit}", "?");
+                diesel::sql_query(format!("{sql} FOR UPDATE SKIP LOCKED"))
+                    .bind::<Text, _>(url)
+                    .bind::<Timestamp, _>(now)
+                    .bind::<BigInt, _>(limit)
+                    .load::<Id>(my)?
             }
         }
         .into_iter()

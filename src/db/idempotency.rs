@@ -72,10 +72,24 @@ pub fn claim(
             keys::request_hash.eq(request_hash),
             keys::created_at.eq(now),
         );
-        let inserted = per_backend!(conn, |c| diesel::insert_into(keys::table)
-            .values(row)
-            .on_conflict_do_nothing()
-            .execute(c))?;
+        let inserted = per_backend!(
+            conn,
+            |c| diesel::insert_into(keys::table)
+                .values(row)
+                .on_conflict_do_nothing()
+                .execute(c),
+            mysql | m | {
+                // MySQL counts a duplicate that ON DUPLICATE KEY left alone as a row found, so a
+                // plain insert tells: a duplicate key fails the statement (not the transaction).
+                match diesel::insert_into(keys::table).values(row).execute(m) {
+                    Err(diesel::result::Error::DatabaseError(
+                        diesel::result::DatabaseErrorKind::UniqueViolation,
+                        _,
+                    )) => Ok(0),
+                    other => other,
+                }
+            }
+        )?;
         Ok(if inserted == 1 {
             Claim::Fresh
         } else {

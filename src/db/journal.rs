@@ -189,5 +189,7 @@ fn try_xact_lock(conn: &mut DbConnection, key: i64) -> QueryResult<bool> {
             Ok(row.locked)
         }
         DbConnection::Sqlite(_) => Ok(true),
+        #[cfg(feature = "mysql")]
+        DbConnection::Mysql(my) => super::mysql::lock_for_transaction(my, &format!("lock{key}")),
     }
 }

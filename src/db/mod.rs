@@ -1,5 +1,5 @@
-//! The database layer: one connection type for SQLite and PostgreSQL (Diesel's
-//! `MultiConnection`), the pool, the embedded migrations, the one transaction helper and the
+//! The database layer: one connection type for SQLite, PostgreSQL and, with the build feature
+//! `mysql`, MySQL / MariaDB (Diesel's `MultiConnection`), the pool, the embedded migrations, the one transaction helper and the
 //! one way to run blocking database work from async code ([`run`]).
 //!
 //! Where things are: placement in [`orders`], every transition out of `pending` in
@@ -8,13 +8,15 @@
 //!
 //! Queries are written once against [`DbConnection`]; where the SQL must differ per backend
 //! (`RETURNING`, `ON CONFLICT`), [`per_backend!`] runs the same Diesel code on each concrete
-//! connection type.
+//! connection type, with a MySQL form of its own where MySQL's dialect differs ([`mysql`]).
 
 pub mod catalog;
 pub mod deliveries;
 pub mod idempotency;
 pub mod journal;
 pub mod models;
+#[cfg(feature = "mysql")]
+pub mod mysql;
 pub mod orders;
 pub mod outbox;
 pub mod payments;
@@ -36,21 +38,32 @@ use writer::Turn;
 
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgresql");
+#[cfg(feature = "mysql")]
+pub const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
 
 #[derive(diesel::MultiConnection)]
 pub enum DbConnection {
     Postgresql(PgConnection),
     Sqlite(SqliteConnection),
+    #[cfg(feature = "mysql")]
+    Mysql(diesel::MysqlConnection),
 }
 
 /// Runs the same Diesel code on the concrete connection inside a [`DbConnection`], for SQL that
-/// the shared backend cannot express (`RETURNING`, `ON CONFLICT`).
+/// the shared backend cannot express (`RETURNING`, `ON CONFLICT`, batch inserts). Where MySQL
+/// needs other SQL (it has no `RETURNING`), its form follows: `per_backend!(conn, |c| ...,
+/// mysql |m| ...)`; without one the same code runs on MySQL too.
 #[macro_export]
 macro_rules! per_backend {
     ($conn:expr, |$c:ident| $body:expr) => {
+        $crate::per_backend!($conn, |$c| $body, mysql | $c | $body)
+    };
+    ($conn:expr, |$c:ident| $body:expr, mysql |$m:ident| $mysql:expr) => {
         match $conn {
             $crate::db::DbConnection::Postgresql($c) => $body,
             $crate::db::DbConnection::Sqlite($c) => $body,
+            #[cfg(feature = "mysql")]
+            $crate::db::DbConnection::Mysql($m) => $mysql,
         }
     };
 }
@@ -100,6 +113,8 @@ impl ConnectionManager {
                     .map_err(diesel::r2d2::Error::QueryError)?;
                 Ok(DbConnection::Sqlite(conn))
             }
+            #[cfg(feature = "mysql")]
+            DatabaseUrl::Mysql(url) => Ok(DbConnection::Mysql(mysql::establish(url)?)),
         }
     }
 }
@@ -155,8 +170,9 @@ pub fn connect(settings: &DatabaseSettings) -> Result<DbPool, DbSetupError> {
     Ok(pool)
 }
 
-/// Runs every pending migration of the connection's backend. On PostgreSQL an advisory lock
-/// keeps several engine processes starting at once from racing each other.
+/// Runs every pending migration of the connection's backend. On PostgreSQL an advisory lock,
+/// on MySQL a named lock, keeps several engine processes starting at once from racing each
+/// other.
 pub fn migrate(conn: &mut DbConnection) -> Result<(), DbSetupError> {
     let err = |e: Box<dyn std::error::Error + Send + Sync>| DbSetupError::Migrate(e.to_string());
     match conn {
@@ -172,6 +188,18 @@ pub fn migrate(conn: &mut DbConnection) -> Result<(), DbSetupError> {
             .run_pending_migrations(SQLITE_MIGRATIONS)
             .map(|_| ())
             .map_err(err),
+        #[cfg(feature = "mysql")]
+        DbConnection::Mysql(my) => {
+            const LOCK: &str = "migrations";
+            if !mysql::get_lock(my, LOCK, 3600).map_err(|e| err(e.into()))? {
+                return Err(DbSetupError::Migrate(
+                    "another process held the migration lock for an hour".into(),
+                ));
+            }
+            let result = my.run_pending_migrations(MYSQL_MIGRATIONS).map(|_| ());
+            mysql::release_lock(my, LOCK).map_err(|e| err(e.into()))?;
+            result.map_err(err)
+        }
     }
 }
 
@@ -198,6 +226,8 @@ pub fn plan_by_key_from_here(conn: &mut DbConnection) -> QueryResult<()> {
     match conn {
         DbConnection::Postgresql(pg) => pg.batch_execute(by_key_settings!()),
         DbConnection::Sqlite(_) => Ok(()),
+        #[cfg(feature = "mysql")]
+        DbConnection::Mysql(_) => Ok(()),
     }
 }
 
@@ -210,7 +240,7 @@ pub fn plan_by_key_from_here(conn: &mut DbConnection) -> QueryResult<()> {
 /// burst of timeouts (BENCHMARKS.md).
 pub fn keyed_transaction<T, E, F>(conn: &mut DbConnection, f: F) -> Result<T, E>
 where
-    F: FnOnce(&mut DbConnection) -> Result<T, E>,
+    F: FnMut(&mut DbConnection) -> Result<T, E>,
     E: From<diesel::result::Error>,
 {
     transaction(conn, true, Turn::Foreground, f)
@@ -220,7 +250,7 @@ where
 /// writers waiting with it go first ([`writer`]).
 pub fn effect_transaction<T, E, F>(conn: &mut DbConnection, f: F) -> Result<T, E>
 where
-    F: FnOnce(&mut DbConnection) -> Result<T, E>,
+    F: FnMut(&mut DbConnection) -> Result<T, E>,
     E: From<diesel::result::Error>,
 {
     transaction(conn, true, Turn::Background, f)
@@ -228,24 +258,69 @@ where
 
 /// Runs `f` in one write transaction. On SQLite it begins with `BEGIN IMMEDIATE`, taking the
 /// write lock up front, after waiting for this process's writer turn ([`writer`]); on
-/// PostgreSQL it is a plain transaction, its statements planned for their values.
+/// PostgreSQL it is a plain transaction, its statements planned for their values; on MySQL a
+/// plain transaction too, run again from the start when InnoDB chose it as a deadlock's
+/// victim (error 1213, which rolled it back), up to [`DEADLOCK_ATTEMPTS`] times.
 pub fn write_transaction<T, E, F>(conn: &mut DbConnection, f: F) -> Result<T, E>
 where
-    F: FnOnce(&mut DbConnection) -> Result<T, E>,
+    F: FnMut(&mut DbConnection) -> Result<T, E>,
     E: From<diesel::result::Error>,
 {
     transaction(conn, false, Turn::Foreground, f)
 }
 
-fn transaction<T, E, F>(conn: &mut DbConnection, keyed: bool, turn: Turn, f: F) -> Result<T, E>
+/// How many times [`transaction`] runs a MySQL transaction that keeps losing deadlocks.
+pub const DEADLOCK_ATTEMPTS: u32 = 5;
+
+fn transaction<T, E, F>(conn: &mut DbConnection, keyed: bool, turn: Turn, mut f: F) -> Result<T, E>
 where
-    F: FnOnce(&mut DbConnection) -> Result<T, E>,
+    F: FnMut(&mut DbConnection) -> Result<T, E>,
     E: From<diesel::result::Error>,
 {
     let (_writer, begin) = match conn {
         DbConnection::Postgresql(_) => (None, if keyed { KEYED_BEGIN } else { "BEGIN" }),
         DbConnection::Sqlite(_) => (Some(writer::enter(turn)), "BEGIN IMMEDIATE"),
+        #[cfg(feature = "mysql")]
+        DbConnection::Mysql(_) => (None, "BEGIN"),
     };
+    let mut attempt = 1;
+    loop {
+        #[cfg(feature = "mysql")]
+        mysql::clear_deadlock();
+        let result = transaction_once(conn, begin, &mut f);
+        if run_again(conn, result.is_err(), &mut attempt)? {
+            continue;
+        }
+        return result;
+    }
+}
+
+/// After one run of a [`transaction`]: on MySQL, releases the named locks it took and tells
+/// whether it lost a deadlock and may run again.
+#[cfg(feature = "mysql")]
+fn run_again(conn: &mut DbConnection, failed: bool, attempt: &mut u32) -> QueryResult<bool> {
+    let DbConnection::Mysql(my) = conn else {
+        return Ok(false);
+    };
+    mysql::release_transaction_locks(my)?;
+    if failed && mysql::deadlocked() && *attempt < DEADLOCK_ATTEMPTS {
+        *attempt += 1;
+        log::debug!("a MySQL transaction lost a deadlock; attempt {attempt}");
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+#[cfg(not(feature = "mysql"))]
+fn run_again(_: &mut DbConnection, _failed: bool, _attempt: &mut u32) -> QueryResult<bool> {
+    Ok(false)
+}
+
+fn transaction_once<T, E, F>(conn: &mut DbConnection, begin: &str, f: &mut F) -> Result<T, E>
+where
+    F: FnMut(&mut DbConnection) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
     // As Diesel's own `transaction` does (a failed COMMIT rolls back inside it).
     manage(conn, Manage::Begin(begin))?;
     match f(conn) {
@@ -281,6 +356,8 @@ fn manage(conn: &mut DbConnection, step: Manage) -> QueryResult<()> {
     match conn {
         DbConnection::Postgresql(pg) => on(pg, step),
         DbConnection::Sqlite(sqlite) => on(sqlite, step),
+        #[cfg(feature = "mysql")]
+        DbConnection::Mysql(my) => on(my, step),
     }
 }
 
@@ -311,7 +388,9 @@ pub enum UserLock {
 
 /// Locks users' rows in id order before a transaction's inserts take the foreign keys'
 /// key-share locks in their own order, which could deadlock with a concurrent batch
-/// (PostgreSQL; SQLite's write transaction holds the whole database).
+/// (PostgreSQL; SQLite's write transaction holds the whole database). MySQL's foreign-key
+/// checks take shared locks, which conflict with a points update, so there both strengths
+/// are `FOR UPDATE`.
 pub fn lock_users(conn: &mut DbConnection, ids: &[i64], lock: UserLock) -> QueryResult<()> {
     use diesel::sql_types::{Array, BigInt};
     let strength = match lock {
@@ -325,6 +404,19 @@ pub fn lock_users(conn: &mut DbConnection, ids: &[i64], lock: UserLock) -> Query
             ))
             .bind::<Array<BigInt>, _>(ids)
             .execute(pg)?;
+        }
+    }
+    #[cfg(feature = "mysql")]
+    if let DbConnection::Mysql(my) = conn {
+        use diesel::{ExpressionMethods, QueryDsl};
+        use schema::users;
+        if !ids.is_empty() {
+            users::table
+                .filter(users::id.eq_any(ids))
+                .order(users::id)
+                .select(users::id)
+                .for_update()
+                .load::<i64>(my)?;
         }
     }
     Ok(())

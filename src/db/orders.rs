@@ -37,11 +37,12 @@ pub struct Placement {
 /// Places an order in one transaction: points deducted with a `spend` ledger row, the coupon
 /// locked (or used, when nothing is left to pay), the order and its items written, and for a
 /// zero-payable order its grant queued. `before_commit` runs inside the same transaction with
-/// the created order (the idempotency record is completed there, so it commits with it).
+/// the created order (the idempotency record is completed there, so it commits with it), and
+/// again if MySQL runs the transaction again after a deadlock.
 pub fn place_order(
     conn: &mut DbConnection,
     p: &Placement,
-    before_commit: impl FnOnce(&mut DbConnection, &Order) -> Result<(), ApiError>,
+    mut before_commit: impl FnMut(&mut DbConnection, &Order) -> Result<(), ApiError>,
 ) -> Result<Order, ApiError> {
     write_transaction(conn, |conn| {
         // Lock the user's row first: concurrent placements by one user queue here, so the
@@ -229,6 +230,8 @@ fn lock_open_orders(
     let rows: Vec<(CourseId, NaiveDateTime)> = match conn {
         DbConnection::Postgresql(c) => query.for_update().load(c)?,
         DbConnection::Sqlite(c) => query.load(c)?,
+        #[cfg(feature = "mysql")]
+        DbConnection::Mysql(c) => query.for_update().load(c)?,
     };
     Ok(rows
         .into_iter()
@@ -304,10 +307,29 @@ pub fn adopt_from(
     let target = orders::table
         .filter(orders::status.eq(OrderStatus::Pending))
         .filter(orders::owner_node.eq_any(from));
-    per_backend!(conn, |c| diesel::update(target)
-        .set(orders::owner_node.eq(me))
-        .returning((orders::order_no, orders::expires_at))
-        .get_results(c))
+    per_backend!(
+        conn,
+        |c| diesel::update(target)
+            .set(orders::owner_node.eq(me))
+            .returning((orders::order_no, orders::expires_at))
+            .get_results(c),
+        mysql | m | {
+            // No RETURNING: lock the orders, then move exactly those (a deadlock fails this
+            // adoption; the next round of the cluster adopts them).
+            m.transaction(|m| {
+                let claimed: Vec<(String, NaiveDateTime)> = target
+                    .order(orders::order_no)
+                    .select((orders::order_no, orders::expires_at))
+                    .for_update()
+                    .load(m)?;
+                let numbers: Vec<&str> = claimed.iter().map(|(no, _)| no.as_str()).collect();
+                diesel::update(orders::table.filter(orders::order_no.eq_any(numbers)))
+                    .set(orders::owner_node.eq(me))
+                    .execute(m)?;
+                Ok(claimed)
+            })
+        }
+    )
 }
 
 /// The owners of pending orders, with how many each owns.

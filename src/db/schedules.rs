@@ -40,16 +40,33 @@ pub fn register(
         for schedule in configured {
             let spec = schedule.timing.to_string();
             let next = first_due(&schedule.timing, now);
-            let inserted =
-                crate::per_backend!(&mut *conn, |c| diesel::insert_into(schedules::table)
-                    .values((
-                        schedules::name.eq(&schedule.name),
-                        schedules::spec.eq(&spec),
-                        schedules::next_fire_at.eq(next),
-                        schedules::updated_at.eq(now),
-                    ))
+            let values = (
+                schedules::name.eq(&schedule.name),
+                schedules::spec.eq(&spec),
+                schedules::next_fire_at.eq(next),
+                schedules::updated_at.eq(now),
+            );
+            let inserted = crate::per_backend!(
+                &mut *conn,
+                |c| diesel::insert_into(schedules::table)
+                    .values(values)
                     .on_conflict_do_nothing()
-                    .execute(c))?;
+                    .execute(c),
+                mysql | m | {
+                    // As in `idempotency::claim`: MySQL's ON DUPLICATE KEY counts the row it
+                    // left alone, a plain insert's duplicate-key error does not.
+                    match diesel::insert_into(schedules::table)
+                        .values(values)
+                        .execute(m)
+                    {
+                        Err(diesel::result::Error::DatabaseError(
+                            diesel::result::DatabaseErrorKind::UniqueViolation,
+                            _,
+                        )) => Ok(0),
+                        other => other,
+                    }
+                }
+            )?;
             let changed = diesel::update(
                 schedules::table
                     .find(&schedule.name)
@@ -123,6 +140,13 @@ pub fn claim(
                     .get_result(sqlite)
                     .optional()?
             }
+            #[cfg(feature = "mysql")]
+            DbConnection::Mysql(my) => diesel::sql_query(
+                "SELECT next_fire_at, spec FROM schedules WHERE name = ? FOR UPDATE SKIP LOCKED",
+            )
+            .bind::<Text, _>(&schedule.name)
+            .get_result(my)
+            .optional()?,
         };
         let Some(row) = row.filter(|row| row.spec == spec) else {
             return Ok(None);
@@ -172,10 +196,17 @@ pub fn claim(
             runs::started_at.eq(now),
             runs::lease_until.eq(lease_until),
         );
-        let id: i64 = crate::per_backend!(&mut *conn, |c| diesel::insert_into(runs::table)
-            .values(values)
-            .returning(runs::id)
-            .get_result(c))?;
+        let id: i64 = crate::per_backend!(
+            &mut *conn,
+            |c| diesel::insert_into(runs::table)
+                .values(values)
+                .returning(runs::id)
+                .get_result(c),
+            mysql | m | {
+                diesel::insert_into(runs::table).values(values).execute(m)?;
+                crate::db::mysql::last_insert_id(m)
+            }
+        )?;
         Ok(Some(Claimed {
             id,
             fire_at,

@@ -315,6 +315,8 @@ fn lock_orders(conn: &mut DbConnection, numbers: &[&str]) -> QueryResult<Vec<Ord
     match conn {
         DbConnection::Postgresql(c) => query.select(OrderRow::as_select()).for_update().load(c),
         DbConnection::Sqlite(c) => query.select(OrderRow::as_select()).load(c),
+        #[cfg(feature = "mysql")]
+        DbConnection::Mysql(c) => query.select(OrderRow::as_select()).for_update().load(c),
     }
 }
 

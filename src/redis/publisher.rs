@@ -170,6 +170,15 @@ impl Publisher {
                 publish(conn, redis, stream, maxlen)
             }),
             DbConnection::Sqlite(_) => publish(&mut db, redis, stream, maxlen),
+            // The lock lasts until the transaction ends only in the database's own
+            // transaction helper (`journal::try_publisher_lock`).
+            #[cfg(feature = "mysql")]
+            DbConnection::Mysql(_) => crate::db::keyed_transaction(&mut db, |conn| {
+                if !events::try_publisher_lock(conn)? {
+                    return Ok(0);
+                }
+                publish(conn, redis, stream, maxlen)
+            }),
         }
     }
 }

@@ -79,6 +79,8 @@ pub fn read(conn: &mut DbConnection) -> Schema {
     match conn {
         DbConnection::Postgresql(pg) => read_postgres(pg),
         DbConnection::Sqlite(sqlite) => read_sqlite(sqlite),
+        #[cfg(feature = "mysql")]
+        DbConnection::Mysql(_) => unimplemented!("reading a MySQL schema (issue 16, next slice)"),
     }
     .expect("read the schema from the catalog")
 }

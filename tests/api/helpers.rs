@@ -3,7 +3,8 @@
 //!
 //! PostgreSQL tests run when `TEST_DATABASE_URL` is set (a server URL; each test creates and
 //! drops its own database); without it they print one `skipped:` line, unless `CI` is set, in
-//! which case they fail: CI must never pass without them.
+//! which case they fail: CI must never pass without them. Built with `--features mysql`, the
+//! same tests run on MySQL / MariaDB too, on the `TEST_MYSQL_URL` server, in the same way.
 
 use std::io::Write;
 use std::sync::mpsc;
@@ -27,9 +28,12 @@ pub const PAYMENT_SECRET: &str = "test-payment-secret";
 pub enum Backend {
     Sqlite,
     Postgres,
+    #[cfg(feature = "mysql")]
+    Mysql,
 }
 
-/// Generates one test per backend from one body: `mod name { fn sqlite(); fn postgres(); }`.
+/// Generates one test per backend from one body: `mod name { fn sqlite(); fn postgres(); }`,
+/// and `fn mysql()` when built with the feature `mysql`.
 /// Every lifecycle test ends with the shared SPEC-invariant checker. Extra settings go after
 /// the signature: `fn name(app) with [("orders.payment_timeout_secs", "2")] { ... }`.
 #[macro_export]
@@ -66,12 +70,25 @@ macro_rules! on_both_backends {
                 body(&app);
                 $crate::invariants::check(&app);
             }
+            #[cfg(feature = "mysql")]
+            #[test]
+            fn mysql() {
+                let Some(app) = $crate::helpers::TestApp::spawn_with(
+                    $crate::helpers::Backend::Mysql,
+                    SETTINGS,
+                ) else {
+                    return;
+                };
+                body(&app);
+                $crate::invariants::check(&app);
+            }
         }
     };
 }
 
 /// One test per backend from a `fn(Backend)`, for tests whose settings are made at run time
-/// (with [`run_with`]): `mod name { fn sqlite(); fn postgres(); }`.
+/// (with [`run_with`]): `mod name { fn sqlite(); fn postgres(); }` (and `fn mysql()`, as
+/// [`on_both_backends!`]).
 #[macro_export]
 macro_rules! on_both_backends_of {
     ($name:ident) => {
@@ -83,6 +100,11 @@ macro_rules! on_both_backends_of {
             #[test]
             fn postgres() {
                 super::$name($crate::helpers::Backend::Postgres);
+            }
+            #[cfg(feature = "mysql")]
+            #[test]
+            fn mysql() {
+                super::$name($crate::helpers::Backend::Mysql);
             }
         }
     };
@@ -151,8 +173,9 @@ impl std::ops::Deref for TestApp {
     }
 }
 
-/// A fresh, empty database for one test (a SQLite file in its own folder, or a PostgreSQL
-/// database on the `TEST_DATABASE_URL` server), removed on drop.
+/// A fresh, empty database for one test (a SQLite file in its own folder, a PostgreSQL
+/// database on the `TEST_DATABASE_URL` server, or a MySQL one on the `TEST_MYSQL_URL` server),
+/// removed on drop.
 pub struct TestDatabase {
     /// The engine's `database.url` setting for it.
     pub url: String,
@@ -161,11 +184,20 @@ pub struct TestDatabase {
 
 enum Cleanup {
     SqliteDir(std::path::PathBuf),
-    PostgresDatabase { server_url: String, name: String },
+    PostgresDatabase {
+        server_url: String,
+        name: String,
+    },
+    #[cfg(feature = "mysql")]
+    MysqlDatabase {
+        server_url: String,
+        name: String,
+    },
 }
 
 impl TestDatabase {
-    /// `None` when the backend is PostgreSQL and `TEST_DATABASE_URL` is not set.
+    /// `None` when the backend is PostgreSQL and `TEST_DATABASE_URL` is not set (MySQL:
+    /// `TEST_MYSQL_URL`).
     pub fn create(backend: Backend) -> Option<TestDatabase> {
         Some(match backend {
             Backend::Sqlite => {
@@ -178,7 +210,29 @@ impl TestDatabase {
                 }
             }
             Backend::Postgres => TestDatabase::create_on(&postgres_server_url()?),
+            #[cfg(feature = "mysql")]
+            Backend::Mysql => TestDatabase::create_on_mysql(&mysql_server_url()?),
         })
+    }
+
+    /// A fresh database on the MySQL server at `server_url` (dropped with it).
+    #[cfg(feature = "mysql")]
+    pub fn create_on_mysql(server_url: &str) -> TestDatabase {
+        let name = unique_name();
+        let mut admin = diesel::MysqlConnection::establish(server_url)
+            .unwrap_or_else(|e| panic!("connect to {server_url}: {e}"));
+        admin
+            .batch_execute(&format!(
+                "CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+            ))
+            .expect("create the test database");
+        TestDatabase {
+            url: with_database(server_url, &name),
+            cleanup: Cleanup::MysqlDatabase {
+                server_url: server_url.to_string(),
+                name,
+            },
+        }
     }
 
     /// A fresh database on the PostgreSQL server at `server_url` (dropped with it).
@@ -202,7 +256,7 @@ impl TestDatabase {
     pub fn dir(&self) -> std::path::PathBuf {
         match &self.cleanup {
             Cleanup::SqliteDir(dir) => dir.clone(),
-            Cleanup::PostgresDatabase { .. } => std::env::temp_dir(),
+            _ => std::env::temp_dir(),
         }
     }
 
@@ -227,6 +281,12 @@ impl Drop for TestDatabase {
                         .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
                 }
             }
+            #[cfg(feature = "mysql")]
+            Cleanup::MysqlDatabase { server_url, name } => {
+                if let Ok(mut admin) = diesel::MysqlConnection::establish(server_url) {
+                    let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"));
+                }
+            }
         }
     }
 }
@@ -248,6 +308,13 @@ fn init_logging() {
 pub fn postgres_server_url() -> Option<String> {
     static SKIP: Once = Once::new();
     service_url("TEST_DATABASE_URL", "PostgreSQL", &SKIP)
+}
+
+/// The MySQL / MariaDB server URL (`TEST_MYSQL_URL`), as [`postgres_server_url`].
+#[cfg(feature = "mysql")]
+pub fn mysql_server_url() -> Option<String> {
+    static SKIP: Once = Once::new();
+    service_url("TEST_MYSQL_URL", "MySQL", &SKIP)
 }
 
 /// The URL in `var`, or `None` after printing one `skipped: <suite> tests (<var> not set)`
@@ -1088,6 +1155,11 @@ pub fn reject_grants(conn: &mut DbConnection) {
              CREATE TRIGGER reject_grants BEFORE INSERT ON user_courses \
              FOR EACH ROW EXECUTE FUNCTION reject_grants();"
         }
+        #[cfg(feature = "mysql")]
+        DbConnection::Mysql(_) => {
+            "CREATE TRIGGER reject_grants BEFORE INSERT ON user_courses \
+             FOR EACH ROW SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'injected';"
+        }
     };
     conn.batch_execute(sql).expect("create the failing trigger");
 }
@@ -1099,6 +1171,8 @@ pub fn allow_grants(conn: &mut DbConnection) {
         DbConnection::Postgresql(_) => {
             "DROP TRIGGER reject_grants ON user_courses; DROP FUNCTION reject_grants();"
         }
+        #[cfg(feature = "mysql")]
+        DbConnection::Mysql(_) => "DROP TRIGGER reject_grants;",
     };
     conn.batch_execute(sql).expect("drop the failing trigger");
 }

@@ -44,9 +44,15 @@ pub fn check_db(conn: &mut DbConnection, label: &str) {
     );
 }
 
-/// Reads everything in one transaction (REPEATABLE READ on PostgreSQL; a SQLite read
-/// transaction is a snapshot already): whether it is settled, and its violations.
+/// Reads everything in one transaction (REPEATABLE READ on PostgreSQL and MySQL, whose
+/// engine connections read committed; a SQLite read transaction is a snapshot already):
+/// whether it is settled, and its violations.
 fn snapshot(conn: &mut DbConnection) -> QueryResult<(Option<String>, Vec<String>)> {
+    // MySQL sets the next transaction's isolation before it begins.
+    #[cfg(feature = "mysql")]
+    if let DbConnection::Mysql(_) = conn {
+        diesel::sql_query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(conn)?;
+    }
     conn.transaction(|conn| {
         if let DbConnection::Postgresql(_) = conn {
             diesel::sql_query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(conn)?;

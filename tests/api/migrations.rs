@@ -35,6 +35,11 @@ macro_rules! with_migrations {
                 const $m: EmbeddedMigrations = SQLITE_MIGRATIONS;
                 $body
             }
+            #[cfg(feature = "mysql")]
+            DbConnection::Mysql($c) => {
+                const $m: EmbeddedMigrations = order_engine::db::MYSQL_MIGRATIONS;
+                $body
+            }
         }
     };
 }

@@ -112,6 +112,8 @@ fn lock_pending(
     let rows: Vec<(OrderNo, EffectStatus)> = match conn {
         DbConnection::Postgresql(c) => query.for_update().load(c)?,
         DbConnection::Sqlite(c) => query.load(c)?,
+        #[cfg(feature = "mysql")]
+        DbConnection::Mysql(c) => query.for_update().load(c)?,
     };
     Ok(rows
         .into_iter()

@@ -45,11 +45,36 @@ pub fn apply(conn: &mut DbConnection, mine: &[OrderNo], now: NaiveDateTime) -> Q
     let inserted: Vec<OrderNo> = if rows.is_empty() {
         Vec::new()
     } else {
-        per_backend!(conn, |c| diesel::insert_into(points_ledger::table)
-            .values(&rows)
-            .on_conflict_do_nothing()
-            .returning(points_ledger::order_no)
-            .get_results(c))?
+        per_backend!(
+            conn,
+            |c| diesel::insert_into(points_ledger::table)
+                .values(&rows)
+                .on_conflict_do_nothing()
+                .returning(points_ledger::order_no)
+                .get_results(c),
+            mysql | m | {
+                // No RETURNING: the refunds already there are read first (their effects are
+                // locked, so no other transaction writes them meanwhile) and only the others
+                // inserted.
+                let present: Vec<OrderNo> = points_ledger::table
+                    .filter(points_ledger::order_no.eq_any(mine))
+                    .filter(points_ledger::kind.eq(LedgerKind::Refund))
+                    .select(points_ledger::order_no)
+                    .load(m)?;
+                let (new, fresh): (Vec<_>, Vec<OrderNo>) = rows
+                    .iter()
+                    .zip(spent.iter().filter(|(_, _, points)| *points > 0))
+                    .filter(|(_, (no, _, _))| !present.contains(no))
+                    .map(|(row, (no, _, _))| (*row, no.clone()))
+                    .unzip();
+                if !new.is_empty() {
+                    diesel::insert_into(points_ledger::table)
+                        .values(&new)
+                        .execute(m)?;
+                }
+                Ok::<_, diesel::result::Error>(fresh)
+            }
+        )?
     };
     let mut per_user: BTreeMap<i64, i64> = BTreeMap::new();
     for (no, user, points) in &spent {
@@ -62,7 +87,7 @@ pub fn apply(conn: &mut DbConnection, mine: &[OrderNo], now: NaiveDateTime) -> Q
 }
 
 /// Adds points to users (locked first by [`lock_users`]): one statement on PostgreSQL, one per
-/// user on SQLite (in-process, no round trips).
+/// user on SQLite (in-process, no round trips) and MySQL.
 fn add_points(conn: &mut DbConnection, per_user: BTreeMap<i64, i64>) -> QueryResult<()> {
     use diesel::sql_types::{Array, BigInt};
     match conn {
@@ -76,7 +101,7 @@ fn add_points(conn: &mut DbConnection, per_user: BTreeMap<i64, i64>) -> QueryRes
             .bind::<Array<BigInt>, _>(deltas)
             .execute(pg)?;
         }
-        DbConnection::Sqlite(_) => {
+        _ => {
             for (user, points) in per_user {
                 diesel::update(users::table.find(user))
                     .set(users::points.eq(users::points + points))

@@ -1,0 +1,14 @@
+DROP TABLE IF EXISTS idempotency_keys;
+DROP TABLE IF EXISTS effects;
+DROP TABLE IF EXISTS payment_events;
+DROP TABLE IF EXISTS user_course_chapters;
+DROP TABLE IF EXISTS user_courses;
+DROP TABLE IF EXISTS points_ledger;
+DROP TABLE IF EXISTS order_items;
+ALTER TABLE orders DROP FOREIGN KEY orders_user_coupon_id_fkey;
+DROP TABLE IF EXISTS user_coupons;
+DROP TABLE IF EXISTS orders;
+DROP TABLE IF EXISTS coupons;
+DROP TABLE IF EXISTS chapters;
+DROP TABLE IF EXISTS courses;
+DROP TABLE IF EXISTS users;

@@ -1,0 +1,2 @@
+DROP INDEX orders_pending_owner ON orders;
+DROP TABLE IF EXISTS order_events;

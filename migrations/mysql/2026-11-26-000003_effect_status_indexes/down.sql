@@ -1,0 +1,1 @@
+DROP INDEX effects_status_id ON effects;
