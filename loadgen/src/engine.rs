@@ -46,6 +46,7 @@ impl Database {
             }),
             Backend::Postgres => {
                 let name = format!("bench_{tag}");
+                order_engine::db::init_tls();
                 let mut admin = PgConnection::establish(pg_url)
                     .map_err(|e| format!("connecting to {pg_url}: {e}"))?;
                 admin

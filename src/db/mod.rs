@@ -91,6 +91,7 @@ impl ConnectionManager {
     pub fn establish(&self) -> Result<DbConnection, diesel::r2d2::Error> {
         match &self.url {
             DatabaseUrl::Postgres(url) => {
+                init_tls();
                 let mut conn = PgConnection::establish(url)?;
                 // Diesel binds every value and caches prepared statements; a generic plan made
                 // while a table was small (or ignorant of which status is bound) can scan a
@@ -134,6 +135,15 @@ impl diesel::r2d2::ManageConnection for ConnectionManager {
     fn has_broken(&self, conn: &mut Self::Connection) -> bool {
         conn.is_broken()
     }
+}
+
+/// Initialises OpenSSL (libpq's TLS) once per process, before any connection, without the
+/// exit-time cleanup OpenSSL otherwise registers: that cleanup frees OpenSSL's state while
+/// other threads (pooled connections closing, the engine's worker threads) may still use it,
+/// and crashes the process on its way out. Call it before the first `PgConnection::establish`
+/// of a process that does not go through [`ConnectionManager`].
+pub fn init_tls() {
+    openssl_sys::init();
 }
 
 #[derive(Debug, thiserror::Error)]

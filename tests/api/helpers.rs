@@ -238,6 +238,7 @@ impl TestDatabase {
     /// A fresh database on the PostgreSQL server at `server_url` (dropped with it).
     pub fn create_on(server_url: &str) -> TestDatabase {
         let name = unique_name();
+        order_engine::db::init_tls();
         let mut admin = diesel::PgConnection::establish(server_url)
             .unwrap_or_else(|e| panic!("connect to {server_url}: {e}"));
         admin

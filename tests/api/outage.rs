@@ -10,9 +10,6 @@
 //! the SPEC invariants hold.
 
 use std::collections::{HashMap, VecDeque};
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -25,190 +22,8 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 use crate::invariants;
-use crate::process::{free_port, EngineProcess};
-
-/// A PostgreSQL cluster of this test's own: stopped (immediately) and deleted on drop.
-struct PgCluster {
-    bin: PathBuf,
-    dir: PathBuf,
-    port: u16,
-    /// Running as root: the server tools run as the `postgres` OS user.
-    as_postgres: bool,
-}
-
-impl PgCluster {
-    /// The newest `/usr/lib/postgresql/<major>/bin` with `initdb` and `pg_ctl`.
-    fn find_bin() -> Option<PathBuf> {
-        let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()?
-            .filter_map(Result::ok)
-            .filter_map(|entry| {
-                let major = entry.file_name().to_str()?.parse::<u32>().ok()?;
-                let bin = entry.path().join("bin");
-                (bin.join("initdb").is_file() && bin.join("pg_ctl").is_file())
-                    .then_some((major, bin))
-            })
-            .collect();
-        found.sort();
-        found.pop().map(|(_, bin)| bin)
-    }
-
-    /// `initdb` into a fresh temporary folder and start the server; `None` (after one skip
-    /// line) when the machine has no PostgreSQL binaries and CI is not set.
-    fn create() -> Option<PgCluster> {
-        let Some(bin) = Self::find_bin() else {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "no PostgreSQL binaries (/usr/lib/postgresql/*/bin/initdb, pg_ctl), but CI is \
-                 set: the database outage test must run in CI"
-            );
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "skipped: database outage test (no /usr/lib/postgresql/*/bin/initdb and pg_ctl)"
-            );
-            return None;
-        };
-        let dir = std::env::temp_dir().join(format!("oe_pg_{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).expect("create the cluster folder");
-        let as_postgres = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-        let port = loop {
-            let port = free_port();
-            if port != 5432 {
-                break port;
-            }
-        };
-        // From here on the guard deletes the folder, whatever fails.
-        let cluster = PgCluster {
-            bin,
-            dir,
-            port,
-            as_postgres,
-        };
-        if as_postgres {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&cluster.dir)
-                .status()
-                .expect("run chown");
-            assert!(status.success(), "chown the cluster folder to postgres");
-        }
-        cluster.tool(
-            "initdb",
-            &[
-                "-D",
-                &cluster.data(),
-                "--username=postgres",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C",
-                "--no-sync",
-            ],
-        );
-        cluster.start();
-        Some(cluster)
-    }
-
-    fn data(&self) -> String {
-        self.dir.join("data").display().to_string()
-    }
-
-    /// Runs one of the server tools (as `postgres` when root) and asserts that it succeeded.
-    fn tool(&self, name: &str, args: &[&str]) {
-        let program = self.bin.join(name);
-        let mut command = if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&program);
-            c
-        } else {
-            Command::new(&program)
-        };
-        let output = command
-            .args(args)
-            .current_dir(&self.dir)
-            .output()
-            .unwrap_or_else(|e| panic!("run {}: {e}", program.display()));
-        assert!(
-            output.status.success(),
-            "{name} {args:?}: {}\n{}\n{}\nserver log:\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr),
-            self.server_log()
-        );
-    }
-
-    fn server_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default()
-    }
-
-    /// Starts the server on its loopback port (its socket in its own folder) and waits for it.
-    fn start(&self) {
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1",
-            self.port,
-            self.dir.display()
-        );
-        let log = self.dir.join("postgres.log").display().to_string();
-        self.tool(
-            "pg_ctl",
-            &[
-                "-D",
-                &self.data(),
-                "-l",
-                &log,
-                "-o",
-                &options,
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-        );
-    }
-
-    /// `pg_ctl -m immediate stop`: the server dies without a shutdown checkpoint, cutting
-    /// every connection.
-    fn stop_immediate(&self) {
-        self.tool(
-            "pg_ctl",
-            &[
-                "-D",
-                &self.data(),
-                "-m",
-                "immediate",
-                "-w",
-                "-t",
-                "60",
-                "stop",
-            ],
-        );
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for PgCluster {
-    fn drop(&mut self) {
-        if self.dir.join("data").join("postmaster.pid").exists() {
-            let program = self.bin.join("pg_ctl");
-            let data = self.data();
-            let args = ["-D", &data, "-m", "immediate", "-w", "stop"];
-            let _ = if self.as_postgres {
-                Command::new("runuser")
-                    .args(["-u", "postgres", "--"])
-                    .arg(&program)
-                    .args(args)
-                    .output()
-            } else {
-                Command::new(&program).args(args).output()
-            };
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use crate::pg_cluster::PgCluster;
+use crate::process::EngineProcess;
 
 const SETTINGS: [(&str, &str); 3] = [
     ("orders.payment_timeout_secs", "3"),
@@ -367,7 +182,7 @@ fn naive(t: DateTime<Utc>) -> NaiveDateTime {
 
 #[test]
 fn postgres_cluster_stopped_under_load() {
-    let Some(cluster) = PgCluster::create() else {
+    let Some(cluster) = PgCluster::create("database outage") else {
         return;
     };
     let db = TestDatabase::create_on(&cluster.url());
@@ -456,7 +271,7 @@ fn postgres_cluster_stopped_under_load() {
 
         let restart_at = Instant::now();
         let restarted_utc = Utc::now();
-        cluster.start();
+        cluster.start(&[]);
         load.restarted.store(true, Ordering::SeqCst);
         wait_for(
             "/readyz to be 200 after the restart",
@@ -761,7 +576,7 @@ fn fast_commits(conn: &mut DbConnection) {
 /// the database is back the retried payment pays the order.
 #[test]
 fn postgres_stopped_during_commit() {
-    let Some(cluster) = PgCluster::create() else {
+    let Some(cluster) = PgCluster::create("database outage") else {
         return;
     };
     let db = TestDatabase::create_on(&cluster.url());
@@ -800,7 +615,7 @@ fn postgres_stopped_during_commit() {
         cluster.stop_immediate();
         (place.join().unwrap(), pay.join().unwrap())
     });
-    cluster.start();
+    cluster.start(&[]);
     fast_commits(&mut db.connect());
 
     assert_eq!(

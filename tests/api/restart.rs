@@ -157,7 +157,10 @@ fn graceful_shutdown(backend: Backend) {
     let Some(db) = TestDatabase::create(backend) else {
         return;
     };
-    let settings = [("orders.payment_timeout_secs", "5")];
+    // Long enough that the second process has started and been looked at before the deadline
+    // (an admin view reads the order, then the actor: a timeout between the two reads shows a
+    // pending order without its actor).
+    let settings = [("orders.payment_timeout_secs", "15")];
     let mut first = EngineProcess::start(&db, &settings);
     let (_, token, courses) = catalog(&first, 3);
     let orders = vec![
@@ -187,7 +190,7 @@ fn graceful_shutdown(backend: Backend) {
         // Answered before the deadline, so it was processed before it: the order is paid.
         assert_eq!(stored["status"], "paid", "{stored}");
     }
-    let closed = second.wait_order_status(no(&orders[0]), "cancelled", Duration::from_secs(20));
+    let closed = second.wait_order_status(no(&orders[0]), "cancelled", Duration::from_secs(30));
     assert_eq!(closed["close_reason"], "timeout");
     assert!(ts(&closed["closed_at"]) >= ts(&closed["expires_at"]));
     invariants::check_db(&mut db.connect(), &format!("{backend:?}, after a SIGTERM"));
