@@ -206,6 +206,12 @@ mod kill_and_restart {
     fn postgres() {
         kill_and_restart(Backend::Postgres);
     }
+
+    #[cfg(feature = "mysql")]
+    #[test]
+    fn mysql() {
+        kill_and_restart(Backend::Mysql);
+    }
 }
 
 mod graceful_shutdown {
@@ -219,6 +225,12 @@ mod graceful_shutdown {
     #[test]
     fn postgres() {
         graceful_shutdown(Backend::Postgres);
+    }
+
+    #[cfg(feature = "mysql")]
+    #[test]
+    fn mysql() {
+        graceful_shutdown(Backend::Mysql);
     }
 }
 
