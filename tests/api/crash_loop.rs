@@ -399,4 +399,10 @@ mod crash_loop_under_load {
     fn postgres() {
         crash_loop(Backend::Postgres);
     }
+
+    #[cfg(feature = "mysql")]
+    #[test]
+    fn mysql() {
+        crash_loop(Backend::Mysql);
+    }
 }

@@ -1819,6 +1819,11 @@ macro_rules! hostile_tests {
             fn postgres() {
                 run_with(Backend::Postgres, &[], super::$name);
             }
+            #[cfg(feature = "mysql")]
+            #[test]
+            fn mysql() {
+                run_with(Backend::Mysql, &[], super::$name);
+            }
         }
     )*};
 }

@@ -209,6 +209,12 @@ mod kill_and_restart {
     fn postgres() {
         kill_and_restart(Backend::Postgres);
     }
+
+    #[cfg(feature = "mysql")]
+    #[test]
+    fn mysql() {
+        kill_and_restart(Backend::Mysql);
+    }
 }
 
 mod graceful_shutdown {
@@ -222,6 +228,12 @@ mod graceful_shutdown {
     #[test]
     fn postgres() {
         graceful_shutdown(Backend::Postgres);
+    }
+
+    #[cfg(feature = "mysql")]
+    #[test]
+    fn mysql() {
+        graceful_shutdown(Backend::Mysql);
     }
 }
 
