@@ -177,6 +177,8 @@ fn the_engine_talks_tls_to_postgresql_as_the_url_says() {
     let (_, token) = engine.user_with_token(100);
     let order = engine.place_ok(&token, &[engine.course(1_000)], None, 10);
     engine.pay(&order);
+    // Granted before the engine goes (the invariant checker below waits for no engine).
+    engine.wait_effects_done(order["order_no"].as_str().unwrap());
     let name = db
         .url
         .split('?')
