@@ -50,6 +50,16 @@ impl Leases {
     }
 }
 
+/// The ids of the runs under way in this process.
+fn ids_of(running: &Mutex<HashSet<i64>>) -> Vec<i64> {
+    running
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .copied()
+        .collect()
+}
+
 /// What wakes the scheduler thread before its next due time.
 enum Wake {
     /// A run ended.
@@ -71,13 +81,7 @@ impl Handle {
         let _ = self.wake.send(Wake::Stop);
         let until = std::time::Instant::now() + wait;
         loop {
-            let left: Vec<i64> = self
-                .running
-                .lock()
-                .expect("not poisoned")
-                .iter()
-                .copied()
-                .collect();
+            let left: Vec<i64> = ids_of(&self.running);
             if left.is_empty() {
                 return;
             }
@@ -189,13 +193,7 @@ impl Scheduler {
     }
 
     fn renew(&self, now: NaiveDateTime) {
-        let ids: Vec<i64> = self
-            .running
-            .lock()
-            .expect("not poisoned")
-            .iter()
-            .copied()
-            .collect();
+        let ids: Vec<i64> = ids_of(&self.running);
         if ids.is_empty() {
             return;
         }

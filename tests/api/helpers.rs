@@ -647,6 +647,17 @@ impl Http {
     }
 }
 
+/// The value of one series of `GET /metrics` (`name{labels}` exactly as exposed).
+#[track_caller]
+pub fn metric_value(app: &Http, series: &str) -> f64 {
+    let text = app.request("GET", "/metrics", &[], None).text;
+    let prefix = format!("{series} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in /metrics"))
+}
+
 /// Polls `probe` until it returns `Some`, or fails after `timeout` with the last thing seen.
 #[track_caller]
 pub fn wait_for<T>(

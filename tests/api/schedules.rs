@@ -492,13 +492,10 @@ const RUN_KEYS: [&str; 6] = [
 ];
 
 fn schedule_metric(app: &Http, schedule: &str, result: &str) -> f64 {
-    let text = app.request("GET", "/metrics", &[], None).text;
-    let series =
-        format!("order_engine_schedule_runs_total{{schedule=\"{schedule}\",result=\"{result}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in /metrics"))
+    metric_value(
+        app,
+        &format!("order_engine_schedule_runs_total{{schedule=\"{schedule}\",result=\"{result}\"}}"),
+    )
 }
 
 /// `GET /admin/schedules` lists each schedule with its next due time and latest run; a job

@@ -443,12 +443,10 @@ fn assert_in_order_per_order(seen: &[Received]) {
 }
 
 fn metric(app: &Http, result: &str) -> f64 {
-    let text = app.request("GET", "/metrics", &[], None).text;
-    let series = format!("order_engine_webhook_deliveries_total{{result=\"{result}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in /metrics"))
+    metric_value(
+        app,
+        &format!("order_engine_webhook_deliveries_total{{result=\"{result}\"}}"),
+    )
 }
 
 pub(crate) fn deliveries(app: &Http, query: &str) -> Vec<Value> {
