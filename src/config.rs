@@ -9,6 +9,9 @@ use crate::domain::schedule::Timing;
 use crate::domain::states::EventKind;
 use crate::domain::time;
 
+mod providers;
+pub use providers::{AlipaySettings, ProviderSettings, StripeSettings, WechatpaySettings};
+
 /// Prefix of the environment variables that override single keys.
 pub const ENV_PREFIX: &str = "ORDER_ENGINE__";
 
@@ -45,6 +48,8 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub metrics: MetricsSettings,
     pub webhooks: WebhookSettings,
+    /// `[providers]` and each provider's section.
+    pub providers: ProviderSettings,
     /// `[[schedules]]`, in file order.
     pub schedules: Vec<Schedule>,
 }
@@ -369,7 +374,7 @@ impl Layers {
                 format!("{section}.{key}"),
                 format!(
                     "unknown key (from environment variable {ENV_PREFIX}{}__{})",
-                    section.to_uppercase(),
+                    section.to_uppercase().replace('.', "__"),
                     key.to_uppercase()
                 ),
             ));
@@ -429,6 +434,22 @@ impl Settings {
                     toml::Value::Array(_) if section == "schedules" => {
                         schedule_entries = Some(value);
                     }
+                    toml::Value::Table(mut inner) if section == "providers" => {
+                        // `[providers.alipay]` etc. are sections of their own.
+                        for name in &providers::SECTIONS[1..] {
+                            let sub = &name["providers.".len()..];
+                            if let Some(value) = inner.remove(sub) {
+                                let toml::Value::Table(table) = value else {
+                                    return Err(ConfigError::new(
+                                        *name,
+                                        "expected a [section] table",
+                                    ));
+                                };
+                                layers.file.insert(name.to_string(), table);
+                            }
+                        }
+                        layers.file.insert(section, inner);
+                    }
                     toml::Value::Table(inner) if SECTIONS.contains(&section.as_str()) => {
                         layers.file.insert(section, inner);
                     }
@@ -449,9 +470,18 @@ impl Settings {
             };
             match rest.split_once("__") {
                 Some((section, key)) if !section.is_empty() && !key.is_empty() => {
-                    layers
-                        .env
-                        .insert((section.to_lowercase(), key.to_lowercase()), value);
+                    let (mut section, mut key) = (section.to_lowercase(), key.to_lowercase());
+                    // ORDER_ENGINE__PROVIDERS__ALIPAY__APP_ID is `providers.alipay`'s `app_id`.
+                    if section == "providers" {
+                        if let Some((sub, rest)) = key.split_once("__") {
+                            let nested = format!("providers.{sub}");
+                            if providers::SECTIONS.contains(&nested.as_str()) && !rest.is_empty() {
+                                key = rest.to_string();
+                                section = nested;
+                            }
+                        }
+                    }
+                    layers.env.insert((section, key), value);
                 }
                 _ => {
                     return Err(ConfigError::new(
@@ -463,6 +493,7 @@ impl Settings {
         }
 
         let l = &mut layers;
+        let currency = currency(l.string("pricing", "currency", "CNY")?)?;
         let url_text = l.string("database", "url", "sqlite://data/order-engine.db")?;
         let settings = Settings {
             server: ServerSettings {
@@ -528,7 +559,7 @@ impl Settings {
             pricing: PricingSettings {
                 cents_per_point: l.integer("pricing", "cents_per_point", 1, 1, i64::MAX as u64)?
                     as i64,
-                currency: currency(l.string("pricing", "currency", "CNY")?)?,
+                currency: currency.clone(),
             },
             payment: PaymentSettings {
                 secret: non_empty(
@@ -574,6 +605,7 @@ impl Settings {
                 timeout_ms: l.integer("webhooks", "timeout_ms", 10_000, 1, 10_000)?,
                 endpoints: webhook_endpoints(l.take("webhooks", "endpoints"))?,
             },
+            providers: providers::load(l, &currency)?,
             schedules: schedules(schedule_entries)?,
         };
         if let Some(err) = layers.first_unknown() {

@@ -17,6 +17,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod providers;
 pub mod redis;
 pub mod schedules;
 pub mod seed;

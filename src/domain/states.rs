@@ -175,6 +175,17 @@ text_enum! {
 }
 
 text_enum! {
+    /// Who a payment came through (`payment_events.provider`, `payments.provider`): the
+    /// generic signed callback or one of the three providers (SPEC "Payment providers").
+    pub enum ProviderName in "payment_events.provider" {
+        Generic = "generic",
+        Alipay = "alipay",
+        Wechatpay = "wechatpay",
+        Stripe = "stripe",
+    }
+}
+
+text_enum! {
     /// A schedule run's state (`schedule_runs.status`).
     pub enum RunStatus in "schedule_runs.status" {
         /// Claimed, its job under way (or its process died: then taken over once its lease
@@ -236,5 +247,6 @@ mod tests {
         );
         check(EventKind::ALL, EventKind::as_str, EventKind::parse);
         check(RunStatus::ALL, RunStatus::as_str, RunStatus::parse);
+        check(ProviderName::ALL, ProviderName::as_str, ProviderName::parse);
     }
 }

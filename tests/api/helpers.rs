@@ -404,7 +404,7 @@ impl TestApp {
                 format!(
                     "ORDER_ENGINE__{}__{}",
                     section.to_uppercase(),
-                    name.to_uppercase()
+                    name.to_uppercase().replace('.', "__")
                 ),
                 value,
             )

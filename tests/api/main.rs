@@ -30,6 +30,8 @@ mod restart;
 mod schedules;
 mod schema_rs;
 mod schemathesis;
+#[allow(dead_code)]
+mod sim;
 mod smoke;
 mod timeouts;
 mod tls;

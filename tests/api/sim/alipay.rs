@@ -1,0 +1,1 @@
+//! To be written: the alipay simulator (see super::Simulator).

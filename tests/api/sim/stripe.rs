@@ -1,0 +1,1 @@
+//! To be written: the stripe simulator (see super::Simulator).

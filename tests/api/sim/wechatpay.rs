@@ -1,0 +1,1 @@
+//! To be written: the wechatpay simulator (see super::Simulator).
