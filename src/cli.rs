@@ -1,4 +1,5 @@
-//! The command line: `serve` (default), `migrate`, `seed-demo`, `token`, `events`.
+//! The command line: `serve` (default), `migrate`, `seed-demo`, `token`, `reconcile`,
+//! `events`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +42,16 @@ pub enum Command {
         #[arg(long, default_value_t = 86_400)]
         ttl_secs: u64,
     },
+    /// Ask the payment providers once about open and recently closed trades and apply what
+    /// they report (the `reconcile_payments` job, run by hand).
+    Reconcile {
+        /// Pending orders' trades started longer ago than this are asked about.
+        #[arg(long, default_value_t = 300)]
+        min_age_secs: u64,
+        /// Trades of orders closed or paid within this many seconds are asked about.
+        #[arg(long, default_value_t = 86_400)]
+        lookback_secs: u64,
+    },
     /// Print the order-event stream (Redis), one JSON line per event, as a consumer group.
     Events {
         /// Keep waiting for new events (else stop once the stream has nothing new).
@@ -72,6 +83,11 @@ pub fn run() -> ExitCode {
             .map_err(|e| e.to_string()),
         Command::SeedDemo => crate::seed::seed_demo(&settings),
         Command::Token { user, ttl_secs } => token(&settings, user, ttl_secs),
+        Command::Reconcile {
+            min_age_secs,
+            lookback_secs,
+        } => crate::providers::reconcile::run_once(&settings, min_age_secs, lookback_secs)
+            .map(|done| println!("{done}")),
         Command::Events {
             follow,
             group,

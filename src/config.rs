@@ -270,6 +270,12 @@ pub enum Job {
     Purge { retention_days: u64 },
     /// POSTs `{"schedule","fire_at"}` to `url`, signed per Standard Webhooks with the key.
     Webhook { url: String, key: Vec<u8> },
+    /// Asks the payment providers about open trades (older than `min_age_secs`) and those of
+    /// orders closed within `lookback_secs`, and applies what they report.
+    ReconcilePayments {
+        min_age_secs: u64,
+        lookback_secs: u64,
+    },
 }
 
 impl Job {
@@ -277,6 +283,7 @@ impl Job {
         match self {
             Job::Purge { .. } => "purge",
             Job::Webhook { .. } => "webhook",
+            Job::ReconcilePayments { .. } => "reconcile_payments",
         }
     }
 }
@@ -287,6 +294,13 @@ impl std::fmt::Debug for Job {
         match self {
             Job::Purge { retention_days } => write!(f, "purge (retention_days {retention_days})"),
             Job::Webhook { url, .. } => write!(f, "webhook to {url}"),
+            Job::ReconcilePayments {
+                min_age_secs,
+                lookback_secs,
+            } => write!(
+                f,
+                "reconcile_payments (min_age_secs {min_age_secs}, lookback_secs {lookback_secs})"
+            ),
         }
     }
 }
@@ -825,31 +839,33 @@ fn schedules(value: Option<toml::Value>) -> Result<Vec<Schedule>, ConfigError> {
         if zone.is_some() && !matches!(timing, Timing::Cron { .. }) {
             return Err(entry.error("timezone", "only a cron schedule has a time zone"));
         }
-        let job =
-            match entry.required_text("job")?.as_str() {
-                "purge" => Job::Purge {
-                    retention_days: entry.integer("retention_days", 1, 36_500)?.unwrap_or(30),
-                },
-                "webhook" => {
-                    let url = entry.required_text("url")?;
-                    check_webhook_url(&url).map_err(|reason| entry.error("url", reason))?;
-                    let secret = entry.required_text("secret")?;
-                    let key = decode_webhook_secret(&secret)
-                        .map_err(|reason| entry.error("secret", reason))?;
-                    Job::Webhook { url, key }
-                }
-                "reconcile_payments" => return Err(entry.error(
+        let job = match entry.required_text("job")?.as_str() {
+            "purge" => Job::Purge {
+                retention_days: entry.integer("retention_days", 1, 36_500)?.unwrap_or(30),
+            },
+            "webhook" => {
+                let url = entry.required_text("url")?;
+                check_webhook_url(&url).map_err(|reason| entry.error("url", reason))?;
+                let secret = entry.required_text("secret")?;
+                let key = decode_webhook_secret(&secret)
+                    .map_err(|reason| entry.error("secret", reason))?;
+                Job::Webhook { url, key }
+            }
+            "reconcile_payments" => Job::ReconcilePayments {
+                min_age_secs: entry
+                    .integer("min_age_secs", 0, 366 * 86_400)?
+                    .unwrap_or(300),
+                lookback_secs: entry
+                    .integer("lookback_secs", 0, 366 * 86_400)?
+                    .unwrap_or(86_400),
+            },
+            other => {
+                return Err(entry.error(
                     "job",
-                    "reconcile_payments asks the payment providers (Alipay, WeChat Pay, Stripe) \
-                     about open trades, and this build has no provider adapter yet",
-                )),
-                other => {
-                    return Err(entry.error(
-                        "job",
-                        format!("unknown job {other:?}; known: purge, webhook"),
-                    ))
-                }
-            };
+                    format!("unknown job {other:?}; known: purge, reconcile_payments, webhook"),
+                ))
+            }
+        };
         entry.finish()?;
         schedules.push(Schedule { name, timing, job });
     }
@@ -1183,9 +1199,10 @@ mod tests {
                 "schedules[0].secret",
             ),
             (
-                "[[schedules]]\nname = \"r\"\njob = \"reconcile_payments\"\nevery_secs = 60\n"
+                "[[schedules]]\nname = \"r\"\njob = \"reconcile_payments\"\nevery_secs = 60\n\
+                 min_age_secs = -1\n"
                     .to_string(),
-                "schedules[0].job",
+                "schedules[0].min_age_secs",
             ),
             (
                 "[[schedules]]\nname = \"x\"\njob = \"send_sms\"\nevery_secs = 60\n".to_string(),

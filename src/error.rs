@@ -61,6 +61,8 @@ pub enum ApiError {
     },
     #[error("trade_no {0} was already used for a different callback")]
     TradeNoConflict(String),
+    #[error("order {0} has less than the provider's margin left before its deadline")]
+    PaymentWindowClosed(String),
     #[error("a request with this Idempotency-Key is still being processed")]
     IdempotencyKeyInUse,
     #[error("this Idempotency-Key was used with a different request body")]
@@ -104,6 +106,7 @@ impl ApiError {
             Self::CouponNotUsable(_) => "coupon_not_usable",
             Self::OrderNotPending { .. } => "order_not_pending",
             Self::TradeNoConflict(_) => "trade_no_conflict",
+            Self::PaymentWindowClosed(_) => "payment_window_closed",
             Self::IdempotencyKeyInUse => "idempotency_key_in_use",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::Quote(QuoteError::Overflow) => "invalid_request",
@@ -254,6 +257,7 @@ impl ResponseError for ApiError {
             | Self::CouponNotUsable(_)
             | Self::OrderNotPending { .. }
             | Self::TradeNoConflict(_)
+            | Self::PaymentWindowClosed(_)
             | Self::IdempotencyKeyInUse
             | Self::EffectNotDeadLettered(_)
             | Self::DeliveryNotDeadLettered(_) => StatusCode::CONFLICT,

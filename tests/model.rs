@@ -74,8 +74,8 @@ use chrono::{NaiveDate, NaiveDateTime, TimeDelta};
 use order_engine::domain::ids::UserId;
 use order_engine::domain::order::{
     step_batch, Callback, Canceller, CloseReason, Command, CouponStatus, EffectKind, EventKind,
-    OrderStatus, OrderView, OutcomeKind, PaymentOutcome, Step, StepError, StoredTrade, Transition,
-    SUCCESS_CODE,
+    OrderStatus, OrderView, OutcomeKind, PaymentOutcome, ProviderName, Step, StepError,
+    StoredTrade, Transition, SUCCESS_CODE,
 };
 use order_engine::domain::states::LedgerKind;
 use stateright::{Checker, HasDiscoveries, Model, Property};
@@ -182,6 +182,7 @@ impl Msg {
     fn command(self) -> Command {
         let callback = |trade: Trade, code, amount_cents| {
             Command::Callback(Callback {
+                provider: ProviderName::Generic,
                 trade_no: trade.no().to_string(),
                 code,
                 amount_cents,
@@ -356,11 +357,14 @@ impl Rows {
             .iter()
             .filter_map(|(_, command)| command.callback().map(|cb| cb.trade_no.as_str()))
             .collect();
-        let mut seen: HashMap<String, StoredTrade<Key>> = tx
+        let mut seen: HashMap<(ProviderName, String), StoredTrade<Key>> = tx
             .payments
             .iter()
             .filter(|p| trade_nos.contains(&p.trade.no()))
-            .map(|p| (p.trade.no().to_string(), (p.order, p.code, p.amount_cents)))
+            .map(|p| {
+                let key = (ProviderName::Generic, p.trade.no().to_string());
+                (key, (p.order, p.code, p.amount_cents))
+            })
             .collect();
         let commands: Vec<(Key, &Command)> = requests.iter().map(|(k, c)| (*k, c)).collect();
         let answers = step_batch(&mut views, &mut seen, now, &commands);
@@ -525,6 +529,9 @@ impl Rows {
                     self.user_points += points;
                 }
             }
+            // The model's callbacks are the generic provider's: no provider trades to close or
+            // refund.
+            EffectKind::ProviderClose | EffectKind::ProviderRefund => {}
         }
     }
 

@@ -66,14 +66,29 @@ impl Handler<Apply> for EffectWorker {
     fn handle(&mut self, msg: Apply, _ctx: &mut SyncContext<Self>) -> Self::Result {
         let core = &self.core;
         let mut conn = core.pool.get().map_err(|e| e.to_string())?;
-        let attempt = outbox::attempt(
-            &mut conn,
-            msg.order_no.as_str(),
-            self.kind,
-            policy(core),
-            time::now(),
-            core.journal,
-        )
+        let attempt = if self.kind.calls_provider() {
+            let node = core.settings.cluster.node_id.as_str();
+            crate::providers::effects::attempt(
+                &core.providers,
+                &core.settings.pricing.currency,
+                &mut conn,
+                msg.order_no.as_str(),
+                self.kind,
+                policy(core),
+                time::now(),
+                core.journal,
+                &|outcome| core.after_commit(super::Committed::of([outcome], node)),
+            )
+        } else {
+            outbox::attempt(
+                &mut conn,
+                msg.order_no.as_str(),
+                self.kind,
+                policy(core),
+                time::now(),
+                core.journal,
+            )
+        }
         .map_err(|e| e.to_string())?;
         if matches!(attempt, Attempt::Applied | Attempt::DeadLettered(_)) {
             core.after_commit(super::Committed::default());
@@ -167,6 +182,14 @@ impl EffectDispatcher {
     /// Sends waiting effects of `kind` to their actors, up to one batch per worker in flight.
     /// A batch that fails is retried one effect at a time (with the retry policy).
     fn flush(&mut self, kind: EffectKind, ctx: &mut Context<Self>) {
+        if kind.calls_provider() {
+            // Calls to a provider go one effect at a time, outside any transaction.
+            let waiting: Vec<OrderNo> = self.batches(kind).waiting.drain(..).collect();
+            for order_no in waiting {
+                self.apply_alone(QueueEffect { order_no, kind }, ctx);
+            }
+            return;
+        }
         loop {
             let batches = self.batches(kind);
             if batches.in_flight >= WORKERS_PER_KIND || batches.waiting.is_empty() {

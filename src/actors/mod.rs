@@ -58,6 +58,8 @@ pub struct Core {
     pub journal: Journal,
     pub redis: Option<Arc<RedisLink>>,
     pub cluster: Option<Arc<Cluster>>,
+    /// The adapters of the payment providers that are on.
+    pub providers: crate::providers::Providers,
     /// When this process started.
     pub started_at: NaiveDateTime,
     /// Batches timeouts (set once at start).
@@ -107,6 +109,9 @@ impl Committed {
             }
             if let Some(kind) = outcome.effect {
                 done.effects.push((no.clone(), kind));
+            }
+            for kind in &outcome.provider_effects {
+                done.effects.push((no.clone(), *kind));
             }
             if let Some(transition) = outcome.transition {
                 let lateness = match (transition.reason, outcome.order.closed_at) {
@@ -281,8 +286,11 @@ impl Engine {
         .map_err(thread_error)?;
         let schedules = crate::schedules::start(pool.clone(), &settings, metrics.clone())
             .map_err(thread_error)?;
+        let providers = crate::providers::Providers::from_settings(&settings.providers)
+            .map_err(ApiError::Internal)?;
         let core = Arc::new(Core {
             pool,
+            providers,
             journal: Journal {
                 enabled: redis.is_some() || webhooks.is_some(),
                 webhooks: webhooks.is_some(),
@@ -300,6 +308,9 @@ impl Engine {
             webhooks,
             schedules,
         });
+        if let Some(schedules) = &core.schedules {
+            schedules.bind(&core);
+        }
         let effects = EffectDispatcher::start_with_workers(core.clone());
         let _ = core.closer.set(Closer::new(core.clone()).start());
         let supervisor = OrderSupervisor::new(core.clone()).start();

@@ -20,6 +20,7 @@ pub mod mysql;
 pub mod orders;
 pub mod outbox;
 pub mod payments;
+pub mod provider_payments;
 pub mod schedules;
 pub mod schema;
 pub mod sessions;

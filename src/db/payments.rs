@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use super::schema::*;
 use super::DbConnection;
 use crate::domain::ids::OrderNo;
-use crate::domain::states::PaymentOutcome;
+use crate::domain::states::{EffectKind, EffectStatus, PaymentOutcome, ProviderName};
 
 /// A success that arrived for an order that could not take it: money to give back.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
@@ -22,10 +22,11 @@ pub struct LatePayment {
     #[serde(with = "crate::domain::time::serde_ts")]
     pub received_at: NaiveDateTime,
     pub reason: PaymentOutcome,
-    /// Who took the money: `generic` (the signed callback; the only provider this build
-    /// has).
-    pub provider: &'static str,
-    /// The refund through the provider; null for `generic`, whose refunds stay manual.
+    /// Who took the money: `generic` (the signed callback), `alipay`, `wechatpay` or
+    /// `stripe`.
+    pub provider: ProviderName,
+    /// The refund through the provider (the order's `provider_refund` effect, `done` once
+    /// this payment is refunded); null for `generic`, whose refunds stay manual.
     #[schema(required = true)]
     pub refund: Option<ProviderRefund>,
 }
@@ -47,6 +48,8 @@ type LatePaymentRow = (
     Option<NaiveDateTime>,
     NaiveDateTime,
     PaymentOutcome,
+    ProviderName,
+    Option<NaiveDateTime>,
 );
 
 /// Late and double payments, newest first.
@@ -68,6 +71,8 @@ pub fn late_payments(
             payment_events::provider_paid_at,
             payment_events::received_at,
             payment_events::outcome,
+            payment_events::provider,
+            payment_events::refunded_at,
         ))
         .into_boxed();
     if let Some(after) = after {
@@ -77,10 +82,65 @@ pub fn late_payments(
         .order(payment_events::id.desc())
         .limit(limit)
         .load(conn)?;
+    // The refund effects of the page's provider payments, in one query.
+    let numbers: Vec<&str> = rows
+        .iter()
+        .filter(|row| row.7 != ProviderName::Generic)
+        .map(|row| row.1.as_str())
+        .collect();
+    let refunds: Vec<(OrderNo, EffectStatus, i32, Option<String>)> = if numbers.is_empty() {
+        Vec::new()
+    } else {
+        effects::table
+            .filter(effects::order_no.eq_any(&numbers))
+            .filter(effects::kind.eq(EffectKind::ProviderRefund))
+            .select((
+                effects::order_no,
+                effects::status,
+                effects::attempts,
+                effects::last_error,
+            ))
+            .load(conn)?
+    };
     Ok(rows
         .into_iter()
         .map(
-            |(id, order_no, trade_no, amount_cents, provider_paid_at, received_at, reason)| {
+            |(
+                id,
+                order_no,
+                trade_no,
+                amount_cents,
+                provider_paid_at,
+                received_at,
+                reason,
+                provider,
+                refunded_at,
+            )| {
+                let effect = refunds.iter().find(|r| r.0 == order_no);
+                let refund =
+                    (provider != ProviderName::Generic).then(|| match (refunded_at, effect) {
+                        (Some(_), effect) => ProviderRefund {
+                            status: EffectStatus::Done,
+                            attempts: effect.map_or(1, |e| e.2),
+                            last_error: None,
+                        },
+                        (None, Some((_, status, attempts, last_error))) => ProviderRefund {
+                            // The order's effect may be done with an earlier payment's refund while
+                            // this one waits for its turn.
+                            status: if *status == EffectStatus::Done {
+                                EffectStatus::Pending
+                            } else {
+                                *status
+                            },
+                            attempts: *attempts,
+                            last_error: last_error.clone(),
+                        },
+                        (None, None) => ProviderRefund {
+                            status: EffectStatus::Pending,
+                            attempts: 0,
+                            last_error: None,
+                        },
+                    });
                 LatePayment {
                     id,
                     order_no,
@@ -89,8 +149,8 @@ pub fn late_payments(
                     provider_paid_at,
                     received_at,
                     reason,
-                    provider: "generic",
-                    refund: None,
+                    provider,
+                    refund,
                 }
             },
         )

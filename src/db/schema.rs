@@ -107,7 +107,7 @@ diesel::table! {
         paid_at -> Nullable<Timestamp>,
         closed_at -> Nullable<Timestamp>,
         close_reason -> Nullable<Text>,
-        #[max_length = 64]
+        #[max_length = 255]
         trade_no -> Nullable<Varchar>,
         #[max_length = 64]
         owner_node -> Nullable<Varchar>,
@@ -119,13 +119,32 @@ diesel::table! {
         id -> Int8,
         #[max_length = 64]
         order_no -> Varchar,
-        #[max_length = 64]
+        #[max_length = 255]
         trade_no -> Varchar,
         code -> Int8,
         amount_cents -> Int8,
         provider_paid_at -> Nullable<Timestamp>,
         received_at -> Timestamp,
         outcome -> Text,
+        provider -> Text,
+        refunded_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    payments (id) {
+        id -> Int8,
+        #[max_length = 64]
+        order_no -> Varchar,
+        provider -> Text,
+        status -> Text,
+        pay_url -> Nullable<Text>,
+        code_url -> Nullable<Text>,
+        #[max_length = 255]
+        provider_ref -> Nullable<Varchar>,
+        expires_at -> Timestamp,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
     }
 }
 
@@ -236,6 +255,7 @@ diesel::joinable!(order_items -> courses (course_id));
 diesel::joinable!(order_items -> orders (order_no));
 diesel::joinable!(orders -> users (user_id));
 diesel::joinable!(payment_events -> orders (order_no));
+diesel::joinable!(payments -> orders (order_no));
 diesel::joinable!(points_ledger -> orders (order_no));
 diesel::joinable!(points_ledger -> users (user_id));
 diesel::joinable!(user_coupons -> coupons (coupon_id));
@@ -258,6 +278,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     order_items,
     orders,
     payment_events,
+    payments,
     points_ledger,
     schedule_runs,
     schedules,

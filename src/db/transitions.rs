@@ -17,11 +17,11 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use super::journal::Journal;
 use super::models::{Order, OrderItemRow, OrderRow};
 use super::schema::*;
-use super::{keyed_transaction, outbox, DbConnection};
+use super::{keyed_transaction, outbox, provider_payments, DbConnection};
 use crate::domain::ids::OrderNo;
 use crate::domain::order::{
     step_batch, Command, CouponStatus, EffectKind, EventKind, OrderStatus, OrderView, OutcomeKind,
-    PaymentOutcome, Rejection, Step, StepError, StoredTrade, Transition,
+    PaymentOutcome, ProviderName, Rejection, Step, StepError, StoredTrade, Transition,
 };
 use crate::domain::states::CloseReason;
 use crate::error::ApiError;
@@ -41,6 +41,8 @@ pub struct Outcome {
     pub order: Order,
     /// The effect queued in the outbox by this transaction.
     pub effect: Option<EffectKind>,
+    /// The provider effects (close, refund) this transaction queued for the order.
+    pub provider_effects: Vec<EffectKind>,
     /// The transition out of `pending` this transaction made.
     pub transition: Option<Transition>,
     /// Set when the command itself was refused (an expired order may still have been closed
@@ -150,6 +152,8 @@ struct Writes<'a> {
     coupons: BTreeMap<CouponStatus, Vec<&'a str>>,
     payments: Vec<(&'a str, &'a crate::domain::order::Callback, PaymentOutcome)>,
     effects: Vec<(&'a str, EffectKind)>,
+    /// Orders leaving `pending`: their new status and the provider whose trade paid them.
+    left_pending: Vec<(&'a str, OrderStatus, Option<ProviderName>)>,
 }
 
 fn apply_once(
@@ -210,6 +214,10 @@ fn apply_once(
                     .or_default()
                     .push(no);
                 writes.coupons.entry(t.coupon()).or_default().push(no);
+                let paid_by = cb
+                    .filter(|cb| t.to == OrderStatus::Paid && cb.provider != ProviderName::Generic)
+                    .map(|cb| cb.provider);
+                writes.left_pending.push((no, t.to, paid_by));
                 move_row(row, t.to, t.reason, trade_no, now);
             }
             if let (Some(payment), Some(cb)) = (planned.payment, cb) {
@@ -225,6 +233,8 @@ fn apply_once(
         write_coupons(conn, &writes)?;
         write_payments(conn, &writes, now)?;
         outbox::enqueue(conn, &writes.effects, now)?;
+        let provider_effects =
+            provider_payments::after_steps(conn, &writes.left_pending, &writes.payments, now)?;
 
         // The orders as the transaction leaves them, with their items, for the answers and
         // the events.
@@ -261,6 +271,11 @@ fn apply_once(
             .map(|(outcome, request)| {
                 outcome.map(|(s, order)| Outcome {
                     kind: s.kind,
+                    provider_effects: provider_effects
+                        .iter()
+                        .filter(|(no, _)| *no == request.order_no.as_str())
+                        .map(|(_, kind)| *kind)
+                        .collect(),
                     order,
                     effect: s.effect,
                     transition: s.transition,
@@ -308,7 +323,7 @@ fn move_row(
 /// deadlock) and reads them. A predicate on `status` is avoided: it could lead the planner to
 /// the partial index of pending deadlines, full of dead entries while a burst of orders leaves
 /// `pending`. SQLite's write transaction holds the whole database already.
-fn lock_orders(conn: &mut DbConnection, numbers: &[&str]) -> QueryResult<Vec<OrderRow>> {
+pub fn lock_orders(conn: &mut DbConnection, numbers: &[&str]) -> QueryResult<Vec<OrderRow>> {
     let query = orders::table
         .filter(orders::order_no.eq_any(numbers))
         .order(orders::order_no);
@@ -320,12 +335,12 @@ fn lock_orders(conn: &mut DbConnection, numbers: &[&str]) -> QueryResult<Vec<Ord
     }
 }
 
-/// The stored payment events carrying the batch's trade numbers: `trade_no -> (order, code,
-/// amount)`.
+/// The stored payment events carrying the batch's trade numbers: `(provider, trade_no) ->
+/// (order, code, amount)`.
 fn seen_trades(
     conn: &mut DbConnection,
     requests: &[Request],
-) -> QueryResult<HashMap<String, StoredTrade<OrderNo>>> {
+) -> QueryResult<HashMap<(ProviderName, String), StoredTrade<OrderNo>>> {
     let trade_nos: Vec<&str> = requests
         .iter()
         .filter_map(|r| r.command.callback().map(|cb| cb.trade_no.as_str()))
@@ -333,9 +348,10 @@ fn seen_trades(
     if trade_nos.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows: Vec<(String, OrderNo, i64, i64)> = payment_events::table
+    let rows: Vec<(ProviderName, String, OrderNo, i64, i64)> = payment_events::table
         .filter(payment_events::trade_no.eq_any(&trade_nos))
         .select((
+            payment_events::provider,
             payment_events::trade_no,
             payment_events::order_no,
             payment_events::code,
@@ -344,7 +360,9 @@ fn seen_trades(
         .load(conn)?;
     Ok(rows
         .into_iter()
-        .map(|(trade_no, order, code, amount)| (trade_no, (order, code, amount)))
+        .map(|(provider, trade_no, order, code, amount)| {
+            ((provider, trade_no), (order, code, amount))
+        })
         .collect())
 }
 
@@ -421,6 +439,7 @@ fn write_payments(
         .map(|(order_no, cb, outcome)| {
             (
                 payment_events::order_no.eq(*order_no),
+                payment_events::provider.eq(cb.provider),
                 payment_events::trade_no.eq(cb.trade_no.as_str()),
                 payment_events::code.eq(cb.code),
                 payment_events::amount_cents.eq(cb.amount_cents),

@@ -10,15 +10,21 @@ use chrono::NaiveDateTime;
 use super::ids::{OrderNo, UserId};
 
 pub use super::states::{
-    CloseReason, CouponStatus, EffectKind, EventKind, OrderStatus, PaymentOutcome,
+    CloseReason, CouponStatus, EffectKind, EventKind, OrderStatus, PaymentOutcome, ProviderName,
 };
 
 /// Callback code that means success.
 pub const SUCCESS_CODE: i64 = 100_000;
+/// The code stored for a provider's word that a trade closed, expired or failed (providers
+/// other than the generic one have no codes of their own).
+pub const PROVIDER_CLOSED_CODE: i64 = 0;
 
 /// A payment provider callback, after its signature and shape were checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Callback {
+    /// Who it came through: trade numbers are unique per provider, and only the generic
+    /// callback's failure codes fail an order.
+    pub provider: ProviderName,
     pub trade_no: String,
     pub code: i64,
     pub amount_cents: i64,
@@ -50,6 +56,7 @@ impl Command {
             Command::Callback(cb) if cb.code == SUCCESS_CODE => Event::Success {
                 amount_cents: cb.amount_cents,
             },
+            Command::Callback(cb) if cb.provider != ProviderName::Generic => Event::ProviderClosed,
             Command::Callback(_) => Event::Failure,
             Command::Cancel(Canceller::User(_)) => Event::Cancel(CloseReason::User),
             Command::Cancel(Canceller::Admin) => Event::Cancel(CloseReason::Admin),
@@ -98,6 +105,10 @@ pub enum Event {
     },
     /// Any other callback code.
     Failure,
+    /// A provider's trade closed, expired or failed: through a provider an order leaves
+    /// `pending` only by a success (the student may pay another way; the deadline still
+    /// closes it).
+    ProviderClosed,
     Cancel(CloseReason),
 }
 
@@ -172,7 +183,7 @@ fn decide(status: OrderStatus, payable_cents: i64, event: Event) -> Decision {
         },
         (Paid, Event::Success { .. }) => Decision::RecordDoublePayment,
         (Failed | Cancelled, Event::Success { .. }) => Decision::RecordLatePayment,
-        (_, Event::Failure) => Decision::RecordIgnored,
+        (_, Event::Failure | Event::ProviderClosed) => Decision::RecordIgnored,
         (_, Event::Cancel(_)) => Decision::Reject(Rejection::OrderNotPending),
         (_, Event::Timeout) => Decision::NoChange,
     }
@@ -296,7 +307,12 @@ pub fn step(
     };
     let order = order.ok_or(StepError::OrderNotFound)?;
     if let (Some(cb), Some(seen)) = (command.callback(), seen) {
-        return if seen.same_order && seen.code == cb.code && seen.amount_cents == cb.amount_cents {
+        // A provider's later word on a trade it reported already (Alipay TRADE_FINISHED after
+        // TRADE_SUCCESS, a close after a refund, a repeat) is acknowledged: providers retry a
+        // refusal for a day. Only the generic callback's differing repeat is a conflict.
+        let same_word = cb.provider != ProviderName::Generic
+            || (seen.code == cb.code && seen.amount_cents == cb.amount_cents);
+        return if seen.same_order && same_word {
             Ok(Step::nothing(OutcomeKind::Duplicate))
         } else {
             Err(StepError::TradeNoConflict)
@@ -369,7 +385,7 @@ pub type StoredTrade<K> = (K, i64, i64);
 /// holds the stored trades of the batch's callbacks.
 pub fn step_batch<K: Eq + std::hash::Hash + Clone>(
     orders: &mut std::collections::HashMap<K, OrderView>,
-    seen: &mut std::collections::HashMap<String, StoredTrade<K>>,
+    seen: &mut std::collections::HashMap<(ProviderName, String), StoredTrade<K>>,
     now: NaiveDateTime,
     requests: &[(K, &Command)],
 ) -> Vec<Result<Step, StepError>> {
@@ -377,7 +393,7 @@ pub fn step_batch<K: Eq + std::hash::Hash + Clone>(
         .iter()
         .map(|(key, command)| {
             let trade = command.callback().and_then(|cb| {
-                seen.get(&cb.trade_no)
+                seen.get(&(cb.provider, cb.trade_no.clone()))
                     .map(|(order, code, amount)| SeenTrade {
                         same_order: order == key,
                         code: *code,
@@ -389,7 +405,10 @@ pub fn step_batch<K: Eq + std::hash::Hash + Clone>(
                 *view = view.after(&planned);
             }
             if let (Some(_), Some(cb)) = (planned.payment, command.callback()) {
-                seen.insert(cb.trade_no.clone(), (key.clone(), cb.code, cb.amount_cents));
+                seen.insert(
+                    (cb.provider, cb.trade_no.clone()),
+                    (key.clone(), cb.code, cb.amount_cents),
+                );
             }
             Ok(planned)
         })
@@ -505,6 +524,7 @@ mod step_tests {
 
     fn pay(trade_no: &str, amount_cents: i64) -> Command {
         Command::Callback(Callback {
+            provider: ProviderName::Generic,
             trade_no: trade_no.into(),
             code: SUCCESS_CODE,
             amount_cents,
@@ -617,6 +637,7 @@ mod step_tests {
     #[test]
     fn a_failure_fails_a_pending_order_and_is_only_stored_for_a_closed_one() {
         let fail = Command::Callback(Callback {
+            provider: ProviderName::Generic,
             trade_no: "F".into(),
             code: 2001,
             amount_cents: 100,

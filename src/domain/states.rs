@@ -132,6 +132,25 @@ text_enum! {
         Grant = "grant",
         /// A closed unpaid order's points go back, with a `refund` ledger row.
         Refund = "refund",
+        /// Once an order leaves `pending`, each of its provider trades but the one that paid
+        /// is closed at its provider.
+        ProviderClose = "provider_close",
+        /// Each late or double payment of the order that came through a provider is refunded
+        /// through it.
+        ProviderRefund = "provider_refund",
+    }
+}
+
+text_enum! {
+    /// A payment started with a provider (`payments.status`, SPEC "Payment providers").
+    pub enum PaymentStatus in "payments.status" {
+        /// Its trade is open at the provider.
+        Started = "started",
+        /// Its trade paid the order.
+        Paid = "paid",
+        /// Its trade is closed, expired or failed at the provider, or another trade paid the
+        /// order.
+        Closed = "closed",
     }
 }
 
@@ -171,6 +190,10 @@ text_enum! {
         Refunded = "refunded",
         LatePayment = "late_payment",
         DeadLettered = "dead_lettered",
+        /// The order's open provider trades were closed at their providers.
+        ProviderClosed = "provider_closed",
+        /// The order's late or double provider payments were refunded through the provider.
+        ProviderRefunded = "provider_refunded",
     }
 }
 
@@ -202,7 +225,15 @@ impl EffectKind {
         match self {
             EffectKind::Grant => EventKind::Granted,
             EffectKind::Refund => EventKind::Refunded,
+            EffectKind::ProviderClose => EventKind::ProviderClosed,
+            EffectKind::ProviderRefund => EventKind::ProviderRefunded,
         }
+    }
+
+    /// Whether applying it calls a payment provider (then it runs outside any database
+    /// transaction, and one effect at a time).
+    pub fn calls_provider(self) -> bool {
+        matches!(self, EffectKind::ProviderClose | EffectKind::ProviderRefund)
     }
 }
 
@@ -247,6 +278,11 @@ mod tests {
         );
         check(EventKind::ALL, EventKind::as_str, EventKind::parse);
         check(RunStatus::ALL, RunStatus::as_str, RunStatus::parse);
+        check(
+            PaymentStatus::ALL,
+            PaymentStatus::as_str,
+            PaymentStatus::parse,
+        );
         check(ProviderName::ALL, ProviderName::as_str, ProviderName::parse);
     }
 }

@@ -125,7 +125,7 @@ pub struct OrderDetail {
     order: Order,
     actor: ActorView,
     effects: Vec<EffectView>,
-    /// Payments started with a provider (none until a provider adapter is configured).
+    /// Payments started with a provider, in the order they were started.
     payments: Vec<super::payments::Payment>,
 }
 
@@ -177,7 +177,7 @@ pub async fn get_order(
         order: inspection.order,
         actor: inspection.actor,
         effects,
-        payments: Vec::new(),
+        payments: inspection.payments,
     }))
 }
 
@@ -186,6 +186,7 @@ pub struct OrderInspection {
     pub order: Order,
     pub actor: ActorView,
     pub effects: Vec<EffectRow>,
+    pub payments: Vec<super::payments::Payment>,
 }
 
 /// The stored order (404 `order_not_found`), then its live actor here, and its effects:
@@ -196,10 +197,12 @@ pub async fn inspect_order(
 ) -> Result<OrderInspection, ApiError> {
     let order_no = super::order_no_or_404(order_no)?;
     let lookup = order_no.clone();
-    let (order, effects) = run_db(state, move |conn| {
+    let (order, effects, payments) = run_db(state, move |conn| {
         let order =
             orders::find_order(conn, &lookup)?.ok_or(ApiError::OrderNotFound(lookup.clone()))?;
-        Ok((order, outbox::of_order(conn, &lookup)?))
+        let effects = outbox::of_order(conn, &lookup)?;
+        let payments = crate::db::provider_payments::of_order(conn, &lookup)?;
+        Ok((order, effects, payments))
     })
     .await?;
     let actor = actor_view(state, &order_no).await;
@@ -207,6 +210,7 @@ pub async fn inspect_order(
         order,
         actor,
         effects,
+        payments,
     })
 }
 

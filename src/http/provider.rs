@@ -58,6 +58,7 @@ pub fn parse_callback(body: &[u8]) -> Result<(String, Callback), ApiError> {
     }
     let order_no = super::order_no_or_404(input.order_no)?;
     let callback = Callback {
+        provider: crate::domain::order::ProviderName::Generic,
         trade_no: input.trade_no,
         code: input.code,
         amount_cents: input.amount_cents,

@@ -7,7 +7,10 @@
 //! on the effect actors' threads or in `web::block`, never on the async executor.
 
 pub mod alipay;
+pub mod apply;
+pub mod effects;
 pub mod keys;
+pub mod reconcile;
 pub mod stripe;
 pub mod wechatpay;
 

@@ -1,4 +1,4 @@
-//! The jobs a schedule runs: `purge` and `webhook`. Each returns a one-line summary, or why it
+//! The jobs a schedule runs: `purge`, `reconcile_payments` and `webhook`. Each returns a one-line summary, or why it
 //! failed (the run is then recorded `failed` with it, and counted).
 
 use std::time::Duration;
@@ -13,8 +13,34 @@ use crate::domain::time;
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs `schedule`'s job for its due time `fire_at`.
-pub fn run(pool: &DbPool, schedule: &Schedule, fire_at: NaiveDateTime) -> Result<String, String> {
+pub fn run(
+    pool: &DbPool,
+    engine: &super::EngineLink,
+    schedule: &Schedule,
+    fire_at: NaiveDateTime,
+) -> Result<String, String> {
     match &schedule.job {
+        Job::ReconcilePayments {
+            min_age_secs,
+            lookback_secs,
+        } => {
+            let core = engine
+                .get()
+                .and_then(std::sync::Weak::upgrade)
+                .ok_or("the engine is not running")?;
+            let mut conn = pool.get().map_err(|e| e.to_string())?;
+            let node = core.settings.cluster.node_id.clone();
+            let done = crate::providers::reconcile::run(
+                &mut conn,
+                &core.providers,
+                core.journal,
+                time::now(),
+                *min_age_secs,
+                *lookback_secs,
+                &|outcome| core.after_commit(crate::actors::Committed::of([outcome], &node)),
+            )?;
+            Ok(done.to_string())
+        }
         Job::Purge { retention_days } => {
             let mut conn = pool.get().map_err(|e| e.to_string())?;
             let retention = TimeDelta::days(i64::try_from(*retention_days).unwrap_or(36_500));

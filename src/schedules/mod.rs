@@ -71,9 +71,19 @@ enum Wake {
 pub struct Handle {
     wake: Sender<Wake>,
     running: Arc<Mutex<HashSet<i64>>>,
+    engine: EngineLink,
 }
 
+/// The engine a job reaches (`reconcile_payments`: its providers and its after-commit step),
+/// bound once the engine exists; weak, since the engine owns the scheduler's handle.
+pub type EngineLink = Arc<std::sync::OnceLock<std::sync::Weak<crate::actors::Core>>>;
+
 impl Handle {
+    /// Lets jobs reach the engine (called once, when the engine is built).
+    pub fn bind(&self, core: &Arc<crate::actors::Core>) {
+        let _ = self.engine.set(Arc::downgrade(core));
+    }
+
     /// Stops claiming, then waits up to `wait` for the runs under way here to finish and be
     /// recorded (a graceful stop); a run still going after that is taken over by another
     /// process once its lease passes.
@@ -112,7 +122,9 @@ pub fn start(
     metrics.preset_schedules(settings.schedules.iter().map(|s| s.name.as_str()));
     let (wake, rx) = mpsc::channel();
     let running = Arc::new(Mutex::new(HashSet::new()));
+    let engine = EngineLink::default();
     let scheduler = Scheduler {
+        engine: engine.clone(),
         wake: wake.clone(),
         pool,
         schedules: settings.schedules.clone(),
@@ -133,10 +145,15 @@ pub fn start(
     std::thread::Builder::new()
         .name("scheduler".into())
         .spawn(move || scheduler.run(rx))?;
-    Ok(Some(Handle { wake, running }))
+    Ok(Some(Handle {
+        wake,
+        running,
+        engine,
+    }))
 }
 
 struct Scheduler {
+    engine: EngineLink,
     /// Given to each job thread, to say its run ended.
     wake: Sender<Wake>,
     pool: DbPool,
@@ -253,6 +270,7 @@ impl Scheduler {
         }
         self.running.lock().expect("not poisoned").insert(run.id);
         let job = RunJob {
+            engine: self.engine.clone(),
             wake: self.wake.clone(),
             pool: self.pool.clone(),
             node_id: self.node_id.clone(),
@@ -295,6 +313,7 @@ impl Scheduler {
 
 /// What a job thread needs.
 struct RunJob {
+    engine: EngineLink,
     wake: Sender<Wake>,
     pool: DbPool,
     node_id: String,
@@ -307,7 +326,7 @@ impl RunJob {
     fn run(self, schedule: &Schedule, run: &Claimed) {
         let fire_at = time::format(&run.fire_at);
         let started = std::time::Instant::now();
-        let outcome = jobs::run(&self.pool, schedule, run.fire_at);
+        let outcome = jobs::run(&self.pool, &self.engine, schedule, run.fire_at);
         let error = outcome.as_ref().err().map(String::as_str);
         // Recorded with retries while the lease lasts; after that the run is another's.
         let deadline = std::time::Instant::now() + self.lease.to_std().unwrap_or_default();

@@ -29,12 +29,80 @@ pub const MAX_BATCH: usize = 500;
 /// What one kind of effect does to the orders whose effect is pending (locked).
 type ApplyFn = fn(&mut DbConnection, &[OrderNo], NaiveDateTime) -> QueryResult<()>;
 
-/// The apply function of each kind.
-fn applier(kind: EffectKind) -> ApplyFn {
+/// The apply function of each kind that the database alone applies; `None` for the kinds
+/// that call a payment provider ([`EffectKind::calls_provider`]), which
+/// [`crate::providers::effects`] applies, one at a time and outside any transaction, before
+/// settling them here ([`settle`]).
+fn applier(kind: EffectKind) -> Option<ApplyFn> {
     match kind {
-        EffectKind::Grant => grant::apply,
-        EffectKind::Refund => refund::apply,
+        EffectKind::Grant => Some(grant::apply),
+        EffectKind::Refund => Some(refund::apply),
+        EffectKind::ProviderClose | EffectKind::ProviderRefund => None,
     }
+}
+
+/// Queues `kind` for `order_no` again, due at once: a new row, or the existing one back to
+/// `pending` with a fresh set of attempts (a second late payment after the first one's
+/// refund). Runs under the order's row lock (the transition's transaction, or the start of a
+/// payment), so no other transaction inserts it meanwhile.
+pub fn requeue(
+    conn: &mut DbConnection,
+    order_no: &str,
+    kind: EffectKind,
+    now: NaiveDateTime,
+) -> QueryResult<()> {
+    let updated = diesel::update(
+        effects::table
+            .filter(effects::order_no.eq(order_no))
+            .filter(effects::kind.eq(kind)),
+    )
+    .set((
+        effects::status.eq(EffectStatus::Pending),
+        effects::attempts.eq(0),
+        effects::last_error.eq(None::<String>),
+        effects::next_attempt_at.eq(now),
+        effects::updated_at.eq(now),
+    ))
+    .execute(conn)?;
+    if updated == 0 {
+        enqueue(conn, &[(order_no, kind)], now)?;
+    }
+    Ok(())
+}
+
+/// Marks the `kind` effect of `order_no` done, if it is still pending, in one transaction with
+/// `also` (what applying it wrote) and its event: how a provider effect ends once its calls
+/// succeeded. `false` when it was not pending (done or dead-lettered meanwhile; `also` is not
+/// run).
+pub fn settle(
+    conn: &mut DbConnection,
+    order_no: &str,
+    kind: EffectKind,
+    now: NaiveDateTime,
+    journal: Journal,
+    mut also: impl FnMut(&mut DbConnection) -> QueryResult<()>,
+) -> QueryResult<bool> {
+    effect_transaction(conn, |conn| {
+        let mine = lock_pending(conn, &[OrderNo::from(order_no)], kind)?;
+        if mine.is_empty() {
+            return Ok(false);
+        }
+        also(conn)?;
+        mark_done(conn, &[order_no], kind, now)?;
+        journal.record_of(conn, kind.done_event(), order_no, now)?;
+        Ok(true)
+    })
+}
+
+/// Whether the `kind` effect of `order_no` is pending.
+pub fn is_pending(conn: &mut DbConnection, order_no: &str, kind: EffectKind) -> QueryResult<bool> {
+    let status: Option<EffectStatus> = effects::table
+        .filter(effects::order_no.eq(order_no))
+        .filter(effects::kind.eq(kind))
+        .select(effects::status)
+        .first(conn)
+        .optional()?;
+    Ok(status == Some(EffectStatus::Pending))
 }
 
 /// Queues effects, due at once (in the transaction that decided them).
@@ -80,11 +148,16 @@ pub fn apply(
         return Ok(Vec::new());
     }
     effect_transaction(conn, |conn| {
+        let apply = applier(kind).ok_or_else(|| {
+            diesel::result::Error::QueryBuilderError(
+                format!("{kind} effects call a provider: providers::effects applies them").into(),
+            )
+        })?;
         let mine = lock_pending(conn, order_nos, kind)?;
         if mine.is_empty() {
             return Ok(Vec::new());
         }
-        applier(kind)(conn, &mine, now)?;
+        apply(conn, &mine, now)?;
         let numbers: Vec<&str> = mine.iter().map(OrderNo::as_str).collect();
         mark_done(conn, &numbers, kind, now)?;
         if journal.enabled {
@@ -212,7 +285,9 @@ fn mark_done(
     .execute(conn)
 }
 
-fn record_failure(
+/// Records a failed attempt at the `kind` effect of `order_no`: retried after a backoff, or
+/// dead-lettered after the last allowed attempt (journaled).
+pub fn record_failure(
     conn: &mut DbConnection,
     order_no: &str,
     kind: EffectKind,
