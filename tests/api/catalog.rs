@@ -737,7 +737,7 @@ fn read_sqlite(conn: &mut SqliteConnection) -> QueryResult<Schema> {
         };
         let bigint_key = is_rowid || references_rowid(&c.table_name, &c.column_name);
         let table = schema.tables.entry(c.table_name.clone()).or_default();
-        table.definitions.insert(c.table_sql.clone());
+        table.definitions.insert(normalized_table_sql(&c.table_sql));
         table.columns.push(Column {
             name: c.column_name.clone(),
             declared_type: c.declared_type.clone(),
@@ -838,4 +838,30 @@ fn sqlite_diesel_type(declared_type: &str, bigint_key: bool) -> String {
         return format!("(unsupported by diesel print-schema: {declared_type})");
     }
     .to_string()
+}
+
+/// A table's `CREATE TABLE` text as SQLite keeps it, without what a rebuild (create, copy,
+/// rename: how a migration changes a CHECK or a UNIQUE) changes but does not mean: the quotes
+/// `ALTER TABLE ... RENAME` puts around the name, and whitespace (the alignment of columns, a
+/// column added by `ALTER TABLE ... ADD COLUMN` after a line break).
+fn normalized_table_sql(sql: &str) -> String {
+    let unquoted = match sql.strip_prefix("CREATE TABLE \"") {
+        Some(rest) => match rest.split_once('"') {
+            Some((name, tail)) => format!("CREATE TABLE {name}{tail}"),
+            None => sql.to_string(),
+        },
+        None => sql.to_string(),
+    };
+    let collapsed = unquoted.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut out = String::with_capacity(collapsed.len());
+    for c in collapsed.chars() {
+        if matches!(c, ',' | '(' | ')') && out.ends_with(' ') {
+            out.pop();
+        }
+        if c == ' ' && (out.ends_with(',') || out.ends_with('(')) {
+            continue;
+        }
+        out.push(c);
+    }
+    out
 }
