@@ -168,9 +168,9 @@ impl Alipay {
                 .is_ok()
         };
         // As Alipay's SDKs do: a signature made over the text with `\/` unescaped also counts.
-        if !checks(split.content)
-            && !(split.content.contains("\\/") && checks(&split.content.replace("\\/", "/")))
-        {
+        let verified = checks(split.content)
+            || (split.content.contains("\\/") && checks(&split.content.replace("\\/", "/")));
+        if !verified {
             return Err(Self::refused(
                 order_no,
                 method,
