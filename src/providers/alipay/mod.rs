@@ -39,6 +39,8 @@ const PRODUCT_CODE: &str = "FAST_INSTANT_TRADE_PAY";
 const SIGN_TYPE: &str = "RSA2";
 /// `alipay.trade.page.pay` takes a `subject` of at most 256 characters.
 const SUBJECT_MAX_CHARS: usize = 256;
+/// Characters page pay's `subject` must not hold ("不可使用特殊字符，如 /，=，& 等").
+const SUBJECT_FORBIDDEN: [char; 3] = ['/', '=', '&'];
 
 const TRADE_NOT_EXIST: &str = "ACQ.TRADE_NOT_EXIST";
 const TRADE_STATUS_ERROR: &str = "ACQ.TRADE_STATUS_ERROR";
@@ -240,6 +242,22 @@ impl Alipay {
     }
 }
 
+/// The order's subject as page pay takes it: the forbidden characters as spaces, at most 256
+/// characters (a course title may well be "C/C++ & Rust").
+fn page_pay_subject(subject: &str) -> String {
+    subject
+        .chars()
+        .map(|c| {
+            if SUBJECT_FORBIDDEN.contains(&c) {
+                ' '
+            } else {
+                c
+            }
+        })
+        .take(SUBJECT_MAX_CHARS)
+        .collect()
+}
+
 fn to_json(value: &impl serde::Serialize) -> Result<String, String> {
     serde_json::to_string(value).map_err(|e| e.to_string())
 }
@@ -254,7 +272,7 @@ impl Provider for Alipay {
         let content = PagePayContent {
             out_trade_no: &request.order_no,
             total_amount: yuan(request.amount_cents),
-            subject: request.subject.chars().take(SUBJECT_MAX_CHARS).collect(),
+            subject: page_pay_subject(&request.subject),
             product_code: PRODUCT_CODE,
             time_expire: cst_time(request.provider_expires_at),
         };
@@ -620,7 +638,7 @@ mod tests {
         let started = adapter()
             .start(&StartRequest {
                 order_no: "ORD-1".into(),
-                subject: "Rust 入门 & more".into(),
+                subject: "C/C++ & Rust = 入门".into(),
                 amount_cents: 1230,
                 currency: "CNY".into(),
                 provider_expires_at: at(2, 29, 0),
@@ -651,7 +669,7 @@ mod tests {
         assert_eq!(
             biz,
             serde_json::json!({"out_trade_no": "ORD-1", "total_amount": "12.30",
-                "subject": "Rust 入门 & more", "product_code": "FAST_INSTANT_TRADE_PAY",
+                "subject": "C C++   Rust   入门", "product_code": "FAST_INSTANT_TRADE_PAY",
                 "time_expire": "2025-03-01 10:29:00"})
         );
         let content = request_sign_content(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
@@ -670,6 +688,13 @@ mod tests {
             r#"{{"{}":{inner},"sign":"{sign}"}}"#,
             transformers::response_member(method)
         )
+    }
+
+    #[test]
+    fn subjects_fit_page_pay() {
+        assert_eq!(page_pay_subject("a/b=c&d"), "a b c d");
+        let long = "课".repeat(300);
+        assert_eq!(page_pay_subject(&long).chars().count(), 256);
     }
 
     #[test]

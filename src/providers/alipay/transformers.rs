@@ -4,18 +4,20 @@
 //! examples.
 //!
 //! Sources:
-//! - Signing a request ("自行实现签名"): <https://opendocs.alipay.com/common/02kf5q>
-//! - Checking a notification ("异步通知验签"): <https://opendocs.alipay.com/common/02mse7>
-//! - Checking an answer ("同步验签", the raw text of `xxx_response`):
-//!   <https://opendocs.alipay.com/common/02mse3>; the SDK's extraction:
-//!   `AlipaySignature.extractSignContent` of
-//!   <https://github.com/alipay/alipay-sdk-java-all>
-//! - Page pay, its notification, close, refund, query:
-//!   <https://opendocs.alipay.com/open/028r8t> (alipay.trade.page.pay),
-//!   <https://opendocs.alipay.com/open/270/105902> (异步通知参数),
-//!   <https://opendocs.alipay.com/open/028wob> (alipay.trade.close),
-//!   <https://opendocs.alipay.com/open/028sm9> (alipay.trade.refund),
-//!   <https://opendocs.alipay.com/open/028woa> (alipay.trade.query).
+//! - Signing a request ("自行实现签名"), with the signing-string example used as a test vector
+//!   below: <https://opendocs.alipay.com/common/02kf5q>
+//! - Checking a notification ("异步通知验签"), with its example notification and string to
+//!   check: <https://opendocs.alipay.com/common/02mse7> (formerly
+//!   <https://docs.open.alipay.com/200/106120>)
+//! - Checking an answer: the signature is over the raw text of the `xxx_response` member, as
+//!   `AlipaySignature.extractSignContent` of the official Java SDK extracts it
+//!   (<https://github.com/alipay/alipay-sdk-java-all>,
+//!   `src/main/java/com/alipay/api/internal/util/AlipaySignature.java`)
+//! - Page pay: <https://opendocs.alipay.com/open/028r8t>; its notification:
+//!   <https://opendocs.alipay.com/open/270/105902>; close, refund, query:
+//!   <https://opendocs.alipay.com/apis/api_1/alipay.trade.close>,
+//!   <https://opendocs.alipay.com/apis/api_1/alipay.trade.refund>,
+//!   <https://opendocs.alipay.com/apis/api_1/alipay.trade.query>.
 
 use chrono::{NaiveDateTime, TimeDelta};
 use serde::{Deserialize, Serialize};
@@ -321,8 +323,8 @@ mod tests {
             .unwrap()
     }
 
-    /// The signing-string example of "自行实现签名" (<https://opendocs.alipay.com/common/02kf5q>,
-    /// formerly <https://docs.open.alipay.com/291/106118>): the parameters of
+    /// The signing-string example of "自行实现签名" (<https://opendocs.alipay.com/common/02kf5q>):
+    /// the parameters of
     /// `alipay.mobile.public.menu.add` and the string to sign they give.
     #[test]
     fn the_published_request_signing_string() {
