@@ -298,7 +298,8 @@ impl Provider for Alipay {
     }
 
     /// `request.now_unix` and `tolerance_secs` go unused: Alipay's notification protocol has
-    /// no timestamp to check (its retries over 25 hours are the same signed notification).
+    /// no freshness check (`notify_time` is informative, and Alipay retries a notification for
+    /// about a day).
     fn verify(&self, request: &NotifyRequest<'_>) -> Result<Notified, NotifyError> {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(request.body)
             .map_err(|_| NotifyError::Unauthentic("not a form body: nothing to check".into()))?;
