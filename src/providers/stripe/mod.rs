@@ -300,10 +300,18 @@ impl Provider for Stripe {
         let status = match transformers::event_meaning(&event.kind, &session) {
             EventMeaning::Paid => TradeStatus::Paid,
             EventMeaning::Closed => TradeStatus::Closed,
-            EventMeaning::Processing | EventMeaning::Other => {
+            EventMeaning::Processing => {
                 return Ok(Notified::Acknowledge(format!(
-                    "stripe event {}: session {} completed, its payment still processing",
-                    event.id, session.id
+                    "stripe event {}: session {} completed with payment_status {}: its outcome comes in a later event",
+                    event.id,
+                    session.id,
+                    session.payment_status.as_deref().unwrap_or("missing")
+                )))
+            }
+            EventMeaning::Other => {
+                return Ok(Notified::Acknowledge(format!(
+                    "stripe event {} of type {} is not used",
+                    event.id, event.kind
                 )))
             }
         };
@@ -435,6 +443,109 @@ mod tests {
             Stripe::session_path("../v1/refunds"),
             "/v1/checkout/sessions/%2E%2E%2Fv1%2Frefunds"
         );
+    }
+
+    fn adapter() -> Stripe {
+        Stripe::new(
+            &StripeSettings {
+                secret_key: "sk_test_x".into(),
+                webhook_secret: "whsec_test_endpoint".into(),
+                api_base: "http://127.0.0.1:9".into(),
+            },
+            std::time::Duration::from_millis(200),
+        )
+        .unwrap()
+    }
+
+    fn event(kind: &str, status: &str, payment_status: &str, intent: Option<&str>) -> Vec<u8> {
+        serde_json::json!({
+            "id": "evt_1", "object": "event", "api_version": STRIPE_VERSION,
+            "created": 1_796_256_000, "livemode": false, "type": kind,
+            "data": {"object": {
+                "id": "cs_test_1", "object": "checkout.session", "status": status,
+                "payment_status": payment_status, "client_reference_id": "ord_1",
+                "metadata": {"order_no": "ord_1"}, "payment_intent": intent,
+                "amount_total": 12345, "currency": "cny", "mode": "payment"
+            }}
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    fn verify(body: &[u8]) -> Result<Notified, NotifyError> {
+        let now = 1_796_256_010;
+        let header = format!(
+            "t={now},v1={}",
+            transformers::signature_hex("whsec_test_endpoint", &now.to_string(), body)
+        );
+        let headers = move |name: &str| (name == "stripe-signature").then(|| header.clone());
+        adapter().verify(&NotifyRequest {
+            headers: &headers,
+            body,
+            now_unix: now,
+            tolerance_secs: 300,
+        })
+    }
+
+    #[test]
+    fn each_session_event_reads_as_the_spec_says() {
+        let paid_at = transformers::from_unix_seconds(1_796_256_000);
+        let paid = |body: Vec<u8>| match verify(&body).unwrap() {
+            Notified::Trade(report) => report,
+            other => panic!("{other:?}"),
+        };
+        let report = paid(event(
+            "checkout.session.completed",
+            "complete",
+            "paid",
+            Some("pi_1"),
+        ));
+        assert_eq!(report.status, TradeStatus::Paid);
+        assert_eq!(report.trade_no, "pi_1");
+        assert_eq!(report.paid_at, paid_at);
+        assert_eq!(report.provider_ref.as_deref(), Some("cs_test_1"));
+        let report = paid(event(
+            "checkout.session.async_payment_succeeded",
+            "complete",
+            "paid",
+            Some("pi_1"),
+        ));
+        assert_eq!(report.status, TradeStatus::Paid);
+        let report = paid(event(
+            "checkout.session.async_payment_failed",
+            "complete",
+            "unpaid",
+            Some("pi_1"),
+        ));
+        assert_eq!(
+            (report.status, report.trade_no.as_str()),
+            (TradeStatus::Closed, "pi_1")
+        );
+        let report = paid(event("checkout.session.expired", "expired", "unpaid", None));
+        assert_eq!(
+            (report.status, report.trade_no.as_str()),
+            (TradeStatus::Closed, "cs_test_1")
+        );
+        assert_eq!(report.paid_at, None);
+        // An asynchronous method still processing, and a type the engine does not use.
+        for body in [
+            event(
+                "checkout.session.completed",
+                "complete",
+                "unpaid",
+                Some("pi_1"),
+            ),
+            event("charge.refunded", "complete", "paid", Some("pi_1")),
+        ] {
+            assert!(matches!(verify(&body), Ok(Notified::Acknowledge(_))));
+        }
+        // Authentic but unreadable: 400, not 401.
+        assert!(matches!(
+            verify(b"not json"),
+            Err(NotifyError::Malformed(_))
+        ));
+        let no_intent = event("checkout.session.completed", "complete", "paid", None);
+        assert!(matches!(verify(&no_intent), Err(NotifyError::Malformed(_))));
     }
 
     #[test]

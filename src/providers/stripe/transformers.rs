@@ -42,6 +42,7 @@ pub type Form = Vec<(String, String)>;
 /// `application/x-www-form-urlencoded` of `form` (brackets percent-encoded, as Stripe's SDKs send
 /// them; Stripe decodes either).
 pub fn encode_form(form: &Form) -> String {
+    // A list of string pairs always encodes: serde_urlencoded fails only on nested values.
     serde_urlencoded::to_string(form).unwrap_or_default()
 }
 

@@ -730,16 +730,18 @@ fn refund(state: &mut State, request: &SimRequest) -> (SimResponse, String) {
     let amount = match fields.get("amount").map(|a| a.parse::<i64>()) {
         None => left,
         Some(Ok(amount)) if amount > 0 && amount <= left => amount,
-        Some(Ok(amount)) if amount > left => return (
-            invalid(
-                "amount",
-                "amount_too_large",
-                &format!(
+        Some(Ok(amount)) if amount > left => {
+            return (
+                invalid(
+                    "amount",
+                    "amount_too_large",
+                    &format!(
                     "Refund amount ({amount}) is greater than unrefunded amount on charge ({left})"
                 ),
-            ),
-            counted_for,
-        ),
+                ),
+                counted_for,
+            )
+        }
         Some(_) => {
             return (
                 invalid(
