@@ -533,6 +533,51 @@ mod tests {
         );
     }
 
+    /// The fixed vector of Stripe's official .NET SDK: `EventUtilityTest`
+    /// (https://github.com/stripe/stripe-dotnet/blob/master/src/StripeTests/Services/Events/EventUtilityTest.cs)
+    /// over its fixture `src/StripeTests/Resources/event_test_signature.json` (this text, final
+    /// newline included), secret `webhook_secret`, t = 1533204620, checked there with a current
+    /// time of t + 100 and a tolerance of 300.
+    const DOTNET_PAYLOAD: &str = "{\n  \"id\": \"evt_123\",\n  \"object\": \"event\",\n  \"account\": \"acct_123\",\n  \"api_version\": \"2017-05-25\",\n  \"created\": 1533204620,\n  \"data\": {\n    \"object\": {\n      \"id\": \"cus_123\",\n      \"object\": \"customer\",\n      \"created\": 123456789,\n      \"email\": \"test@stripe.com\",\n      \"livemode\": false,\n      \"metadata\": {}\n    }\n  },\n  \"livemode\": false,\n  \"pending_webhooks\": 1,\n  \"request\": {\n    \"id\": \"req_123\",\n    \"idempotency_key\": \"idempotency-key-123\"\n  },\n  \"type\": \"customer.created\"\n}\n";
+    const DOTNET_HEADER: &str = "t=1533204620,v1=2220f87ef101a04665f11cdf770523143f875572008577fa0f20882ddb9cc3c7,v0=63f3a72374a733066c4be69ed7f8e5ac85c22c9f0a6a612ab9a025a9e4ee7eef";
+
+    #[test]
+    fn the_official_sdks_vector_verifies() {
+        let body = DOTNET_PAYLOAD.as_bytes();
+        assert_eq!(
+            verify_signature(DOTNET_HEADER, body, "webhook_secret", 1533204620 + 100, 300),
+            Ok(1533204620)
+        );
+        // Its RejectOutdatedTimestamp and RejectIncorrectSignature cases.
+        assert!(
+            verify_signature(DOTNET_HEADER, body, "webhook_secret", 1533204620 + 400, 300).is_err()
+        );
+        let changed = format!("{DOTNET_PAYLOAD}this_changes_the_json");
+        assert!(verify_signature(
+            DOTNET_HEADER,
+            changed.as_bytes(),
+            "webhook_secret",
+            1533204620,
+            300
+        )
+        .is_err());
+        // Its malformed headers.
+        for header in [
+            "t=,v1=2220f87e",
+            "t,v1=,v0=",
+            "t,v1=,v0",
+            "t,v1=,",
+            "t,,",
+            ",,",
+            "t",
+        ] {
+            assert!(
+                verify_signature(header, b"{}", "webhook_secret", 0, 300).is_err(),
+                "{header}"
+            );
+        }
+    }
+
     #[test]
     fn the_signed_payload_is_t_dot_the_raw_body() {
         // Stripe's docs: signed_payload = timestamp + "." + the raw JSON payload.
