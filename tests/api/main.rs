@@ -25,6 +25,7 @@ mod payments;
 mod pg_cluster;
 mod placement;
 mod process;
+mod provider_stories;
 mod redis;
 mod restart;
 mod schedules;
