@@ -103,26 +103,39 @@ fn start_ok(app: &TestApp, sim: &dyn Simulator, token: &str, order: &Value) -> V
         assert!(payment["provider_ref"].as_str().is_some(), "{payment}");
     }
     // The same request again: the same payment, 200.
-    let again = app.as_user(token, "POST", &path, Some(body)).assert_status(200).clone();
+    let again = app
+        .as_user(token, "POST", &path, Some(body))
+        .assert_status(200)
+        .clone();
     assert_eq!(again, payment);
     if let Some(url) = payment["pay_url"].as_str() {
         if url.starts_with("http://127.0.0.1") {
-            let status = ureq::get(url).call().map(|r| r.status()).unwrap_or_else(|e| match e {
-                ureq::Error::Status(status, _) => status,
-                other => panic!("visiting {url}: {other}"),
-            });
-            assert_eq!(status, 200, "the simulator refused the signed pay URL {url}");
+            let status = ureq::get(url)
+                .call()
+                .map(|r| r.status())
+                .unwrap_or_else(|e| match e {
+                    ureq::Error::Status(status, _) => status,
+                    other => panic!("visiting {url}: {other}"),
+                });
+            assert_eq!(
+                status, 200,
+                "the simulator refused the signed pay URL {url}"
+            );
         }
     }
     let trade = sim.trade(&no).expect("the simulator holds the trade");
     assert_eq!(trade.amount_cents, order["payable_cents"].as_i64().unwrap());
     if let Some(url) = &trade.notify_url {
-        assert_eq!(url, &format!("https://pay.example.com{}", route_of(sim.provider())));
+        assert_eq!(
+            url,
+            &format!("https://pay.example.com{}", route_of(sim.provider()))
+        );
     }
     if let Some(expires) = trade.expires_at_unix {
-        // The provider's own expiry: the order's deadline less the 60 s margin.
+        // The provider's own expiry: the order's deadline less the margin.
         let deadline = ts(&order["expires_at"]).timestamp();
-        assert_eq!(expires, deadline - 60, "provider-side expiry");
+        let margin = app.settings.providers.expire_margin_secs as i64;
+        assert_eq!(expires, deadline - margin, "provider-side expiry");
     }
     payment
 }
@@ -146,7 +159,10 @@ fn assert_success_reply(sim: &dyn Simulator, (status, body): (u16, String)) {
 }
 
 fn payments_of(app: &TestApp, no: &str) -> Vec<Value> {
-    app.admin_order(no)["payments"].as_array().cloned().unwrap_or_default()
+    app.admin_order(no)["payments"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Waits until the order's `kind` effect is `done`; returns it.
@@ -176,6 +192,12 @@ fn late_payments(app: &TestApp) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// Four seconds to pay, the provider's expiry one second before.
+const SHORT_DEADLINE: [(&str, &str); 2] = [
+    ("orders.payment_timeout_secs", "4"),
+    ("providers.expire_margin_secs", "1"),
+];
+
 // ----- the stories -----
 
 /// start -> the provider notifies paid -> paid, granted; the Payment is `paid`; the same
@@ -191,7 +213,10 @@ fn paid_and_granted(backend: Backend, sim: &dyn Simulator) {
     assert_success_reply(sim, sim.pay_and_notify(&app.base, &no, payable));
     let paid = app.admin_order(&no);
     assert_eq!(paid["order"]["status"], "paid", "{paid}");
-    let trade_no = sim.trade(&no).and_then(|t| t.trade_no).expect("a trade number");
+    let trade_no = sim
+        .trade(&no)
+        .and_then(|t| t.trade_no)
+        .expect("a trade number");
     assert_eq!(paid["order"]["trade_no"], trade_no.as_str());
     wait_effect_done(&app, &no, "grant");
     let payments = payments_of(&app, &no);
@@ -208,14 +233,14 @@ fn paid_and_granted(backend: Backend, sim: &dyn Simulator) {
 /// start -> the deadline passes -> cancelled on time; the trade is closed at the provider
 /// exactly once, through two 500s; the Payment is `closed`.
 fn deadline_closes_the_trade_once(backend: Backend, sim: &dyn Simulator) {
-    let Some(app) = spawn(backend, sim, &[("orders.payment_timeout_secs", "63")], None) else {
+    let Some(app) = spawn(backend, sim, &SHORT_DEADLINE, None) else {
         return;
     };
     let (token, order) = pending_order(&app, 5_000);
     let no = no_of(&order);
     start_ok(&app, sim, &token, &order);
     sim.fail_next(Op::Close, 2);
-    let closed = app.wait_order_status(&no, "cancelled", Duration::from_secs(90));
+    let closed = app.wait_order_status(&no, "cancelled", Duration::from_secs(30));
     assert_eq!(closed["close_reason"], "timeout");
     let lateness = ts(&closed["closed_at"]) - ts(&closed["expires_at"]);
     assert!(
@@ -224,7 +249,11 @@ fn deadline_closes_the_trade_once(backend: Backend, sim: &dyn Simulator) {
     );
     let effect = wait_effect_done(&app, &no, "provider_close");
     assert_eq!(effect["attempts"], 3, "two 500s, then the close: {effect}");
-    assert_eq!(sim.calls(Op::Close, &no), 1, "closed at the provider exactly once");
+    assert_eq!(
+        sim.calls(Op::Close, &no),
+        1,
+        "closed at the provider exactly once"
+    );
     let payments = payments_of(&app, &no);
     assert_eq!(payments[0]["status"], "closed", "{payments:?}");
     crate::invariants::check(&app);
@@ -234,19 +263,22 @@ fn deadline_closes_the_trade_once(backend: Backend, sim: &dyn Simulator) {
 /// provider, refunded at the provider exactly once (through a 500) for the amount received;
 /// the provider's repeat and a second word change nothing.
 fn late_payment_is_refunded_once(backend: Backend, sim: &dyn Simulator) {
-    let Some(app) = spawn(backend, sim, &[("orders.payment_timeout_secs", "61")], None) else {
+    let Some(app) = spawn(backend, sim, &SHORT_DEADLINE, None) else {
         return;
     };
     let (token, order) = pending_order(&app, 7_000);
     let no = no_of(&order);
     start_ok(&app, sim, &token, &order);
-    app.wait_order_status(&no, "cancelled", Duration::from_secs(90));
+    app.wait_order_status(&no, "cancelled", Duration::from_secs(30));
     wait_effect_done(&app, &no, "provider_close");
     sim.fail_next(Op::Refund, 1);
     // The payer pays anyway (the provider had taken it just before the close, say), with a
     // different amount than the order's: a late payment is acknowledged whatever the amount.
     assert_success_reply(sim, sim.pay_and_notify(&app.base, &no, 6_999));
-    let trade_no = sim.trade(&no).and_then(|t| t.trade_no).expect("a trade number");
+    let trade_no = sim
+        .trade(&no)
+        .and_then(|t| t.trade_no)
+        .expect("a trade number");
     let view = app.admin_order(&no);
     assert_eq!(view["order"]["status"], "cancelled");
     let refund = wait_effect_done(&app, &no, "provider_refund");
@@ -260,7 +292,11 @@ fn late_payment_is_refunded_once(backend: Backend, sim: &dyn Simulator) {
     assert_eq!(late[0]["provider"], sim.provider());
     assert_eq!(late[0]["refund"]["status"], "done", "{}", late[0]);
     assert_success_reply(sim, sim.renotify(&app.base));
-    let refunds: Vec<_> = sim.refunds().into_iter().filter(|r| r.trade_no == trade_no).collect();
+    let refunds: Vec<_> = sim
+        .refunds()
+        .into_iter()
+        .filter(|r| r.trade_no == trade_no)
+        .collect();
     assert_eq!(refunds.len(), 1, "refunded exactly once: {refunds:?}");
     assert_eq!(refunds[0].amount_cents, 6_999);
     assert_eq!(late_payments(&app).len(), 1);
@@ -280,7 +316,10 @@ fn lost_notification_is_found(backend: Backend, sim: &dyn Simulator) {
     start_ok(&app, sim, &token, &order);
     sim.pay_silently(&no, 4_200);
     let paid = app.wait_order_status(&no, "paid", Duration::from_secs(30));
-    let trade_no = sim.trade(&no).and_then(|t| t.trade_no).expect("a trade number");
+    let trade_no = sim
+        .trade(&no)
+        .and_then(|t| t.trade_no)
+        .expect("a trade number");
     assert_eq!(paid["trade_no"], trade_no.as_str());
     wait_effect_done(&app, &no, "grant");
 
@@ -296,8 +335,15 @@ fn lost_notification_is_found(backend: Backend, sim: &dyn Simulator) {
     let late = late_payments(&app);
     assert_eq!(late.len(), 1, "{late:?}");
     assert_eq!(late[0]["order_no"], no.as_str());
-    let trade_no = sim.trade(&no).and_then(|t| t.trade_no).expect("a trade number");
-    let refunds: Vec<_> = sim.refunds().into_iter().filter(|r| r.trade_no == trade_no).collect();
+    let trade_no = sim
+        .trade(&no)
+        .and_then(|t| t.trade_no)
+        .expect("a trade number");
+    let refunds: Vec<_> = sim
+        .refunds()
+        .into_iter()
+        .filter(|r| r.trade_no == trade_no)
+        .collect();
     assert_eq!(refunds.len(), 1, "refunded exactly once: {refunds:?}");
     crate::invariants::check(&app);
 }
@@ -359,7 +405,12 @@ fn provider_close_leaves_the_order_pending(backend: Backend, sim: &dyn Simulator
 /// with less than the margin left 409 `payment_window_closed`; a provider that fails is 503
 /// and nothing is stored (Alipay makes no call to start).
 fn start_refusals(backend: Backend, sim: &dyn Simulator) {
-    let Some(app) = spawn(backend, sim, &[("providers.expire_margin_secs", "3000")], None) else {
+    let Some(app) = spawn(
+        backend,
+        sim,
+        &[("providers.expire_margin_secs", "3000")],
+        None,
+    ) else {
         return;
     };
     let (token, order) = pending_order(&app, 1_000);
