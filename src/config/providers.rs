@@ -126,6 +126,20 @@ pub(super) fn load(l: &mut Layers, currency: &str) -> Result<ProviderSettings, C
     let expire_margin_secs = l.integer("providers", "expire_margin_secs", 60, 0, 86_400)?;
     let request_timeout_ms = l.integer("providers", "request_timeout_ms", 5_000, 1, 600_000)?;
     let public_base_url = l.string("providers", "public_base_url", "")?;
+    // Read whether or not the provider is on, so a file holding them is never "unknown key".
+    let gateway_url = base_url(
+        l,
+        "providers.alipay",
+        "gateway_url",
+        "https://openapi.alipay.com/gateway.do",
+    )?;
+    let wechatpay_base = base_url(
+        l,
+        "providers.wechatpay",
+        "api_base",
+        "https://api.mch.weixin.qq.com",
+    )?;
+    let stripe_base = base_url(l, "providers.stripe", "api_base", "https://api.stripe.com")?;
 
     let alipay = match section(
         l,
@@ -137,12 +151,7 @@ pub(super) fn load(l: &mut Layers, currency: &str) -> Result<ProviderSettings, C
             app_id: v[0].clone(),
             app_private_key: signing_key("providers.alipay", "app_private_key", &v[1])?,
             alipay_public_key: verifying_key("providers.alipay", "alipay_public_key", &v[2])?,
-            gateway_url: base_url(
-                l,
-                "providers.alipay",
-                "gateway_url",
-                "https://openapi.alipay.com/gateway.do",
-            )?,
+            gateway_url,
         }),
     };
     let wechatpay = match section(
@@ -182,12 +191,7 @@ pub(super) fn load(l: &mut Layers, currency: &str) -> Result<ProviderSettings, C
                     &v[5],
                 )?,
                 platform_serial: v[6].clone(),
-                api_base: base_url(
-                    l,
-                    "providers.wechatpay",
-                    "api_base",
-                    "https://api.mch.weixin.qq.com",
-                )?,
+                api_base: wechatpay_base,
             })
         }
     };
@@ -203,7 +207,7 @@ pub(super) fn load(l: &mut Layers, currency: &str) -> Result<ProviderSettings, C
             Some(StripeSettings {
                 secret_key: v[0].clone(),
                 webhook_secret: v[1].clone(),
-                api_base: base_url(l, "providers.stripe", "api_base", "https://api.stripe.com")?,
+                api_base: stripe_base,
             })
         }
     };
@@ -242,5 +246,117 @@ impl ProviderSettings {
     /// The `notify_url` of a provider's route.
     pub fn notify_url(&self, route: &str) -> String {
         format!("{}{route}", self.public_base_url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Settings;
+
+    fn fixture(name: &str) -> String {
+        format!(
+            "@{}/tests/fixtures/providers/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    }
+
+    fn load(pairs: &[(&str, String)]) -> Result<Settings, crate::config::ConfigError> {
+        Settings::load_from(
+            None,
+            pairs
+                .iter()
+                .map(|(k, v)| (format!("ORDER_ENGINE__{k}"), v.clone())),
+        )
+    }
+
+    fn alipay() -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "PROVIDERS__PUBLIC_BASE_URL",
+                "https://pay.example.com/".into(),
+            ),
+            ("PROVIDERS__ALIPAY__APP_ID", "2021000000000000".into()),
+            (
+                "PROVIDERS__ALIPAY__APP_PRIVATE_KEY",
+                fixture("engine_key.pem"),
+            ),
+            (
+                "PROVIDERS__ALIPAY__ALIPAY_PUBLIC_KEY",
+                fixture("provider_key.pub.pem"),
+            ),
+        ]
+    }
+
+    #[test]
+    fn a_provider_is_on_with_its_required_keys_from_the_environment() {
+        let settings = load(&alipay()).unwrap();
+        let on = settings.providers.alipay.clone().expect("alipay is on");
+        assert_eq!(on.app_id, "2021000000000000");
+        assert!(on.app_private_key.contains("BEGIN PRIVATE KEY"));
+        assert_eq!(on.gateway_url, "https://openapi.alipay.com/gateway.do");
+        assert_eq!(
+            settings.providers.public_base_url,
+            "https://pay.example.com"
+        );
+        assert_eq!(
+            settings.providers.notify_url("/api/payments/alipay/notify"),
+            "https://pay.example.com/api/payments/alipay/notify"
+        );
+        assert!(settings.providers.wechatpay.is_none());
+        assert!(settings.providers.stripe.is_none());
+        assert!(Settings::defaults().providers.alipay.is_none());
+    }
+
+    #[test]
+    fn a_half_configured_or_unusable_provider_names_the_key() {
+        let cases: Vec<(Vec<(&str, String)>, &str)> = vec![
+            (alipay()[..3].to_vec(), "providers.alipay.alipay_public_key"),
+            ([&alipay()[1..]].concat(), "providers.public_base_url"),
+            (
+                [&alipay()[..], &[("PRICING__CURRENCY", "USD".into())]].concat(),
+                "providers.alipay",
+            ),
+            (
+                [
+                    &alipay()[..3],
+                    &[("PROVIDERS__ALIPAY__ALIPAY_PUBLIC_KEY", "not a key".into())],
+                ]
+                .concat(),
+                "providers.alipay.alipay_public_key",
+            ),
+            (
+                [
+                    &alipay()[..2],
+                    &[
+                        ("PROVIDERS__ALIPAY__APP_PRIVATE_KEY", "@/no/such.pem".into()),
+                        (
+                            "PROVIDERS__ALIPAY__ALIPAY_PUBLIC_KEY",
+                            fixture("provider_key.pub.pem"),
+                        ),
+                    ],
+                ]
+                .concat(),
+                "providers.alipay.app_private_key",
+            ),
+            (
+                vec![
+                    (
+                        "PROVIDERS__PUBLIC_BASE_URL",
+                        "https://pay.example.com".into(),
+                    ),
+                    ("PROVIDERS__STRIPE__SECRET_KEY", "sk_test_x".into()),
+                    ("PROVIDERS__STRIPE__WEBHOOK_SECRET", "nope".into()),
+                ],
+                "providers.stripe.webhook_secret",
+            ),
+            (
+                vec![("PROVIDERS__PAYPAL__KEY", "x".into())],
+                "providers.paypal__key",
+            ),
+        ];
+        for (pairs, key) in cases {
+            let err = load(&pairs).unwrap_err();
+            assert_eq!(err.key, key, "{err}");
+        }
     }
 }

@@ -671,4 +671,52 @@ mod step_tests {
         assert_eq!(double.events, vec![EventKind::LatePayment]);
         assert_eq!(double.transition, None);
     }
+
+    #[test]
+    fn through_a_provider_only_a_success_moves_the_order_and_a_later_word_is_acknowledged() {
+        let word = |code: i64, amount_cents: i64| {
+            Command::Callback(Callback {
+                provider: ProviderName::Alipay,
+                trade_no: "2026120322001".into(),
+                code,
+                amount_cents,
+                provider_paid_at: None,
+            })
+        };
+        // A provider's close leaves the order pending: the payment is closed, not the order.
+        let closed = step(
+            Some(&pending(3)),
+            before(),
+            &word(PROVIDER_CLOSED_CODE, 100),
+            None,
+        )
+        .unwrap();
+        assert_eq!(closed.transition, None);
+        assert_eq!(closed.payment, Some(PaymentOutcome::Ignored));
+        assert_eq!(closed.kind, OutcomeKind::Unchanged);
+        // Any later word on a recorded trade of the same order is a duplicate, whatever it
+        // says; on another order's trade it is a conflict.
+        let seen = SeenTrade {
+            same_order: true,
+            code: SUCCESS_CODE,
+            amount_cents: 100,
+        };
+        for later in [word(PROVIDER_CLOSED_CODE, 100), word(SUCCESS_CODE, 90)] {
+            assert_eq!(
+                step(Some(&pending(3)), before(), &later, Some(seen)).unwrap(),
+                Step::nothing(OutcomeKind::Duplicate)
+            );
+            let other = SeenTrade {
+                same_order: false,
+                ..seen
+            };
+            assert_eq!(
+                step(Some(&pending(3)), before(), &later, Some(other)),
+                Err(StepError::TradeNoConflict)
+            );
+        }
+        // A provider's success pays, as the generic callback's does.
+        let paid = step(Some(&pending(3)), before(), &word(SUCCESS_CODE, 100), None).unwrap();
+        assert_eq!(paid.transition.unwrap().to, OrderStatus::Paid);
+    }
 }

@@ -99,6 +99,33 @@ impl Modify for SecuritySchemes {
                 "t=<unix seconds>,v1=<hex HMAC-SHA256(payment.secret, \"<t>.<raw body>\")>",
             ))),
         );
+        // Alipay signs inside the form body (`sign`, `sign_type=RSA2`), not in a header;
+        // OpenAPI has no scheme for that, so it is described on a query-style key.
+        components.add_security_scheme(
+            "alipay_signature",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+                "sign",
+                "Form field `sign`: base64 SHA256withRSA (RSA2) with Alipay's key over the sorted \
+                 `key=value` pairs but `sign` and `sign_type`; checked with \
+                 providers.alipay.alipay_public_key",
+            ))),
+        );
+        components.add_security_scheme(
+            "wechatpay_signature",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Wechatpay-Signature",
+                "base64 SHA256-RSA over \"{Wechatpay-Timestamp}\\n{Wechatpay-Nonce}\\n{body}\\n\" \
+                 with the platform key named by Wechatpay-Serial (providers.wechatpay)",
+            ))),
+        );
+        components.add_security_scheme(
+            "stripe_signature",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Stripe-Signature",
+                "t=<unix seconds>,v1=<hex HMAC-SHA256(providers.stripe.webhook_secret, \
+                 \"<t>.<raw body>\")>",
+            ))),
+        );
     }
 }
 

@@ -17,6 +17,26 @@ const ROUTES: &[(&str, &str, Option<&str>)] = &[
     ("get", "/api/me", Some("client_jwt")),
     ("get", "/api/courses", Some("client_jwt")),
     ("post", "/api/payments/callback", Some("callback_signature")),
+    (
+        "post",
+        "/api/orders/{order_no}/payments",
+        Some("client_jwt"),
+    ),
+    (
+        "post",
+        "/api/payments/alipay/notify",
+        Some("alipay_signature"),
+    ),
+    (
+        "post",
+        "/api/payments/wechatpay/notify",
+        Some("wechatpay_signature"),
+    ),
+    (
+        "post",
+        "/api/payments/stripe/webhook",
+        Some("stripe_signature"),
+    ),
     ("get", "/admin/orders/{order_no}", Some("admin_token")),
     ("get", "/admin/orders", Some("admin_token")),
     ("get", "/admin/actors", Some("admin_token")),
