@@ -342,7 +342,20 @@ fn three_processes_run_each_due_second_once_through_a_kill() {
     let Some(server) = postgres_server_url() else {
         return;
     };
-    let db = TestDatabase::create_on(&server);
+    three_processes_through_a_kill(TestDatabase::create_on(&server));
+}
+
+/// The same on one MySQL / MariaDB database.
+#[cfg(feature = "mysql")]
+#[test]
+fn mysql_three_processes_run_each_due_second_once() {
+    let Some(server) = mysql_server_url() else {
+        return;
+    };
+    three_processes_through_a_kill(TestDatabase::create_on_mysql(&server));
+}
+
+fn three_processes_through_a_kill(db: TestDatabase) {
     let receiver = Receiver::start(Script::Answer(204));
     let file = every_second_webhook("tick", &receiver.url());
     let mut engines: Vec<EngineProcess> = ["n0", "n1", "n2"]
