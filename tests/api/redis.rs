@@ -310,6 +310,12 @@ fn events_of_order_stories_postgres() {
     events_of_order_stories(Backend::Postgres);
 }
 
+#[cfg(feature = "mysql")]
+#[test]
+fn events_of_order_stories_mysql() {
+    events_of_order_stories(Backend::Mysql);
+}
+
 /// A `redis-server` of the test's own on a free port, with its data in a temp folder
 /// (append-only, fsync always, so a stop and start keeps the stream). Killed on drop.
 struct OwnedRedis {
@@ -459,6 +465,12 @@ fn events_across_a_redis_outage_and_a_restart_postgres() {
     events_across_a_redis_outage_and_a_restart(Backend::Postgres);
 }
 
+#[cfg(feature = "mysql")]
+#[test]
+fn events_across_a_redis_outage_and_a_restart_mysql() {
+    events_across_a_redis_outage_and_a_restart(Backend::Mysql);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Several processes.
 
@@ -484,11 +496,22 @@ fn node<'a>(actors: &'a Value, id: &str) -> &'a Value {
 /// within the heartbeat TTL plus 1 s, with the SPEC invariants intact.
 #[test]
 fn three_processes_one_killed() {
+    three_processes_one_killed_on(Backend::Postgres);
+}
+
+/// The same on one MySQL / MariaDB database.
+#[cfg(feature = "mysql")]
+#[test]
+fn mysql_three_processes_one_killed() {
+    three_processes_one_killed_on(Backend::Mysql);
+}
+
+fn three_processes_one_killed_on(backend: Backend) {
     const TTL_SECS: i64 = 2;
     if redis_url().is_none() {
         return;
     }
-    let Some(db) = TestDatabase::create(Backend::Postgres) else {
+    let Some(db) = TestDatabase::create(backend) else {
         return;
     };
     let scope = RedisScope::new().expect("TEST_REDIS_URL is set");
@@ -659,6 +682,12 @@ fn rate_limit_and_idempotency_sqlite() {
 #[test]
 fn rate_limit_and_idempotency_postgres() {
     rate_limit_and_idempotency(Backend::Postgres);
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn rate_limit_and_idempotency_mysql() {
+    rate_limit_and_idempotency(Backend::Mysql);
 }
 
 /// With Redis configured but unreachable the engine serves orders, callbacks and timeouts, does

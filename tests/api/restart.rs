@@ -241,8 +241,19 @@ mod graceful_shutdown {
 /// callback, a user cancel and an admin cancel, spread over both: exactly one transition each.
 #[test]
 fn two_processes_one_postgres_database() {
+    two_processes_one_database(Backend::Postgres);
+}
+
+/// The same on one MySQL / MariaDB database.
+#[cfg(feature = "mysql")]
+#[test]
+fn mysql_two_processes_one_database() {
+    two_processes_one_database(Backend::Mysql);
+}
+
+fn two_processes_one_database(backend: Backend) {
     const ORDERS: usize = 16;
-    let Some(db) = TestDatabase::create(Backend::Postgres) else {
+    let Some(db) = TestDatabase::create(backend) else {
         return;
     };
     let settings = [("orders.payment_timeout_secs", "120")];
