@@ -215,6 +215,12 @@ fn is_unavailable_message(message: &str) -> bool {
         "database is locked",
         "could not connect",
         "the database system is",
+        // MySQL / MariaDB: the server went away or is busy; the client may retry.
+        "lost connection to",
+        "server has gone away",
+        "can't connect to",
+        "too many connections",
+        "lock wait timeout exceeded",
     ]
     .iter()
     .any(|needle| m.contains(needle))
