@@ -11,7 +11,9 @@ use super::schema::*;
 use super::{outbox, DbConnection};
 use crate::domain::ids::OrderNo;
 use crate::domain::order::{Callback, PROVIDER_CLOSED_CODE};
-use crate::domain::states::{EffectKind, OrderStatus, PaymentOutcome, PaymentStatus, ProviderName};
+use crate::domain::states::{
+    EffectKind, EffectStatus, OrderStatus, PaymentOutcome, PaymentStatus, ProviderName,
+};
 use crate::domain::time::serde_ts;
 
 /// A payment as stored and as the API shows it (the SPEC's Payment object, plus nothing).
@@ -260,9 +262,12 @@ pub fn mark_refunded(conn: &mut DbConnection, id: i64, now: NaiveDateTime) -> Qu
     .execute(conn)
 }
 
-/// What `reconcile_payments` asks the providers about: the started payments of pending orders
-/// older than `min_age`, and every payment but the paying one of orders closed within
-/// `lookback` (a late payment whose notification was lost), oldest first, at most `limit`.
+/// What `reconcile_payments` asks the providers about, oldest first, at most `limit` of each
+/// kind: the started payments of pending orders older than `min_age`, and the payments but the
+/// paying one of orders that left `pending` within `lookback` whose trades are not closed at
+/// their providers yet (their `provider_close` effect is pending or dead-lettered: once it is
+/// done, every such trade was closed — a close that found one paid applied it — so there is
+/// nothing left to find, and a day of closed orders is not asked about again every run).
 pub fn to_reconcile(
     conn: &mut DbConnection,
     now: NaiveDateTime,
@@ -279,23 +284,26 @@ pub fn to_reconcile(
         .limit(limit)
         .select(Payment::as_select())
         .load(conn)?;
-    let closed: Vec<Payment> = payments::table
+    let since = now - lookback;
+    let unclosed = diesel::dsl::exists(
+        effects::table
+            .filter(effects::order_no.eq(payments::order_no))
+            .filter(effects::kind.eq(EffectKind::ProviderClose))
+            .filter(effects::status.ne(EffectStatus::Done)),
+    );
+    let left: Vec<Payment> = payments::table
         .inner_join(orders::table)
-        .filter(orders::status.eq_any([OrderStatus::Cancelled, OrderStatus::Failed]))
-        .filter(orders::closed_at.ge(now - lookback))
+        .filter(orders::status.ne(OrderStatus::Pending))
+        .filter(
+            orders::closed_at
+                .ge(Some(since))
+                .or(orders::paid_at.ge(Some(since))),
+        )
         .filter(payments::status.ne(PaymentStatus::Paid))
+        .filter(unclosed)
         .order(payments::created_at)
         .limit(limit)
         .select(Payment::as_select())
         .load(conn)?;
-    let paid: Vec<Payment> = payments::table
-        .inner_join(orders::table)
-        .filter(orders::status.eq(OrderStatus::Paid))
-        .filter(orders::paid_at.ge(now - lookback))
-        .filter(payments::status.ne(PaymentStatus::Paid))
-        .order(payments::created_at)
-        .limit(limit)
-        .select(Payment::as_select())
-        .load(conn)?;
-    Ok(pending.into_iter().chain(closed).chain(paid).collect())
+    Ok(pending.into_iter().chain(left).collect())
 }
