@@ -58,6 +58,25 @@ pub fn late_payments(
     after: Option<i64>,
     limit: i64,
 ) -> QueryResult<Vec<LatePayment>> {
+    late_payments_where(conn, None, after, Some(limit))
+}
+
+/// The late and double payments of one order, newest first (the dashboard's order page).
+pub fn late_payments_of_order(
+    conn: &mut DbConnection,
+    order_no: &str,
+) -> QueryResult<Vec<LatePayment>> {
+    late_payments_where(conn, Some(order_no), None, None)
+}
+
+/// Late and double payments (of `order_no` when given), newest first, before id `after`, at
+/// most `limit`, each with its refund.
+fn late_payments_where(
+    conn: &mut DbConnection,
+    order_no: Option<&str>,
+    after: Option<i64>,
+    limit: Option<i64>,
+) -> QueryResult<Vec<LatePayment>> {
     let mut query = payment_events::table
         .filter(
             payment_events::outcome
@@ -75,13 +94,16 @@ pub fn late_payments(
             payment_events::refunded_at,
         ))
         .into_boxed();
+    if let Some(order_no) = order_no {
+        query = query.filter(payment_events::order_no.eq(order_no));
+    }
     if let Some(after) = after {
         query = query.filter(payment_events::id.lt(after));
     }
-    let rows: Vec<LatePaymentRow> = query
-        .order(payment_events::id.desc())
-        .limit(limit)
-        .load(conn)?;
+    if let Some(limit) = limit {
+        query = query.limit(limit);
+    }
+    let rows: Vec<LatePaymentRow> = query.order(payment_events::id.desc()).load(conn)?;
     // The refund effects of the page's provider payments, in one query.
     let numbers: Vec<&str> = rows
         .iter()
@@ -168,16 +190,8 @@ pub struct PaymentEvent {
     pub provider_paid_at: Option<NaiveDateTime>,
     pub received_at: NaiveDateTime,
     pub outcome: PaymentOutcome,
-}
-
-impl PaymentEvent {
-    /// A success that came too late or twice: money to give back.
-    pub fn is_late(&self) -> bool {
-        matches!(
-            self.outcome,
-            PaymentOutcome::LatePayment | PaymentOutcome::DoublePayment
-        )
-    }
+    /// Who sent it: the generic callback or a provider's notification.
+    pub provider: ProviderName,
 }
 
 /// Every stored callback of one order, in the order received.

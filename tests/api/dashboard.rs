@@ -4,7 +4,9 @@
 //! agree; a forged POST without the CSRF token changes nothing; the cookie never opens the JSON
 //! admin API; no cookie, a signed-out one or an expired one is sent to sign in; a dead letter
 //! is retried with its button, and so is a dead-lettered webhook delivery; the Schedules page
-//! shows a schedule's runs ok and another's failed, and each schedule's page its runs.
+//! shows a schedule's runs ok and another's failed, and each schedule's page its runs; a
+//! Stripe payment (through its simulator) is on its order's page, and its late payment's
+//! refund on both pages, dead-lettered then done; a generic one's refund says manual.
 //!
 //! Runs when `TEST_CHROMEDRIVER` names the chromedriver executable (`.ci/run` installs
 //! Debian's `chromium` and `chromium-driver` and sets it); skipped with one line otherwise,
@@ -433,9 +435,22 @@ on_both_backends! {
         browser.wait_text("#late-payments tbody", "the late payment listed", |t| {
             t.contains(&order_no) && t.contains(&trade) && t.contains("late_payment")
         });
+        // Through the generic callback: its refund is manual, as the page's sub-title says.
+        let late_id = app.admin("GET", "/admin/late-payments", None).assert_status(200)
+            ["data"][0]["id"].to_string();
+        let cells = browser.texts(&format!("#late-{late_id} td")).unwrap();
+        assert_eq!(cells[3..4], ["generic"], "{cells:?}");
+        assert_eq!(cells[8..], ["manual", "—", "—"], "{cells:?}");
+        let sub = browser.text("#late-payments-sub").unwrap();
+        assert!(sub.contains("provider_refund") && sub.contains("generic provider's refunds are manual"),
+            "{sub}");
         browser.goto(&format!("/admin/ui/orders/{order_no}"));
         browser.wait_text("#order-late-payments", "the order's late payment", |t| t.contains(&trade));
+        let cells = browser.texts(&format!("#order-late-{late_id} td")).unwrap();
+        assert_eq!(cells[2..3], ["generic"], "{cells:?}");
+        assert_eq!(cells[6..], ["manual", "—", "—"], "{cells:?}");
         assert!(browser.text("#order-payments").unwrap().contains("late_payment"));
+        assert!(browser.text("#no-provider-payments").is_ok(), "no provider payment started");
         crate::invariants::check(app);
 
         // Bad input is an HTML page with the API's status, never a 500.
@@ -512,6 +527,213 @@ on_both_backends! {
         crate::invariants::check(app);
     }
 }
+
+/// A Stripe payment through the simulator, on the order page and the late-payments page: the
+/// order page's "Provider payments" table shows it started (provider, status, session id, its
+/// pay URL as a link, no code URL), then closed once the order is cancelled; paid at Stripe
+/// after the cancel, it is a late payment whose refund through Stripe fails twice
+/// (`effects.max_attempts` 2): both pages show the refund dead-lettered with its attempts and
+/// error; retried with Stripe answering again, both show it done.
+fn provider_payments_and_their_refunds_are_shown(backend: Backend) {
+    use crate::sim::stripe::StripeSim;
+    use crate::sim::{Op, Simulator};
+
+    let Some(driver) = chromedriver() else {
+        return;
+    };
+    let sim = StripeSim::start();
+    let mut settings = sim.engine_settings();
+    for (key, value) in [
+        ("providers.public_base_url", "https://pay.example.com"),
+        ("effects.max_attempts", "2"),
+        ("effects.backoff_base_ms", "50"),
+        ("effects.backoff_max_ms", "200"),
+    ] {
+        settings.push((key.to_string(), value.to_string()));
+    }
+    let pairs: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let Some(app) = TestApp::spawn_with(backend, &pairs) else {
+        return;
+    };
+    let app = &app;
+    let (_, token) = app.user_with_token(0);
+    let order = app.place_ok(&token, &[app.course(7_000)], None, 0);
+    let order_no = no(&order).to_string();
+    let order_page = format!("/admin/ui/orders/{order_no}");
+
+    let browser = Browser::open(&driver, &app.base);
+    browser.sign_in(ADMIN_TOKEN);
+    browser.wait_path("the overview", |p| p == "/admin/ui");
+    browser.goto(&order_page);
+    browser.wait_text("#no-provider-payments", "no provider payment yet", |t| {
+        t.contains("No payment")
+    });
+
+    let payment = app
+        .as_user(
+            &token,
+            "POST",
+            &format!("/api/orders/{order_no}/payments"),
+            Some(json!({"provider": "stripe"})),
+        )
+        .assert_status(201)
+        .clone();
+    let session_id = payment["provider_ref"]
+        .as_str()
+        .expect("the session id")
+        .to_string();
+    let pay_url = payment["pay_url"]
+        .as_str()
+        .expect("the Checkout URL")
+        .to_string();
+    let row = "#provider-payment-stripe";
+    browser.goto(&order_page);
+    let cells = browser.wait_texts(&format!("{row} td"), "the started payment", |c| {
+        c.len() == 6
+    });
+    assert_eq!(
+        cells[..5],
+        [
+            "stripe",
+            "started",
+            session_id.as_str(),
+            pay_url.as_str(),
+            "—"
+        ],
+        "{cells:?}"
+    );
+    assert_eq!(
+        cells[5],
+        payment["created_at"].as_str().unwrap(),
+        "{cells:?}"
+    );
+    assert_eq!(
+        browser.attr(&format!("{row} .pay-url a"), "href").unwrap(),
+        pay_url
+    );
+    assert!(browser.text("#no-provider-payments").is_err());
+
+    // Cancelled: the session is expired at Stripe and the payment shows closed.
+    app.admin("POST", &format!("/admin/orders/{order_no}/cancel"), None)
+        .assert_status(200);
+    wait_for("the provider close", PATIENCE, || {
+        let view = app.admin_order(&order_no);
+        match view["payments"][0]["status"].as_str() {
+            Some("closed") => Ok(()),
+            other => Err(format!("payment {other:?}: {view}")),
+        }
+    });
+    browser.goto(&order_page);
+    browser.wait_text(&format!("{row} .pill"), "the payment closed", |t| {
+        t == "closed"
+    });
+
+    // Paid at Stripe anyway: a late payment, whose refund Stripe refuses twice.
+    sim.fail_next(Op::Refund, 2);
+    let (status, body) = sim.pay_and_notify(&app.base, &order_no, 7_000);
+    assert_eq!(status, 200, "{body}");
+    let late = wait_for(
+        "the refund to be dead-lettered",
+        Duration::from_secs(30),
+        || {
+            let list = app
+                .admin("GET", "/admin/late-payments", None)
+                .assert_status(200)["data"]
+                .clone();
+            match list[0]["refund"]["status"].as_str() {
+                Some("dead_lettered") => Ok(list[0].clone()),
+                _ => Err(list.to_string()),
+            }
+        },
+    );
+    assert_eq!(late["provider"], "stripe", "{late}");
+    let late_id = late["id"].to_string();
+    let trade = late["trade_no"]
+        .as_str()
+        .expect("the payment intent")
+        .to_string();
+    let last_error = late["refund"]["last_error"]
+        .as_str()
+        .expect("the refund's error")
+        .to_string();
+
+    browser.goto("/admin/ui/late-payments");
+    let cells = browser.wait_texts(&format!("#late-{late_id} td"), "the late payment", |c| {
+        c.len() == 11
+    });
+    assert_eq!(
+        cells[1..5],
+        [order_no.as_str(), "late_payment", "stripe", trade.as_str()],
+        "{cells:?}"
+    );
+    assert_eq!(cells[8..10], ["dead_lettered", "2"], "{cells:?}");
+    assert!(
+        cells[10].contains(last_error.trim()),
+        "{last_error:?} in {cells:?}"
+    );
+    browser.goto(&order_page);
+    let cells = browser.wait_texts(
+        &format!("#order-late-{late_id} td"),
+        "the order's late payment",
+        |c| c.len() == 9,
+    );
+    assert_eq!(
+        cells[1..4],
+        ["late_payment", "stripe", trade.as_str()],
+        "{cells:?}"
+    );
+    assert_eq!(cells[6..8], ["dead_lettered", "2"], "{cells:?}");
+    assert!(
+        cells[8].contains(last_error.trim()),
+        "{last_error:?} in {cells:?}"
+    );
+    let callbacks = browser.text("#order-payments").unwrap();
+    assert!(
+        callbacks.contains("stripe") && callbacks.contains(&trade),
+        "{callbacks}"
+    );
+
+    // Retried, Stripe refunds it: done on both pages.
+    let dead = app
+        .admin("GET", "/admin/effects?status=dead_lettered", None)
+        .assert_status(200)["data"]
+        .clone();
+    let effect = dead
+        .as_array()
+        .and_then(|list| {
+            list.iter()
+                .find(|e| e["order_no"] == order_no.as_str() && e["kind"] == "provider_refund")
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("the dead-lettered provider_refund effect in {dead}"));
+    app.admin(
+        "POST",
+        &format!("/admin/effects/{}/retry", effect["id"]),
+        None,
+    )
+    .assert_status(200);
+    wait_for("the refund to be done", Duration::from_secs(30), || {
+        browser.goto("/admin/ui/late-payments");
+        let cells = browser.texts(&format!("#late-{late_id} td"))?;
+        match cells.get(8..) {
+            Some([status, _, error]) if status == "done" && error == "—" => Ok(()),
+            _ => Err(format!("{cells:?}")),
+        }
+    });
+    assert_eq!(sim.refunds().len(), 1, "refunded once at Stripe");
+    browser.goto(&order_page);
+    let cells = browser.wait_texts(
+        &format!("#order-late-{late_id} td"),
+        "the refund done",
+        |c| c.get(6).is_some_and(|s| s == "done"),
+    );
+    assert_eq!(cells[8], "—", "no error once done: {cells:?}");
+    crate::invariants::check(app);
+}
+on_both_backends_of!(provider_payments_and_their_refunds_are_shown);
 
 /// Settings for one webhook endpoint at `receiver` that dead-letters a delivery at its first
 /// failure (retries quick, as in the webhook tests).

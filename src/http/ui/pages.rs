@@ -21,6 +21,7 @@ use crate::db::journal::{self, EventRow};
 use crate::db::models::Order;
 use crate::db::outbox::{EffectRow, EffectWithOrder};
 use crate::db::payments::{self, LatePayment, PaymentEvent};
+use crate::db::provider_payments::Payment;
 use crate::db::schedules::Run;
 use crate::domain::canonical_id;
 use crate::domain::states::{EffectStatus, OrderStatus};
@@ -254,8 +255,12 @@ struct OrderPage {
     deliveries: Vec<Delivery>,
     /// Whether any webhook endpoint is configured (what an empty deliveries list means).
     webhooks_on: bool,
+    /// The payments started with a provider (`GET /admin/orders/{order_no}`'s `payments`).
+    provider_payments: Vec<Payment>,
+    /// Every stored callback and provider notification.
     payments: Vec<PaymentEvent>,
-    late: Vec<PaymentEvent>,
+    /// Its late and double payments, each with its refund.
+    late: Vec<LatePayment>,
     events: Vec<EventRow>,
     can_cancel: bool,
     notice: Option<&'static str>,
@@ -269,7 +274,8 @@ struct OrderActor {
 }
 
 /// `GET /admin/ui/orders/{order_no}`: every field, the live actor (refreshed every second),
-/// effects, webhook deliveries, callbacks, late payments, and unpublished events.
+/// effects, webhook deliveries, provider payments, callbacks, late payments with their
+/// refunds, and unpublished events.
 pub async fn order(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -286,9 +292,10 @@ pub async fn order(
     let inspection = admin_orders::inspect_order(&state, path.into_inner()).await?;
     let order_no = inspection.order.order_no.to_string();
     let lookup = order_no.clone();
-    let (payments, events, deliveries) = run_db(&state, move |conn| {
+    let (payments, late, events, deliveries) = run_db(&state, move |conn| {
         Ok((
             payments::of_order(conn, &lookup)?,
+            payments::late_payments_of_order(conn, &lookup)?,
             journal::of_order(conn, &lookup)?,
             deliveries::of_order(conn, &lookup)?,
         ))
@@ -297,14 +304,15 @@ pub async fn order(
     html(&OrderPage {
         nav: Nav::of(&session, "orders"),
         can_cancel: inspection.order.status == OrderStatus::Pending,
-        late: payments.iter().filter(|p| p.is_late()).cloned().collect(),
         order: inspection.order,
         order_no,
         actor: inspection.actor,
         effects: inspection.effects,
         deliveries,
         webhooks_on: !state.settings.webhooks.endpoints.is_empty(),
+        provider_payments: inspection.payments,
         payments,
+        late,
         events,
         notice,
     })

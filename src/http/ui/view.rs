@@ -64,6 +64,16 @@ pub fn or_dash<T: std::fmt::Display>(value: impl Borrow<Option<T>>) -> String {
     }
 }
 
+/// Whether `url` may be a link's `href`: an `https://` or `http://` URL. Anything else a
+/// provider might send (`javascript:`, a WeChat `weixin://` code URL) is shown as text only.
+pub fn is_web_url(url: impl AsRef<str>) -> bool {
+    let url = url.as_ref();
+    ["https://", "http://"].iter().any(|scheme| {
+        url.get(..scheme.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(scheme))
+    })
+}
+
 /// One bar of the deadline chart, in the SVG's user units.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bar {
@@ -202,6 +212,16 @@ mod tests {
         assert_eq!(short_or_dash(Some(at)), "2026-11-26 12:00:00");
         assert_eq!(short_or_dash(None), "—");
         assert_eq!(when(Some(at)), "2026-11-26T12:00:00.123Z");
+    }
+
+    #[test]
+    fn only_web_urls_are_links() {
+        assert!(is_web_url("https://checkout.stripe.com/c/pay/cs_test_1"));
+        assert!(is_web_url("HTTP://127.0.0.1:8080/gateway.do?a=1"));
+        assert!(!is_web_url("javascript:alert(1)"));
+        assert!(!is_web_url("weixin://wxpay/bizpayurl?pr=abc"));
+        assert!(!is_web_url("https:"));
+        assert!(!is_web_url(""));
     }
 
     #[test]
