@@ -207,6 +207,8 @@ fn subject_of(
 /// Alipay's asynchronous notification (form-encoded): `success` (text/plain) once durable,
 /// else `fail` with the callback rules' status.
 #[utoipa::path(post, path = "/api/payments/alipay/notify", tag = "payment provider",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded",
+        description = "Alipay's notification parameters (`notify_id`, `app_id`, `out_trade_no`, `trade_no`, `trade_status`, `total_amount`, `gmt_payment`, ..., `sign_type` `RSA2`, `sign`)"),
     security(("alipay_signature" = [])),
     responses(
         (status = 200, description = "`success`: durable", content_type = "text/plain", body = String),
@@ -223,6 +225,8 @@ pub async fn alipay_notify(
 /// WeChat Pay's (API v3) payment notification: 204 once durable, else
 /// `{"code":"FAIL","message"}` with the callback rules' status.
 #[utoipa::path(post, path = "/api/payments/wechatpay/notify", tag = "payment provider",
+    request_body(content = Object, content_type = "application/json",
+        description = "WeChat Pay's notification: `id`, `create_time`, `event_type`, `resource_type`, `summary`, `resource` (`algorithm` `AEAD_AES_256_GCM`, `ciphertext`, `nonce`, `associated_data`, `original_type`), with headers `Wechatpay-Timestamp`, `Wechatpay-Nonce`, `Wechatpay-Serial`, `Wechatpay-Signature`"),
     security(("wechatpay_signature" = [])),
     responses(
         (status = 204, description = "Durable"),
@@ -239,6 +243,8 @@ pub async fn wechatpay_notify(
 /// Stripe's webhook (`Stripe-Signature`): `{"received":true}` once durable; errors in the
 /// SPEC envelope.
 #[utoipa::path(post, path = "/api/payments/stripe/webhook", tag = "payment provider",
+    request_body(content = Object, content_type = "application/json",
+        description = "A Stripe event (`id`, `type`, `created`, `data.object`: the Checkout Session)"),
     security(("stripe_signature" = [])),
     responses(
         (status = 200, description = "Durable, or an event the engine does not use"),

@@ -323,23 +323,64 @@ fn lost_notification_is_found(backend: Backend, sim: &dyn Simulator) {
     assert_eq!(paid["trade_no"], trade_no.as_str());
     wait_effect_done(&app, &no, "grant");
 
-    // Another order, cancelled by its user, whose trade the provider will not close (every
-    // close call fails, so its provider_close ends dead-lettered): the payer pays it anyway
-    // and nobody tells us. The query finds the late payment, and it is refunded.
+    // Another order, cancelled by its user, whose trade the provider will not close (its
+    // provider_close fails every attempt and is dead-lettered): the payer pays it anyway and
+    // nobody tells us. The query finds the late payment, and it is refunded; then an admin
+    // retries the close, which now goes through.
     let (token, order) = pending_order(&app, 3_100);
     let no = no_of(&order);
     start_ok(&app, sim, &token, &order);
-    sim.fail_next(Op::Close, 1_000);
+    let max_attempts = app.settings.effects.max_attempts as usize;
+    sim.fail_next(Op::Close, max_attempts);
     app.as_user(&token, "POST", &format!("/api/orders/{no}/cancel"), None)
         .assert_status(200);
+    let dead = wait_for(
+        "the close to be dead-lettered",
+        Duration::from_secs(60),
+        || {
+            let effects = app
+                .admin("GET", "/admin/effects?status=dead_lettered", None)
+                .assert_status(200)["data"]
+                .clone();
+            effects
+                .as_array()
+                .and_then(|e| {
+                    e.iter()
+                        .find(|e| {
+                            e["order"]["order_no"] == no.as_str() && e["kind"] == "provider_close"
+                        })
+                        .cloned()
+                })
+                .ok_or_else(|| effects.to_string())
+        },
+    );
     sim.pay_silently(&no, 3_100);
     wait_effect_done(&app, &no, "provider_refund");
     let late = late_payments(&app);
     assert_eq!(late.len(), 1, "{late:?}");
     assert_eq!(late[0]["order_no"], no.as_str());
-    let trade_no = sim.trade(&no).and_then(|t| t.trade_no).expect("a trade number");
-    let refunds: Vec<_> = sim.refunds().into_iter().filter(|r| r.trade_no == trade_no).collect();
+    let trade_no = sim
+        .trade(&no)
+        .and_then(|t| t.trade_no)
+        .expect("a trade number");
+    let refunds: Vec<_> = sim
+        .refunds()
+        .into_iter()
+        .filter(|r| r.trade_no == trade_no)
+        .collect();
     assert_eq!(refunds.len(), 1, "refunded exactly once: {refunds:?}");
+    app.admin(
+        "POST",
+        &format!("/admin/effects/{}/retry", dead["id"]),
+        None,
+    )
+    .assert_status(200);
+    wait_effect_done(&app, &no, "provider_close");
+    assert_eq!(
+        late_payments(&app).len(),
+        1,
+        "the close's answer changed nothing"
+    );
     crate::invariants::check(&app);
 }
 
