@@ -77,7 +77,7 @@ impl EngineProcess {
                 format!(
                     "ORDER_ENGINE__{}__{}",
                     section.to_uppercase(),
-                    name.to_uppercase()
+                    name.to_uppercase().replace('.', "__")
                 ),
                 value,
             );

@@ -65,6 +65,13 @@ fn no_of(order: &Value) -> String {
 /// browser would.
 #[track_caller]
 fn start_ok(app: &TestApp, sim: &dyn Simulator, token: &str, order: &Value) -> Value {
+    let margin = app.settings.providers.expire_margin_secs as i64;
+    start_ok_on(app, margin, sim, token, order)
+}
+
+/// [`start_ok`] on any engine (a process of its own), with its expiry margin.
+#[track_caller]
+fn start_ok_on(app: &Http, margin: i64, sim: &dyn Simulator, token: &str, order: &Value) -> Value {
     let no = no_of(order);
     let path = format!("/api/orders/{no}/payments");
     let body = json!({"provider": sim.provider()});
@@ -134,7 +141,6 @@ fn start_ok(app: &TestApp, sim: &dyn Simulator, token: &str, order: &Value) -> V
     if let Some(expires) = trade.expires_at_unix {
         // The provider's own expiry: the order's deadline less the margin.
         let deadline = ts(&order["expires_at"]).timestamp();
-        let margin = app.settings.providers.expire_margin_secs as i64;
         assert_eq!(expires, deadline - margin, "provider-side expiry");
     }
     payment
@@ -481,6 +487,69 @@ fn start_refusals(backend: Backend, sim: &dyn Simulator) {
     crate::invariants::check(&app);
 }
 
+/// The engine is SIGKILLed while an order's provider_close waits for its retry (the first
+/// call failed); the next process replays it, and the trade is closed at the provider once.
+fn provider_effects_are_replayed_after_a_kill(backend: Backend, sim: &dyn Simulator) {
+    let Some(db) = TestDatabase::create(backend) else {
+        return;
+    };
+    let mut settings = sim.engine_settings();
+    for (key, value) in [
+        ("providers.public_base_url", "https://pay.example.com"),
+        ("orders.payment_timeout_secs", "4"),
+        ("providers.expire_margin_secs", "1"),
+        // A failed close waits for the restart, not for a retry.
+        ("effects.backoff_base_ms", "600000"),
+        ("effects.backoff_max_ms", "600000"),
+    ] {
+        settings.push((key.to_string(), value.to_string()));
+    }
+    let pairs: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut first = crate::process::EngineProcess::start(&db, &pairs);
+    let (_, token) = first.user_with_token(100);
+    let order = first.place_ok(&token, &[first.course(5_000)], None, 0);
+    let no = no_of(&order);
+    start_ok_on(&first, 1, sim, &token, &order);
+    sim.fail_next(Op::Close, 1);
+    first.wait_order_status(&no, "cancelled", Duration::from_secs(30));
+    wait_for("the first close to fail", Duration::from_secs(30), || {
+        let effects = first.admin_order(&no)["effects"].clone();
+        let close = effects
+            .as_array()
+            .and_then(|e| e.iter().find(|e| e["kind"] == "provider_close").cloned())
+            .unwrap_or_default();
+        if close["attempts"] == 1 && close["status"] == "pending" {
+            Ok(())
+        } else {
+            Err(effects.to_string())
+        }
+    });
+    first.kill();
+    let second = crate::process::EngineProcess::start(&db, &pairs);
+    wait_for("the close to be replayed", Duration::from_secs(30), || {
+        let effects = second.admin_order(&no)["effects"].clone();
+        let done = effects.as_array().is_some_and(|e| {
+            e.iter()
+                .any(|e| e["kind"] == "provider_close" && e["status"] == "done")
+        });
+        if done {
+            Ok(())
+        } else {
+            Err(effects.to_string())
+        }
+    });
+    assert_eq!(
+        sim.calls(Op::Close, &no),
+        1,
+        "closed at the provider exactly once"
+    );
+    assert_eq!(second.admin_order(&no)["payments"][0]["status"], "closed");
+    crate::invariants::check_db(&mut db.connect(), &format!("{backend:?}"));
+}
+
 /// One test per story, provider and backend: `provider::story::{sqlite, postgres, mysql}`.
 macro_rules! stories {
     ($provider:ident, $sim:ty, [$($story:ident),* $(,)?]) => {
@@ -518,6 +587,7 @@ stories!(
         bad_notifications_change_nothing,
         provider_close_leaves_the_order_pending,
         start_refusals,
+        provider_effects_are_replayed_after_a_kill,
     ]
 );
 
@@ -532,6 +602,7 @@ stories!(
         bad_notifications_change_nothing,
         provider_close_leaves_the_order_pending,
         start_refusals,
+        provider_effects_are_replayed_after_a_kill,
     ]
 );
 
@@ -546,6 +617,7 @@ stories!(
         bad_notifications_change_nothing,
         provider_close_leaves_the_order_pending,
         start_refusals,
+        provider_effects_are_replayed_after_a_kill,
     ]
 );
 
