@@ -191,7 +191,8 @@ fn describe(url: &DatabaseUrl) -> String {
             )
         }
         #[cfg(feature = "mysql")]
-        DatabaseUrl::Mysql(url) => {
+        DatabaseUrl::Mysql(mysql) => {
+            let url = &mysql.url;
             let host = url.rsplit('@').next().unwrap_or(url);
             format!("MySQL {}", host.trim_start_matches("mysql://"))
         }

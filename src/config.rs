@@ -74,17 +74,130 @@ pub enum DatabaseUrl {
     Sqlite(PathBuf),
     /// A PostgreSQL connection URL, passed to libpq as it is.
     Postgres(String),
-    /// A MySQL / MariaDB connection URL (`mysql://user:pass@host:port/db`), passed to the
-    /// MySQL client library as it is (build feature `mysql`).
+    /// A MySQL / MariaDB connection URL (`mysql://user:pass@host:port/db`, build feature
+    /// `mysql`), its TLS parameters read.
     #[cfg(feature = "mysql")]
-    Mysql(String),
+    Mysql(MysqlUrl),
+}
+
+/// A `mysql://` URL as the engine connects with it: the URL's `ssl-mode` (or `ssl_mode`) taken
+/// out and checked, `ssl-ca`, `ssl-cert` and `ssl-key` spelt as Diesel reads them (`ssl_ca`,
+/// ...), every other part as written.
+#[cfg(feature = "mysql")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MysqlUrl {
+    /// The URL for `MysqlConnection::establish`, without `ssl_mode` (applied by
+    /// `db::mysql_tls`, because Diesel cannot pass it to MariaDB's client library).
+    pub url: String,
+    /// `None`: the client library's default (TLS when `ssl-ca` is given and the server offers
+    /// it).
+    pub ssl_mode: Option<MysqlSslMode>,
+}
+
+/// The URL's `ssl-mode`, as MySQL's own clients spell and mean it.
+#[cfg(feature = "mysql")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MysqlSslMode {
+    /// No TLS, even when `ssl-ca` is given.
+    Disabled,
+    /// TLS when the server offers it and `ssl-ca` is given, else plain.
+    Preferred,
+    /// TLS or no connection; the certificate is checked only against an `ssl-ca` if given.
+    Required,
+    /// TLS, the server's certificate signed by `ssl-ca`.
+    VerifyCa,
+    /// As `VerifyCa`, and the certificate names the URL's host.
+    VerifyIdentity,
+}
+
+#[cfg(feature = "mysql")]
+impl MysqlSslMode {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        match value.to_ascii_uppercase().as_str() {
+            "DISABLED" => Ok(Self::Disabled),
+            "PREFERRED" => Ok(Self::Preferred),
+            "REQUIRED" => Ok(Self::Required),
+            "VERIFY_CA" => Ok(Self::VerifyCa),
+            "VERIFY_IDENTITY" => Ok(Self::VerifyIdentity),
+            _ => Err(format!(
+                "ssl-mode={value}: expected DISABLED, PREFERRED, REQUIRED, VERIFY_CA or \
+                 VERIFY_IDENTITY"
+            )),
+        }
+    }
+
+    /// The spelling of MySQL's clients (and of Diesel's `ssl_mode` URL parameter).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disabled => "DISABLED",
+            Self::Preferred => "PREFERRED",
+            Self::Required => "REQUIRED",
+            Self::VerifyCa => "VERIFY_CA",
+            Self::VerifyIdentity => "VERIFY_IDENTITY",
+        }
+    }
+
+    /// Whether a connection without TLS must fail.
+    pub fn requires_tls(self) -> bool {
+        matches!(self, Self::Required | Self::VerifyCa | Self::VerifyIdentity)
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl MysqlUrl {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut ssl_mode = None;
+        let mut pairs: Vec<(String, &str)> = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            // MySQL's clients write `ssl-ca`, Diesel reads `ssl_ca`: both are accepted.
+            let key = match key.replace('-', "_").as_str() {
+                tls @ ("ssl_mode" | "ssl_ca" | "ssl_cert" | "ssl_key") => tls.to_string(),
+                _ => key.to_string(),
+            };
+            if key.starts_with("ssl_") && pairs.iter().any(|(k, _)| *k == key) {
+                return Err(format!("{} is given twice", key.replace('_', "-")));
+            }
+            if key == "ssl_mode" {
+                if ssl_mode.is_some() {
+                    return Err("ssl-mode is given twice".into());
+                }
+                ssl_mode = Some(MysqlSslMode::parse(value)?);
+            } else {
+                pairs.push((key, value));
+            }
+        }
+        let has_ca = pairs.iter().any(|(k, _)| k == "ssl_ca");
+        match ssl_mode {
+            Some(MysqlSslMode::Disabled) => {
+                pairs.retain(|(k, _)| !matches!(k.as_str(), "ssl_ca" | "ssl_cert" | "ssl_key"))
+            }
+            Some(mode @ (MysqlSslMode::VerifyCa | MysqlSslMode::VerifyIdentity)) if !has_ca => {
+                return Err(format!(
+                    "ssl-mode={} needs ssl-ca, the file of the CA that signed the server's \
+                     certificate",
+                    mode.as_str()
+                ))
+            }
+            _ => {}
+        }
+        let mut url = base.to_string();
+        for (i, (key, value)) in pairs.iter().enumerate() {
+            url.push(if i == 0 { '?' } else { '&' });
+            url.push_str(key);
+            url.push('=');
+            url.push_str(value);
+        }
+        Ok(Self { url, ssl_mode })
+    }
 }
 
 impl DatabaseUrl {
     /// A `mysql://` URL: the MySQL backend, or an error naming the feature it needs.
     #[cfg(feature = "mysql")]
     fn mysql(url: &str) -> Result<Self, String> {
-        Ok(Self::Mysql(url.to_string()))
+        MysqlUrl::parse(url).map(Self::Mysql)
     }
 
     #[cfg(not(feature = "mysql"))]
@@ -998,6 +1111,42 @@ mod tests {
         }
         let err = Settings::load_from(None, env(&[("ORDER_ENGINE__AUTH__NOPE", "1")])).unwrap_err();
         assert_eq!(err.key, "auth.nope");
+    }
+
+    #[cfg(feature = "mysql")]
+    #[test]
+    fn mysql_tls_parameters_in_either_spelling() {
+        let url = MysqlUrl::parse(
+            "mysql://u:p%40@h:3306/db?ssl-mode=verify_identity&ssl-ca=/x%20y.crt&charset=utf8mb4",
+        )
+        .unwrap();
+        assert_eq!(url.ssl_mode, Some(MysqlSslMode::VerifyIdentity));
+        assert_eq!(
+            url.url,
+            "mysql://u:p%40@h:3306/db?ssl_ca=/x%20y.crt&charset=utf8mb4"
+        );
+        let url = MysqlUrl::parse("mysql://h/db?ssl_mode=REQUIRED").unwrap();
+        assert_eq!(
+            (url.ssl_mode, url.url.as_str()),
+            (Some(MysqlSslMode::Required), "mysql://h/db")
+        );
+        let url = MysqlUrl::parse("mysql://h/db?ssl-mode=DISABLED&ssl-ca=/ca.crt").unwrap();
+        assert_eq!(url.url, "mysql://h/db", "DISABLED drops the CA");
+        assert_eq!(MysqlUrl::parse("mysql://h/db").unwrap().ssl_mode, None);
+        for bad in [
+            "mysql://h/db?ssl-mode=sometimes",
+            "mysql://h/db?ssl-mode=VERIFY_CA",
+            "mysql://h/db?ssl-mode=REQUIRED&ssl_mode=REQUIRED",
+            "mysql://h/db?ssl-ca=/a&ssl_ca=/b",
+        ] {
+            assert!(MysqlUrl::parse(bad).is_err(), "{bad}");
+        }
+        let err = Settings::load_from(
+            None,
+            env(&[("ORDER_ENGINE__DATABASE__URL", "mysql://h/db?ssl-mode=x")]),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "database.url");
     }
 
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

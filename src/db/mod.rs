@@ -17,6 +17,8 @@ pub mod journal;
 pub mod models;
 #[cfg(feature = "mysql")]
 pub mod mysql;
+#[cfg(feature = "mysql")]
+mod mysql_tls;
 pub mod orders;
 pub mod outbox;
 pub mod payments;

@@ -10,15 +10,53 @@ use diesel::result::{DatabaseErrorKind, Error};
 use diesel::sql_types::{BigInt, Nullable};
 use diesel::{Connection, MysqlConnection, QueryResult, RunQueryDsl};
 
-/// Opens a connection: transactions READ COMMITTED, as on PostgreSQL (InnoDB's default,
-/// REPEATABLE READ, takes gap locks that deadlock concurrent placements), and the deadlock
-/// watch. Diesel itself sets the session's time zone to UTC and its character set to utf8mb4.
-pub fn establish(url: &str) -> Result<MysqlConnection, diesel::r2d2::Error> {
-    let mut conn = MysqlConnection::establish(url)?;
+use crate::config::{MysqlSslMode, MysqlUrl};
+
+/// Opens a connection with the URL's TLS settings (a connection that must use TLS and does
+/// not is an error, whatever the client library did): transactions READ COMMITTED, as on
+/// PostgreSQL (InnoDB's default, REPEATABLE READ, takes gap locks that deadlock concurrent
+/// placements), and the deadlock watch. Diesel itself sets the session's time zone to UTC and
+/// its character set to utf8mb4.
+pub fn establish(url: &MysqlUrl) -> Result<MysqlConnection, diesel::r2d2::Error> {
+    let mut conn = match url.ssl_mode {
+        None => MysqlConnection::establish(&url.url)?,
+        Some(mode) if super::mysql_tls::LIBRARY_READS_SSL_MODE => {
+            let separator = if url.url.contains('?') { '&' } else { '?' };
+            MysqlConnection::establish(&format!(
+                "{}{separator}ssl_mode={}",
+                url.url,
+                mode.as_str()
+            ))?
+        }
+        Some(mode) => {
+            super::mysql_tls::with_ssl_mode(mode, || MysqlConnection::establish(&url.url))
+                .map_err(connection_error)??
+        }
+    };
+    if url.ssl_mode.is_some_and(MysqlSslMode::requires_tls) {
+        let cipher = diesel::sql_query("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+            .get_result::<Status>(&mut conn)
+            .map_err(diesel::r2d2::Error::QueryError)?;
+        if cipher.value.is_empty() {
+            return Err(connection_error(
+                "ssl-mode requires TLS, but the connection is not encrypted".into(),
+            ));
+        }
+    }
     conn.batch_execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
         .map_err(diesel::r2d2::Error::QueryError)?;
     conn.set_instrumentation(DeadlockWatch);
     Ok(conn)
+}
+
+fn connection_error(reason: String) -> diesel::r2d2::Error {
+    diesel::r2d2::Error::ConnectionError(diesel::ConnectionError::BadConnection(reason))
+}
+
+#[derive(diesel::QueryableByName)]
+struct Status {
+    #[diesel(sql_type = diesel::sql_types::Text, column_name = "Value")]
+    value: String,
 }
 
 thread_local! {

@@ -19,6 +19,8 @@ mod lifecycle;
 mod lists;
 mod metrics;
 mod migrations;
+#[cfg(feature = "mysql")]
+mod mysql_tls;
 mod openapi;
 mod outage;
 mod payments;

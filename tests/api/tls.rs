@@ -17,7 +17,7 @@ use crate::pg_cluster::PgCluster;
 use crate::process::EngineProcess;
 
 /// Runs the `openssl` tool in `dir`, asserting success.
-fn openssl(dir: &Path, args: &[&str]) {
+pub(crate) fn openssl(dir: &Path, args: &[&str]) {
     let output = Command::new("openssl")
         .args(args)
         .current_dir(dir)
@@ -31,7 +31,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 /// A self-signed CA (`{name}.crt`, `{name}.key`) in `dir`.
-fn make_ca(dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn make_ca(dir: &Path, name: &str) -> PathBuf {
     let (key, crt) = (format!("{name}.key"), format!("{name}.crt"));
     openssl(
         dir,
@@ -59,7 +59,7 @@ fn make_ca(dir: &Path, name: &str) -> PathBuf {
 }
 
 /// `server.crt` and `server.key` for IP 127.0.0.1 only, signed by the CA `ca`.
-fn make_server_cert(dir: &Path, ca: &str) {
+pub(crate) fn make_server_cert(dir: &Path, ca: &str) {
     std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
     openssl(
         dir,
