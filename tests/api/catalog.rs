@@ -265,6 +265,25 @@ impl Schema {
         out
     }
 
+    /// Each table's CHECK constraints as [`check_words`] puts them, for backends that keep
+    /// each CHECK apart (PostgreSQL, MySQL; SQLite's are inside its CREATE TABLE text).
+    #[cfg(feature = "mysql")]
+    pub fn check_words(&self) -> BTreeMap<String, BTreeSet<Vec<String>>> {
+        self.tables
+            .iter()
+            .map(|(name, table)| {
+                let checks = table.definitions.iter().filter_map(|d| {
+                    let (_, condition) =
+                        d.strip_prefix("CONSTRAINT ").unwrap_or(d).split_once(' ')?;
+                    condition
+                        .starts_with("CHECK (")
+                        .then(|| check_words(condition))
+                });
+                (name.clone(), checks.collect())
+            })
+            .collect()
+    }
+
     /// True when nothing of the migrations' is left (after all of them were reverted).
     pub fn is_empty(&self) -> bool {
         self.tables.is_empty() && self.others.is_empty()
@@ -1255,4 +1274,132 @@ mod mysql {
             neutral.to_string()
         }
     }
+}
+
+/// A CHECK condition's words, sorted: its column names (lowercase, unquoted), literals and
+/// comparison operators, without what the backends print differently for one condition:
+/// casts (`'a'::text`, `(status)::text`, `::text[]`), MySQL's charset introducers
+/// (`_utf8mb4'a'`), parentheses, `ANY (ARRAY[...])` against `IN (...)` (both `=`), and `!=`
+/// against `<>`. Two conditions with the same words are not proven the same (the order and
+/// nesting are gone), but a value or column added to one backend's CHECK and not the other's
+/// shows.
+pub fn check_words(condition: &str) -> Vec<String> {
+    let chars: Vec<char> = condition.chars().collect();
+    let mut words = Vec::new();
+    let mut at = 0;
+    let word_end = |from: usize| {
+        let mut end = from;
+        while end < chars.len() && (chars[end].is_ascii_alphanumeric() || chars[end] == '_') {
+            end += 1;
+        }
+        end
+    };
+    while at < chars.len() {
+        let c = chars[at];
+        if c == '\'' {
+            let mut end = at + 1;
+            while end < chars.len() {
+                if chars[end] == '\'' && chars.get(end + 1) == Some(&'\'') {
+                    end += 2;
+                } else if chars[end] == '\'' {
+                    break;
+                } else {
+                    end += 1;
+                }
+            }
+            words.push(chars[at..=end.min(chars.len() - 1)].iter().collect());
+            at = end + 1;
+        } else if c == '`' || c == '"' {
+            let end = chars[at + 1..]
+                .iter()
+                .position(|&q| q == c)
+                .map_or(chars.len(), |p| at + 1 + p);
+            words.push(chars[at + 1..end].iter().collect::<String>().to_lowercase());
+            at = end + 1;
+        } else if c == ':' && chars.get(at + 1) == Some(&':') {
+            // A cast: its type's words (`character varying`, `double precision`) and `[]`.
+            at += 2;
+            loop {
+                while chars.get(at) == Some(&' ') {
+                    at += 1;
+                }
+                let end = word_end(at);
+                let word: String = chars[at..end].iter().collect::<String>().to_lowercase();
+                if end == at {
+                    break;
+                }
+                at = end;
+                if word != "character" && word != "double" {
+                    break;
+                }
+            }
+            while chars.get(at) == Some(&'[') || chars.get(at) == Some(&']') {
+                at += 1;
+            }
+        } else if c.is_ascii_alphanumeric() || c == '_' {
+            let end = word_end(at + 1);
+            let word: String = chars[at..end].iter().collect::<String>().to_lowercase();
+            at = end;
+            if word.starts_with('_') && chars.get(at) == Some(&'\'') {
+                continue;
+            }
+            match word.as_str() {
+                "check" | "any" | "array" => {}
+                "in" => words.push("=".to_string()),
+                _ => words.push(word),
+            }
+        } else if "<>=!".contains(c) {
+            let mut end = at;
+            while end < chars.len() && "<>=!".contains(chars[end]) {
+                end += 1;
+            }
+            let operator: String = chars[at..end].iter().collect();
+            words.push(if operator == "!=" {
+                "<>".to_string()
+            } else {
+                operator
+            });
+            at = end;
+        } else {
+            at += 1;
+        }
+    }
+    words.sort();
+    words
+}
+
+#[test]
+fn check_words_are_the_same_for_one_condition_as_each_backend_prints_it() {
+    let same = [
+        [
+            "CHECK ((status = ANY (ARRAY['pending'::text, 'paid'::text])))",
+            "CHECK (((status)::text = ANY ((ARRAY['pending'::character varying, \
+             'paid'::character varying])::text[])))",
+            "CHECK (`status` in ('pending','paid'))",
+            "CHECK ((`status` in (_utf8mb4'pending',_utf8mb4'paid')))",
+        ],
+        [
+            "CHECK (((status = 'paid'::text) = (paid_at IS NOT NULL)))",
+            "CHECK (((status)::text = 'paid'::text) = (paid_at IS NOT NULL))",
+            "CHECK (`status` = 'paid' = (`paid_at` is not null))",
+            "CHECK (((`status` = _utf8mb4'paid') = (`paid_at` is not null)))",
+        ],
+    ];
+    for forms in same {
+        for form in &forms[1..] {
+            assert_eq!(check_words(form), check_words(forms[0]), "{form}");
+        }
+    }
+    assert_ne!(
+        check_words("CHECK (`kind` in ('grant','refund'))"),
+        check_words("CHECK ((kind = ANY (ARRAY['grant'::text, 'refund'::text, 'x'::text])))")
+    );
+    assert_ne!(
+        check_words("CHECK (`points` > 0)"),
+        check_words("CHECK ((points >= 0))")
+    );
+    assert_eq!(
+        check_words("CHECK ((name <> ''::text))"),
+        check_words("CHECK (`name` <> '')")
+    );
 }
