@@ -1240,8 +1240,9 @@ mod mysql {
     /// `diesel print-schema`'s MySQL rules (diesel_cli 2.3: `tinyint(1)` is `Bool`, `int...`
     /// `Integer`, otherwise the name before the parenthesis) with its MySQL-only names made
     /// neutral: `Bigint` is `BigInt`, `Varchar` / `Char` and the text sizes `Text`, and
-    /// `Datetime` (diesel's `mysql::Datetime`) `Timestamp`, which the engine's shared schema.rs
-    /// uses for it: Diesel's MySQL backend reads and writes a DATETIME as a `Timestamp`.
+    /// `Datetime` (Diesel's `mysql::Datetime`) `Timestamp`, as the shared schema.rs has these
+    /// columns. That last one is a name only: Diesel binds a `Timestamp` as MySQL's TIMESTAMP,
+    /// which loses values past 2038 (README, "MySQL / MariaDB"), and this check cannot see it.
     fn mysql_diesel_type(column_type: &str) -> String {
         let t = column_type.to_lowercase();
         let unsigned = t.contains("unsigned");
