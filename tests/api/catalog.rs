@@ -1,7 +1,8 @@
 //! What a migrated database says its schema is, read from its own catalog (PostgreSQL's
-//! `pg_catalog`, SQLite's `sqlite_master` and pragmas) through Diesel. The migration tests
-//! compare these snapshots: up -> down -> up on one backend (everything, in the backend's own
-//! words), and SQLite against PostgreSQL (what must be the same on both, in Diesel's words).
+//! `pg_catalog`, SQLite's `sqlite_master` and pragmas, MySQL's and MariaDB's
+//! `information_schema`) through Diesel. The migration tests compare these snapshots: up ->
+//! down -> up on one backend (everything, in the backend's own words), and SQLite and MySQL
+//! against PostgreSQL (what must be the same on all, in Diesel's words).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
@@ -29,7 +30,8 @@ pub struct Table {
     pub indexes: BTreeSet<Index>,
     pub foreign_keys: BTreeSet<ForeignKey>,
     /// The backend's own text for the rest, CHECKs among it: PostgreSQL's definition of each
-    /// constraint, SQLite's CREATE TABLE statement.
+    /// constraint, SQLite's CREATE TABLE statement, MySQL's table options and the definition
+    /// of each CHECK and foreign key.
     pub definitions: BTreeSet<String>,
 }
 
@@ -47,7 +49,7 @@ pub struct Column {
     /// The default expression, as the backend prints it.
     pub default: Option<String>,
     /// How the backend makes values for it: `identity by default`, `identity always`, `rowid`,
-    /// `rowid autoincrement`, `generated`.
+    /// `rowid autoincrement`, `auto_increment`, `generated`.
     pub generated: Option<String>,
 }
 
@@ -60,8 +62,13 @@ pub struct Index {
     pub unique: bool,
     pub partial: bool,
     /// The backend's own text of it (PostgreSQL's `pg_get_indexdef`, SQLite's CREATE INDEX;
-    /// empty for SQLite's constraint indexes, which have none).
+    /// empty for SQLite's constraint indexes, which have none; MySQL's a CREATE INDEX-like
+    /// line made from `information_schema.STATISTICS`).
     pub definition: String,
+    /// Made by the backend for a foreign key, not by a migration: InnoDB indexes every
+    /// foreign key that no index leads with (named after the constraint, or its first
+    /// column when the constraint is unnamed). PostgreSQL and SQLite make none.
+    pub backs_foreign_key: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -80,16 +87,17 @@ pub fn read(conn: &mut DbConnection) -> Schema {
         DbConnection::Postgresql(pg) => read_postgres(pg),
         DbConnection::Sqlite(sqlite) => read_sqlite(sqlite),
         #[cfg(feature = "mysql")]
-        DbConnection::Mysql(_) => unimplemented!("reading a MySQL schema (issue 16, next slice)"),
+        DbConnection::Mysql(mysql) => read_mysql(mysql),
     }
     .expect("read the schema from the catalog")
 }
 
 impl Schema {
-    /// What must be the same on SQLite and PostgreSQL: the tables; their columns by name, with
-    /// Diesel type, nullability, default and whether ids are generated (and never reused); the
-    /// primary keys; the indexes (named ones by name; partial or not, not the predicate's text),
-    /// UNIQUE constraints and foreign keys. The backends' own texts are dropped.
+    /// What must be the same on every backend: the tables; their columns by name, with Diesel
+    /// type, nullability, default and whether ids are generated (and never reused); the primary
+    /// keys; the indexes (named ones by name; partial or not, not the predicate's text), UNIQUE
+    /// constraints and foreign keys. The backends' own texts are dropped, and so are the
+    /// indexes InnoDB makes for foreign keys ([`Index::backs_foreign_key`]).
     pub fn portable(&self) -> Schema {
         let tables = self.tables.iter().map(|(name, table)| {
             let mut columns: Vec<Column> = table
@@ -100,13 +108,18 @@ impl Schema {
                     declared_type: String::new(),
                     diesel_type: c.diesel_type.clone(),
                     nullable: c.nullable,
-                    default: c.default.as_deref().map(portable_default),
+                    default: c
+                        .default
+                        .as_deref()
+                        .map(|d| portable_default(d, &c.diesel_type)),
                     generated: c.generated.as_deref().map(|g| {
                         match g {
-                            // Both hand out ids that are never handed out again.
-                            "identity by default" | "identity always" | "rowid autoincrement" => {
-                                "generated id"
-                            }
+                            // All hand out ids that are never handed out again (InnoDB keeps
+                            // its counter across restarts since MySQL 8 and MariaDB 10.2.4).
+                            "identity by default"
+                            | "identity always"
+                            | "rowid autoincrement"
+                            | "auto_increment" => "generated id",
                             other => other,
                         }
                         .to_string()
@@ -118,6 +131,7 @@ impl Schema {
             let indexes = table
                 .indexes
                 .iter()
+                .filter(|i| !i.backs_foreign_key)
                 .map(|i| Index {
                     definition: String::new(),
                     ..i.clone()
@@ -251,6 +265,25 @@ impl Schema {
         out
     }
 
+    /// Each table's CHECK constraints as [`check_words`] puts them, for backends that keep
+    /// each CHECK apart (PostgreSQL, MySQL; SQLite's are inside its CREATE TABLE text).
+    #[cfg(feature = "mysql")]
+    pub fn check_words(&self) -> BTreeMap<String, BTreeSet<Vec<String>>> {
+        self.tables
+            .iter()
+            .map(|(name, table)| {
+                let checks = table.definitions.iter().filter_map(|d| {
+                    let (_, condition) =
+                        d.strip_prefix("CONSTRAINT ").unwrap_or(d).split_once(' ')?;
+                    condition
+                        .starts_with("CHECK (")
+                        .then(|| check_words(condition))
+                });
+                (name.clone(), checks.collect())
+            })
+            .collect()
+    }
+
     /// True when nothing of the migrations' is left (after all of them were reverted).
     pub fn is_empty(&self) -> bool {
         self.tables.is_empty() && self.others.is_empty()
@@ -274,9 +307,17 @@ fn set_differences<T: Ord + Debug>(
     }
 }
 
-/// A default as both backends would print it: PostgreSQL adds casts (`'x'::text`,
-/// `'-1'::integer`) that SQLite does not keep.
-fn portable_default(default: &str) -> String {
+/// A default as every backend would print it: PostgreSQL adds casts (`'x'::text`,
+/// `'-1'::integer`) that SQLite and MySQL do not keep, and MySQL's booleans are TINYINT(1),
+/// `true` printed as `1`.
+fn portable_default(default: &str, diesel_type: &str) -> String {
+    if diesel_type == "Bool" {
+        match default {
+            "1" => return "true".to_string(),
+            "0" => return "false".to_string(),
+            _ => {}
+        }
+    }
     let mut out = String::new();
     let mut rest = default;
     while let Some(at) = rest.find("::") {
@@ -518,6 +559,7 @@ fn read_postgres(conn: &mut PgConnection) -> QueryResult<Schema> {
             unique: i.is_unique,
             partial: i.is_partial,
             definition: i.definition,
+            backs_foreign_key: false,
         });
     }
     for c in constraints {
@@ -767,6 +809,7 @@ fn read_sqlite(conn: &mut SqliteConnection) -> QueryResult<Schema> {
                 unique: i.is_unique,
                 partial: i.is_partial,
                 definition: i.definition.unwrap_or_default(),
+                backs_foreign_key: false,
             });
     }
     for ((table_name, _), fk) in grouped {
@@ -864,4 +907,500 @@ fn normalized_table_sql(sql: &str) -> String {
         out.push(c);
     }
     out
+}
+
+// ---------------------------------------------------------------------------------------------
+// MySQL / MariaDB
+
+#[cfg(feature = "mysql")]
+pub use mysql::read_mysql;
+
+#[cfg(feature = "mysql")]
+mod mysql {
+    use std::collections::BTreeMap;
+
+    use diesel::prelude::*;
+    use diesel::sql_types::{Nullable, Text};
+    use diesel::MysqlConnection;
+
+    use super::{split, Column, ForeignKey, Index, Object, Schema};
+
+    // Everything is read as text: Diesel's MySQL backend reads a column by the type the
+    // server sends, and information_schema's numbers differ in width between MySQL and MariaDB.
+
+    #[derive(QueryableByName)]
+    struct MysqlColumn {
+        #[diesel(sql_type = Text)]
+        table_name: String,
+        #[diesel(sql_type = Text)]
+        column_name: String,
+        /// `COLUMN_TYPE` (`varchar(64)`, `bigint(20)`, `tinyint(1)`), without its collation.
+        #[diesel(sql_type = Text)]
+        column_type: String,
+        /// `COLUMN_TYPE` and, for text, ` COLLATE <collation>`.
+        #[diesel(sql_type = Text)]
+        declared_type: String,
+        /// `YES` or `NO`.
+        #[diesel(sql_type = Text)]
+        is_nullable: String,
+        #[diesel(sql_type = Nullable<Text>)]
+        column_default: Option<String>,
+        /// `auto_increment`, `VIRTUAL GENERATED`, `STORED GENERATED`, `on update ...`, or empty.
+        #[diesel(sql_type = Text)]
+        extra: String,
+    }
+
+    #[derive(QueryableByName)]
+    struct MysqlIndex {
+        #[diesel(sql_type = Text)]
+        table_name: String,
+        #[diesel(sql_type = Text)]
+        index_name: String,
+        /// `0` for a unique index.
+        #[diesel(sql_type = Text)]
+        non_unique: String,
+        /// Comma-separated key columns (`(expression)` for a MySQL 8 functional key part).
+        #[diesel(sql_type = Text)]
+        columns: String,
+        /// The key parts with their prefix lengths and order: `url(191), id DESC`.
+        #[diesel(sql_type = Text)]
+        key_parts: String,
+        #[diesel(sql_type = Text)]
+        index_type: String,
+    }
+
+    #[derive(QueryableByName)]
+    struct MysqlForeignKey {
+        #[diesel(sql_type = Text)]
+        table_name: String,
+        #[diesel(sql_type = Text)]
+        constraint_name: String,
+        #[diesel(sql_type = Text)]
+        columns: String,
+        #[diesel(sql_type = Text)]
+        parent_table: String,
+        #[diesel(sql_type = Text)]
+        parent_columns: String,
+        #[diesel(sql_type = Text)]
+        on_update: String,
+        #[diesel(sql_type = Text)]
+        on_delete: String,
+    }
+
+    #[derive(QueryableByName)]
+    struct MysqlCheck {
+        #[diesel(sql_type = Text)]
+        table_name: String,
+        #[diesel(sql_type = Text)]
+        constraint_name: String,
+        #[diesel(sql_type = Text)]
+        check_clause: String,
+    }
+
+    #[derive(QueryableByName)]
+    struct MysqlTable {
+        #[diesel(sql_type = Text)]
+        table_name: String,
+        #[diesel(sql_type = Text)]
+        options: String,
+    }
+
+    #[derive(QueryableByName)]
+    struct Version {
+        #[diesel(sql_type = Text)]
+        version: String,
+    }
+
+    /// The base tables of the connection's database, Diesel's own left out.
+    const MYSQL_TABLES: &str = "TABLE_NAME IN (SELECT TABLE_NAME FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE' \
+         AND TABLE_NAME <> '__diesel_schema_migrations')";
+
+    /// Reads the schema of the connection's database from `information_schema`.
+    pub fn read_mysql(conn: &mut MysqlConnection) -> QueryResult<Schema> {
+        let tables: Vec<MysqlTable> = diesel::sql_query(format!(
+            "SELECT TABLE_NAME AS table_name, \
+                    CONCAT('ENGINE=', COALESCE(ENGINE, ''), ' COLLATE=', \
+                           COALESCE(TABLE_COLLATION, ''), ' ', COALESCE(CREATE_OPTIONS, '')) \
+                      AS options \
+             FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND {MYSQL_TABLES}"
+        ))
+        .load(conn)?;
+        let columns: Vec<MysqlColumn> = diesel::sql_query(format!(
+            "SELECT TABLE_NAME AS table_name, COLUMN_NAME AS column_name, \
+                    COLUMN_TYPE AS column_type, \
+                    CONCAT(COLUMN_TYPE, COALESCE(CONCAT(' COLLATE ', COLLATION_NAME), '')) \
+                      AS declared_type, \
+                    IS_NULLABLE AS is_nullable, COLUMN_DEFAULT AS column_default, \
+                    EXTRA AS extra \
+             FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND {MYSQL_TABLES} \
+             ORDER BY TABLE_NAME, ORDINAL_POSITION"
+        ))
+        .load(conn)?;
+        let indexes: Vec<MysqlIndex> = diesel::sql_query(format!(
+            "SELECT TABLE_NAME AS table_name, INDEX_NAME AS index_name, \
+                    CAST(NON_UNIQUE AS CHAR) AS non_unique, \
+                    GROUP_CONCAT(COALESCE(COLUMN_NAME, '(expression)') \
+                                 ORDER BY SEQ_IN_INDEX SEPARATOR ',') AS columns, \
+                    GROUP_CONCAT(CONCAT(COALESCE(COLUMN_NAME, '(expression)'), \
+                                        COALESCE(CONCAT('(', SUB_PART, ')'), ''), \
+                                        IF(COLLATION = 'D', ' DESC', '')) \
+                                 ORDER BY SEQ_IN_INDEX SEPARATOR ', ') AS key_parts, \
+                    INDEX_TYPE AS index_type \
+             FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND {MYSQL_TABLES} \
+             GROUP BY TABLE_NAME, INDEX_NAME, NON_UNIQUE, INDEX_TYPE"
+        ))
+        .load(conn)?;
+        let foreign_keys: Vec<MysqlForeignKey> = diesel::sql_query(
+            "SELECT r.TABLE_NAME AS table_name, r.CONSTRAINT_NAME AS constraint_name, \
+                    GROUP_CONCAT(k.COLUMN_NAME ORDER BY k.ORDINAL_POSITION SEPARATOR ',') \
+                      AS columns, \
+                    r.REFERENCED_TABLE_NAME AS parent_table, \
+                    GROUP_CONCAT(k.REFERENCED_COLUMN_NAME ORDER BY k.ORDINAL_POSITION \
+                                 SEPARATOR ',') AS parent_columns, \
+                    r.UPDATE_RULE AS on_update, r.DELETE_RULE AS on_delete \
+             FROM information_schema.REFERENTIAL_CONSTRAINTS r \
+             JOIN information_schema.KEY_COLUMN_USAGE k \
+               ON k.CONSTRAINT_SCHEMA = r.CONSTRAINT_SCHEMA AND k.TABLE_NAME = r.TABLE_NAME \
+              AND k.CONSTRAINT_NAME = r.CONSTRAINT_NAME \
+             WHERE r.CONSTRAINT_SCHEMA = DATABASE() \
+             GROUP BY r.TABLE_NAME, r.CONSTRAINT_NAME, r.REFERENCED_TABLE_NAME, \
+                      r.UPDATE_RULE, r.DELETE_RULE",
+        )
+        .load(conn)?;
+        let version: Version = diesel::sql_query("SELECT VERSION() AS version").get_result(conn)?;
+        // MariaDB names CHECKs per table (a column's CHECK after its column, the others
+        // CONSTRAINT_<n>) and says the table in CHECK_CONSTRAINTS; MySQL 8 names them per
+        // database (<table>_chk_<n>) and says the table only in TABLE_CONSTRAINTS.
+        let checks: Vec<MysqlCheck> = diesel::sql_query(if version.version.contains("MariaDB") {
+            "SELECT TABLE_NAME AS table_name, CONSTRAINT_NAME AS constraint_name, \
+                    CHECK_CLAUSE AS check_clause \
+             FROM information_schema.CHECK_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = DATABASE()"
+        } else {
+            "SELECT t.TABLE_NAME AS table_name, c.CONSTRAINT_NAME AS constraint_name, \
+                    c.CHECK_CLAUSE AS check_clause \
+             FROM information_schema.CHECK_CONSTRAINTS c \
+             JOIN information_schema.TABLE_CONSTRAINTS t \
+               ON t.CONSTRAINT_SCHEMA = c.CONSTRAINT_SCHEMA \
+              AND t.CONSTRAINT_NAME = c.CONSTRAINT_NAME AND t.CONSTRAINT_TYPE = 'CHECK' \
+             WHERE c.CONSTRAINT_SCHEMA = DATABASE()"
+        })
+        .load(conn)?;
+        let others: Vec<Object> = diesel::sql_query(
+            "SELECT CONCAT(LOWER(TABLE_TYPE), ' ', TABLE_NAME) AS object \
+             FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE NOT IN ('BASE TABLE', 'VIEW') \
+             UNION ALL \
+             SELECT CONCAT('view ', TABLE_NAME, ': ', VIEW_DEFINITION) \
+             FROM information_schema.VIEWS WHERE TABLE_SCHEMA = DATABASE() \
+             UNION ALL \
+             SELECT CONCAT('trigger ', TRIGGER_NAME, ': ', ACTION_TIMING, ' ', \
+                           EVENT_MANIPULATION, ' ON ', EVENT_OBJECT_TABLE, ' FOR EACH ROW ', \
+                           ACTION_STATEMENT) \
+             FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE() \
+             UNION ALL \
+             SELECT CONCAT(LOWER(ROUTINE_TYPE), ' ', ROUTINE_NAME, ': ', \
+                           COALESCE(ROUTINE_DEFINITION, '')) \
+             FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = DATABASE() \
+             UNION ALL \
+             SELECT CONCAT('event ', EVENT_NAME, ': ', EVENT_DEFINITION) \
+             FROM information_schema.EVENTS WHERE EVENT_SCHEMA = DATABASE()",
+        )
+        .load(conn)?;
+
+        let mut schema = Schema::default();
+        for t in tables {
+            schema
+                .tables
+                .entry(t.table_name)
+                .or_default()
+                .definitions
+                .insert(t.options.trim_end().to_string());
+        }
+        for c in columns {
+            let nullable = c.is_nullable == "YES";
+            let generated = if c.extra.contains("auto_increment") {
+                Some("auto_increment".to_string())
+            } else if c.extra.contains("GENERATED") || c.extra.contains("PERSISTENT") {
+                Some("generated".to_string())
+            } else {
+                None
+            };
+            schema
+                .tables
+                .entry(c.table_name)
+                .or_default()
+                .columns
+                .push(Column {
+                    name: c.column_name,
+                    diesel_type: mysql_diesel_type(&c.column_type),
+                    declared_type: c.declared_type,
+                    nullable,
+                    // MariaDB prints no default as NULL (and quotes literals: 'NULL' is text).
+                    default: c.column_default.filter(|d| d != "NULL"),
+                    generated,
+                });
+        }
+        let mut foreign_key_names: BTreeMap<String, Vec<(String, Vec<String>)>> = BTreeMap::new();
+        for f in foreign_keys {
+            let table = schema.tables.entry(f.table_name.clone()).or_default();
+            let (on_update, on_delete) = (mysql_action(&f.on_update), mysql_action(&f.on_delete));
+            table.definitions.insert(format!(
+                "CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}) ON UPDATE {on_update} \
+                 ON DELETE {on_delete}",
+                f.constraint_name, f.columns, f.parent_table, f.parent_columns
+            ));
+            foreign_key_names
+                .entry(f.table_name)
+                .or_default()
+                .push((f.constraint_name, split(&f.columns)));
+            table.foreign_keys.insert(ForeignKey {
+                columns: split(&f.columns),
+                parent_table: f.parent_table,
+                parent_columns: split(&f.parent_columns),
+                on_update,
+                on_delete,
+            });
+        }
+        for c in checks {
+            schema
+                .tables
+                .entry(c.table_name)
+                .or_default()
+                .definitions
+                .insert(format!(
+                    "CONSTRAINT {} CHECK ({})",
+                    c.constraint_name, c.check_clause
+                ));
+        }
+        for i in indexes {
+            let columns = split(&i.columns);
+            let table = schema.tables.entry(i.table_name.clone()).or_default();
+            if i.index_name == "PRIMARY" {
+                table.primary_key = columns;
+                continue;
+            }
+            let unique = i.non_unique == "0";
+            let backend_named = is_backend_name(&i.index_name, &columns);
+            let backs_foreign_key = !unique
+                && foreign_key_names
+                    .get(&i.table_name)
+                    .into_iter()
+                    .flatten()
+                    .any(|(fk_name, fk_columns)| {
+                        *fk_columns == columns && (backend_named || *fk_name == i.index_name)
+                    });
+            table.indexes.insert(Index {
+                definition: format!(
+                    "{}INDEX {} ({}) USING {}",
+                    if unique { "UNIQUE " } else { "" },
+                    i.index_name,
+                    i.key_parts,
+                    i.index_type
+                ),
+                // An unnamed UNIQUE (a UNIQUE constraint elsewhere) is the index the server
+                // named, as PostgreSQL's and SQLite's constraint indexes are.
+                name: (!(unique && backend_named)).then_some(i.index_name),
+                columns,
+                unique,
+                // MySQL has no partial indexes.
+                partial: false,
+                backs_foreign_key,
+            });
+        }
+        schema.others = others.into_iter().map(|o| o.object).collect();
+        Ok(schema)
+    }
+
+    /// Whether `name` is what MySQL calls an index or key the statement left unnamed: its
+    /// first column, with `_2`, `_3`... when that is taken.
+    fn is_backend_name(name: &str, columns: &[String]) -> bool {
+        let Some(first) = columns.first() else {
+            return false;
+        };
+        name == first
+            || name.strip_prefix(first.as_str()).is_some_and(|rest| {
+                rest.strip_prefix('_')
+                    .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+            })
+    }
+
+    /// InnoDB checks foreign keys at once, never deferred: RESTRICT and NO ACTION are the one
+    /// action, which MariaDB reports as RESTRICT when no ON clause names it and MySQL 8 as NO
+    /// ACTION. Both are read as NO ACTION, the SQL default (PostgreSQL's and SQLite's word).
+    fn mysql_action(rule: &str) -> String {
+        match rule {
+            "RESTRICT" => "NO ACTION",
+            other => other,
+        }
+        .to_string()
+    }
+
+    /// The SQL type of a column of this `COLUMN_TYPE` in Diesel's backend-neutral names, by
+    /// `diesel print-schema`'s MySQL rules (diesel_cli 2.3: `tinyint(1)` is `Bool`, `int...`
+    /// `Integer`, otherwise the name before the parenthesis) with its MySQL-only names made
+    /// neutral: `Bigint` is `BigInt`, `Varchar` / `Char` and the text sizes `Text`, and
+    /// `Datetime` (Diesel's `mysql::Datetime`) `Timestamp`, as the shared schema.rs has these
+    /// columns. That last one is a name only: Diesel binds a `Timestamp` as MySQL's TIMESTAMP,
+    /// which loses values past 2038 (README, "MySQL / MariaDB"), and this check cannot see it.
+    fn mysql_diesel_type(column_type: &str) -> String {
+        let t = column_type.to_lowercase();
+        let unsigned = t.contains("unsigned");
+        let name = t.split(['(', ' ']).next().unwrap_or_default();
+        let neutral = if t == "tinyint(1)" {
+            "Bool"
+        } else {
+            match name {
+                "tinyint" => "TinyInt",
+                "smallint" => "SmallInt",
+                "mediumint" | "int" | "integer" => "Integer",
+                "bigint" => "BigInt",
+                "float" => "Float",
+                "double" | "real" => "Double",
+                "decimal" | "numeric" => "Numeric",
+                "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" => "Text",
+                "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => {
+                    "Binary"
+                }
+                "datetime" | "timestamp" => "Timestamp",
+                "date" => "Date",
+                "time" => "Time",
+                "json" => "Json",
+                _ => return format!("(unsupported by diesel print-schema: {column_type})"),
+            }
+        };
+        if unsigned {
+            format!("Unsigned<{neutral}>")
+        } else {
+            neutral.to_string()
+        }
+    }
+}
+
+/// A CHECK condition's words, sorted: its column names (lowercase, unquoted), literals and
+/// comparison operators, without what the backends print differently for one condition:
+/// casts (`'a'::text`, `(status)::text`, `::text[]`), MySQL's charset introducers
+/// (`_utf8mb4'a'`), parentheses, `ANY (ARRAY[...])` against `IN (...)` (both `=`), and `!=`
+/// against `<>`. Two conditions with the same words are not proven the same (the order and
+/// nesting are gone), but a value or column added to one backend's CHECK and not the other's
+/// shows.
+pub fn check_words(condition: &str) -> Vec<String> {
+    let chars: Vec<char> = condition.chars().collect();
+    let mut words = Vec::new();
+    let mut at = 0;
+    let word_end = |from: usize| {
+        let mut end = from;
+        while end < chars.len() && (chars[end].is_ascii_alphanumeric() || chars[end] == '_') {
+            end += 1;
+        }
+        end
+    };
+    while at < chars.len() {
+        let c = chars[at];
+        if c == '\'' {
+            let mut end = at + 1;
+            while end < chars.len() {
+                if chars[end] == '\'' && chars.get(end + 1) == Some(&'\'') {
+                    end += 2;
+                } else if chars[end] == '\'' {
+                    break;
+                } else {
+                    end += 1;
+                }
+            }
+            words.push(chars[at..=end.min(chars.len() - 1)].iter().collect());
+            at = end + 1;
+        } else if c == '`' || c == '"' {
+            let end = chars[at + 1..]
+                .iter()
+                .position(|&q| q == c)
+                .map_or(chars.len(), |p| at + 1 + p);
+            words.push(chars[at + 1..end].iter().collect::<String>().to_lowercase());
+            at = end + 1;
+        } else if c == ':' && chars.get(at + 1) == Some(&':') {
+            // A cast: its type's words (`character varying`, `double precision`) and `[]`.
+            at += 2;
+            loop {
+                while chars.get(at) == Some(&' ') {
+                    at += 1;
+                }
+                let end = word_end(at);
+                let word: String = chars[at..end].iter().collect::<String>().to_lowercase();
+                if end == at {
+                    break;
+                }
+                at = end;
+                if word != "character" && word != "double" {
+                    break;
+                }
+            }
+            while chars.get(at) == Some(&'[') || chars.get(at) == Some(&']') {
+                at += 1;
+            }
+        } else if c.is_ascii_alphanumeric() || c == '_' {
+            let end = word_end(at + 1);
+            let word: String = chars[at..end].iter().collect::<String>().to_lowercase();
+            at = end;
+            if word.starts_with('_') && chars.get(at) == Some(&'\'') {
+                continue;
+            }
+            match word.as_str() {
+                "check" | "any" | "array" => {}
+                "in" => words.push("=".to_string()),
+                _ => words.push(word),
+            }
+        } else if "<>=!".contains(c) {
+            let mut end = at;
+            while end < chars.len() && "<>=!".contains(chars[end]) {
+                end += 1;
+            }
+            let operator: String = chars[at..end].iter().collect();
+            words.push(if operator == "!=" {
+                "<>".to_string()
+            } else {
+                operator
+            });
+            at = end;
+        } else {
+            at += 1;
+        }
+    }
+    words.sort();
+    words
+}
+
+#[test]
+fn check_words_are_the_same_for_one_condition_as_each_backend_prints_it() {
+    let same = [
+        [
+            "CHECK ((status = ANY (ARRAY['pending'::text, 'paid'::text])))",
+            "CHECK (((status)::text = ANY ((ARRAY['pending'::character varying, \
+             'paid'::character varying])::text[])))",
+            "CHECK (`status` in ('pending','paid'))",
+            "CHECK ((`status` in (_utf8mb4'pending',_utf8mb4'paid')))",
+        ],
+        [
+            "CHECK (((status = 'paid'::text) = (paid_at IS NOT NULL)))",
+            "CHECK (((status)::text = 'paid'::text) = (paid_at IS NOT NULL))",
+            "CHECK (`status` = 'paid' = (`paid_at` is not null))",
+            "CHECK (((`status` = _utf8mb4'paid') = (`paid_at` is not null)))",
+        ],
+    ];
+    for forms in same {
+        for form in &forms[1..] {
+            assert_eq!(check_words(form), check_words(forms[0]), "{form}");
+        }
+    }
+    assert_ne!(
+        check_words("CHECK (`kind` in ('grant','refund'))"),
+        check_words("CHECK ((kind = ANY (ARRAY['grant'::text, 'refund'::text, 'x'::text])))")
+    );
+    assert_ne!(
+        check_words("CHECK (`points` > 0)"),
+        check_words("CHECK ((points >= 0))")
+    );
+    assert_eq!(
+        check_words("CHECK ((name <> ''::text))"),
+        check_words("CHECK (`name` <> '')")
+    );
 }

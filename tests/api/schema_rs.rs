@@ -2,9 +2,11 @@
 //! settings, never a hand edit: the installed diesel CLI prints the schema of a freshly
 //! migrated PostgreSQL database, which must be schema.rs to the byte, and of a freshly migrated
 //! SQLite file, whose tables, primary keys and columns (by name, with their Diesel types in
-//! backend-neutral names, and nullability) must be schema.rs's.
+//! backend-neutral names, and nullability) must be schema.rs's. Built with the feature
+//! `mysql`, the same holds for the MySQL migrations, read from the server's catalog (the diesel
+//! CLI that CI installs has no MySQL support; `catalog.rs` maps MySQL's types by its rules).
 //!
-//! It needs `diesel` on the PATH (`.ci/run` installs it; the README says how). Without it the
+//! The PostgreSQL and SQLite check needs `diesel` on the PATH (`.ci/run` installs it; the README says how). Without it the
 //! test prints one `skipped: schema.rs check (diesel CLI not installed)` line, and under CI it
 //! fails instead.
 
@@ -15,6 +17,8 @@ use std::sync::Once;
 use crate::catalog::{self, neutral_type, Column, Schema, Table};
 use crate::helpers::*;
 use crate::migrations::assert_only_known_differences;
+#[cfg(feature = "mysql")]
+use crate::migrations::assert_only_listed_differences;
 
 fn repository() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -189,4 +193,62 @@ fn schema_rs_is_what_diesel_print_schema_gives() {
             first_difference(&schema_rs, &generated)
         );
     }
+}
+
+/// The ways the MySQL migrations' tables knowingly differ from schema.rs, as
+/// `Schema::differences` words them (MySQL first); as `migrations::KNOWN_DIFFERENCES`.
+#[cfg(feature = "mysql")]
+const MYSQL_SCHEMA_RS_KNOWN_DIFFERENCES: &[&str] = &[];
+
+/// `schema` as [`tables_of`] sees a schema.rs: tables, primary keys, and columns sorted by
+/// name with their Diesel types and nullability.
+#[cfg(feature = "mysql")]
+fn as_schema_rs(schema: Schema) -> Schema {
+    let tables = schema.tables.into_iter().map(|(name, table)| {
+        let mut columns: Vec<Column> = table
+            .columns
+            .into_iter()
+            .map(|c| Column {
+                declared_type: String::new(),
+                default: None,
+                generated: None,
+                ..c
+            })
+            .collect();
+        columns.sort_by(|a, b| a.name.cmp(&b.name));
+        let table = Table {
+            columns,
+            primary_key: table.primary_key,
+            ..Table::default()
+        };
+        (name, table)
+    });
+    Schema {
+        tables: tables.collect(),
+        ..Schema::default()
+    }
+}
+
+/// The tables, primary keys and columns (Diesel types, nullability) of the migrated MySQL
+/// database are schema.rs's.
+#[cfg(feature = "mysql")]
+#[test]
+fn mysql_schema_rs_matches_the_mysql_migrations() {
+    let Some(mysql_db) = TestDatabase::create(Backend::Mysql) else {
+        return;
+    };
+    let mut mysql = mysql_db.connect();
+    order_engine::db::migrate(&mut mysql).expect("migrate MySQL");
+    let schema_rs =
+        std::fs::read_to_string(repository().join("src/db/schema.rs")).expect("read schema.rs");
+    assert_only_listed_differences(
+        as_schema_rs(catalog::read(&mut mysql)).differences(
+            "MySQL",
+            &tables_of(&schema_rs),
+            "schema.rs",
+        ),
+        MYSQL_SCHEMA_RS_KNOWN_DIFFERENCES,
+        "MYSQL_SCHEMA_RS_KNOWN_DIFFERENCES in tests/api/schema_rs.rs",
+        "the MySQL migrations and src/db/schema.rs (PostgreSQL's) differ",
+    );
 }
