@@ -171,23 +171,45 @@ fn payments_of(app: &TestApp, no: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// The order's `kind` effect as admins see it (`Value::Null` when it has none).
+fn effect_of(app: &Http, no: &str, kind: &str) -> Value {
+    app.admin_order(no)["effects"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["kind"] == kind).cloned())
+        .unwrap_or_default()
+}
+
 /// Waits until the order's `kind` effect is `done`; returns it.
 #[track_caller]
-fn wait_effect_done(app: &TestApp, no: &str, kind: &str) -> Value {
+fn wait_effect_done(app: &Http, no: &str, kind: &str) -> Value {
     wait_for(
         &format!("order {no}'s {kind} effect to be done"),
         Duration::from_secs(30),
         || {
-            let view = app.admin_order(no);
-            let effect = view["effects"]
-                .as_array()
-                .and_then(|e| e.iter().find(|e| e["kind"] == kind).cloned());
-            match effect {
-                Some(e) if e["status"] == "done" => Ok(e),
-                other => Err(format!("{other:?}")),
+            let effect = effect_of(app, no, kind);
+            if effect["status"] == "done" {
+                Ok(effect)
+            } else {
+                Err(effect.to_string())
             }
         },
     )
+}
+
+/// The provider's trade number of the order's trade at the simulator.
+#[track_caller]
+fn trade_no_at(sim: &dyn Simulator, no: &str) -> String {
+    sim.trade(no)
+        .and_then(|t| t.trade_no)
+        .expect("a trade number")
+}
+
+/// The refunds the simulator made of one trade.
+fn refunds_of(sim: &dyn Simulator, trade_no: &str) -> Vec<crate::sim::SimRefund> {
+    sim.refunds()
+        .into_iter()
+        .filter(|r| r.trade_no == trade_no)
+        .collect()
 }
 
 fn late_payments(app: &TestApp) -> Vec<Value> {
@@ -219,10 +241,7 @@ fn paid_and_granted(backend: Backend, sim: &dyn Simulator) {
     assert_success_reply(sim, sim.pay_and_notify(&app.base, &no, payable));
     let paid = app.admin_order(&no);
     assert_eq!(paid["order"]["status"], "paid", "{paid}");
-    let trade_no = sim
-        .trade(&no)
-        .and_then(|t| t.trade_no)
-        .expect("a trade number");
+    let trade_no = trade_no_at(sim, &no);
     assert_eq!(paid["order"]["trade_no"], trade_no.as_str());
     wait_effect_done(&app, &no, "grant");
     let payments = payments_of(&app, &no);
@@ -281,10 +300,7 @@ fn late_payment_is_refunded_once(backend: Backend, sim: &dyn Simulator) {
     // The payer pays anyway (the provider had taken it just before the close, say), with a
     // different amount than the order's: a late payment is acknowledged whatever the amount.
     assert_success_reply(sim, sim.pay_and_notify(&app.base, &no, 6_999));
-    let trade_no = sim
-        .trade(&no)
-        .and_then(|t| t.trade_no)
-        .expect("a trade number");
+    let trade_no = trade_no_at(sim, &no);
     let view = app.admin_order(&no);
     assert_eq!(view["order"]["status"], "cancelled");
     let refund = wait_effect_done(&app, &no, "provider_refund");
@@ -298,11 +314,7 @@ fn late_payment_is_refunded_once(backend: Backend, sim: &dyn Simulator) {
     assert_eq!(late[0]["provider"], sim.provider());
     assert_eq!(late[0]["refund"]["status"], "done", "{}", late[0]);
     assert_success_reply(sim, sim.renotify(&app.base));
-    let refunds: Vec<_> = sim
-        .refunds()
-        .into_iter()
-        .filter(|r| r.trade_no == trade_no)
-        .collect();
+    let refunds = refunds_of(sim, &trade_no);
     assert_eq!(refunds.len(), 1, "refunded exactly once: {refunds:?}");
     assert_eq!(refunds[0].amount_cents, 6_999);
     assert_eq!(late_payments(&app).len(), 1);
@@ -322,10 +334,7 @@ fn lost_notification_is_found(backend: Backend, sim: &dyn Simulator) {
     start_ok(&app, sim, &token, &order);
     sim.pay_silently(&no, 4_200);
     let paid = app.wait_order_status(&no, "paid", Duration::from_secs(30));
-    let trade_no = sim
-        .trade(&no)
-        .and_then(|t| t.trade_no)
-        .expect("a trade number");
+    let trade_no = trade_no_at(sim, &no);
     assert_eq!(paid["trade_no"], trade_no.as_str());
     wait_effect_done(&app, &no, "grant");
 
@@ -365,15 +374,8 @@ fn lost_notification_is_found(backend: Backend, sim: &dyn Simulator) {
     let late = late_payments(&app);
     assert_eq!(late.len(), 1, "{late:?}");
     assert_eq!(late[0]["order_no"], no.as_str());
-    let trade_no = sim
-        .trade(&no)
-        .and_then(|t| t.trade_no)
-        .expect("a trade number");
-    let refunds: Vec<_> = sim
-        .refunds()
-        .into_iter()
-        .filter(|r| r.trade_no == trade_no)
-        .collect();
+    let trade_no = trade_no_at(sim, &no);
+    let refunds = refunds_of(sim, &trade_no);
     assert_eq!(refunds.len(), 1, "refunded exactly once: {refunds:?}");
     app.admin(
         "POST",
@@ -516,31 +518,16 @@ fn provider_effects_are_replayed_after_a_kill(backend: Backend, sim: &dyn Simula
     sim.fail_next(Op::Close, 1);
     first.wait_order_status(&no, "cancelled", Duration::from_secs(30));
     wait_for("the first close to fail", Duration::from_secs(30), || {
-        let effects = first.admin_order(&no)["effects"].clone();
-        let close = effects
-            .as_array()
-            .and_then(|e| e.iter().find(|e| e["kind"] == "provider_close").cloned())
-            .unwrap_or_default();
+        let close = effect_of(&first, &no, "provider_close");
         if close["attempts"] == 1 && close["status"] == "pending" {
             Ok(())
         } else {
-            Err(effects.to_string())
+            Err(close.to_string())
         }
     });
     first.kill();
     let second = crate::process::EngineProcess::start(&db, &pairs);
-    wait_for("the close to be replayed", Duration::from_secs(30), || {
-        let effects = second.admin_order(&no)["effects"].clone();
-        let done = effects.as_array().is_some_and(|e| {
-            e.iter()
-                .any(|e| e["kind"] == "provider_close" && e["status"] == "done")
-        });
-        if done {
-            Ok(())
-        } else {
-            Err(effects.to_string())
-        }
-    });
+    wait_effect_done(&second, &no, "provider_close");
     assert_eq!(
         sim.calls(Op::Close, &no),
         1,
