@@ -188,19 +188,33 @@ impl From<QuoteError> for ApiError {
 
 impl From<diesel::result::Error> for ApiError {
     fn from(err: diesel::result::Error) -> Self {
-        use diesel::result::{DatabaseErrorKind, Error};
-        match &err {
-            Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
-            | Error::DatabaseError(DatabaseErrorKind::UnableToSendCommand, _) => {
-                Self::Unavailable(err.to_string())
-            }
-            Error::DatabaseError(DatabaseErrorKind::Unknown, info)
-                if is_unavailable_message(info.message()) =>
-            {
-                Self::Unavailable(err.to_string())
-            }
-            _ => Self::Internal(err.to_string()),
+        if is_unavailable(&err) {
+            Self::Unavailable(err.to_string())
+        } else {
+            Self::Internal(err.to_string())
         }
+    }
+}
+
+/// Whether `err` says the database is gone or busy (a 503 the client retries), not a fault.
+fn is_unavailable(err: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match err {
+        Error::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _,
+        ) => true,
+        Error::DatabaseError(DatabaseErrorKind::Unknown, info) => {
+            is_unavailable_message(info.message())
+        }
+        // A COMMIT cut by the server going away, whose rollback then failed on the same lost
+        // connection (MariaDB killed mid-COMMIT: "Server has gone away" twice). Nothing is
+        // acknowledged, so the client retries, as after a commit cut on PostgreSQL.
+        Error::RollbackErrorOnCommit {
+            rollback_error,
+            commit_error,
+        } => is_unavailable(commit_error) || is_unavailable(rollback_error),
+        _ => false,
     }
 }
 
@@ -313,5 +327,33 @@ mod tests {
         );
         let internal = ApiError::Internal("secret detail".into());
         assert_eq!(internal.envelope()["error"]["message"], "internal error");
+    }
+
+    #[test]
+    fn a_lost_server_is_unavailable_even_inside_commit() {
+        use diesel::result::{DatabaseErrorKind, Error};
+        let gone = || {
+            Box::new(Error::DatabaseError(
+                DatabaseErrorKind::Unknown,
+                Box::new("Server has gone away".to_string()),
+            ))
+        };
+        assert_eq!(ApiError::from(*gone()).code(), "unavailable");
+        let cut_commit = Error::RollbackErrorOnCommit {
+            rollback_error: gone(),
+            commit_error: gone(),
+        };
+        assert_eq!(ApiError::from(cut_commit).code(), "unavailable");
+        let constraint = || {
+            Box::new(Error::DatabaseError(
+                DatabaseErrorKind::CheckViolation,
+                Box::new("check failed".to_string()),
+            ))
+        };
+        let failed_commit = Error::RollbackErrorOnCommit {
+            rollback_error: constraint(),
+            commit_error: constraint(),
+        };
+        assert_eq!(ApiError::from(failed_commit).code(), "internal_error");
     }
 }

@@ -20,6 +20,8 @@ mod lists;
 mod metrics;
 mod migrations;
 #[cfg(feature = "mysql")]
+mod mysql_server;
+#[cfg(feature = "mysql")]
 mod mysql_tls;
 mod openapi;
 mod outage;

@@ -1,5 +1,5 @@
-//! TLS to MySQL / MariaDB (SPEC "Backends"): the test owns a MariaDB server started with a
-//! server certificate for 127.0.0.1 signed by a CA made here with the `openssl` tool, and
+//! TLS to MySQL / MariaDB (SPEC "Backends"): the test owns a MariaDB server
+//! ([`MariaServer`]) started with a server certificate for 127.0.0.1 signed by a CA made here with the `openssl` tool, and
 //! `require_secure_transport`, so it refuses every TCP connection without TLS. It listens on
 //! 127.0.0.1 and 127.0.0.2, so the same server can be reached under a name its certificate does
 //! not hold. The engine honours the URL's `ssl-mode` and `ssl-ca` as MySQL's clients do:
@@ -7,161 +7,16 @@
 //! without a CA; another CA, another host name, a missing CA file or no TLS stops start-up with
 //! the client library's reason.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 
 use crate::helpers::*;
-use crate::process::{free_port, EngineProcess};
+use crate::mysql_server::MariaServer;
+use crate::process::EngineProcess;
 use crate::tls::{make_ca, make_server_cert};
-
-/// A MariaDB server of this test's own: killed and its folder deleted on drop.
-struct MariadbServer {
-    dir: PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-/// The first of `names` found in the usual folders.
-fn find_program(names: &[&str]) -> Option<PathBuf> {
-    names.iter().find_map(|name| {
-        ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"]
-            .iter()
-            .map(|dir| Path::new(dir).join(name))
-            .find(|path| path.is_file())
-    })
-}
-
-impl MariadbServer {
-    /// Installs a fresh data folder and starts the server with TLS from `pki` (`ca.crt`,
-    /// `server.crt`, `server.key`); `None` (after one skip line) when the machine has no
-    /// MariaDB server binaries and CI is not set.
-    fn start(what: &str, dir: PathBuf, pki: &Path) -> Option<MariadbServer> {
-        let (Some(server), Some(install)) = (
-            find_program(&["mariadbd", "mysqld"]),
-            find_program(&["mariadb-install-db", "mysql_install_db"]),
-        ) else {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "no MariaDB server binaries (mariadbd, mariadb-install-db), but CI is set: the \
-                 {what} test must run in CI"
-            );
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "skipped: {what} test (no mariadbd and mariadb-install-db)"
-            );
-            return None;
-        };
-        let port = loop {
-            let port = free_port();
-            if port != 3306 {
-                break port;
-            }
-        };
-        // From here on the guard deletes the folder, whatever fails.
-        let mut guard = MariadbServer {
-            dir,
-            port,
-            child: None,
-        };
-        let data = guard.dir.join("data");
-        let output = Command::new(&install)
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", data.display()))
-            .args([
-                "--auth-root-authentication-method=normal",
-                "--skip-test-db",
-                "--user=root",
-            ])
-            .output()
-            .expect("run mariadb-install-db");
-        assert!(
-            output.status.success(),
-            "mariadb-install-db: {}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let path = |name: &str| pki.join(name).display().to_string();
-        let child = Command::new(&server)
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", data.display()))
-            .arg(format!("--socket={}", guard.socket()))
-            .arg(format!("--port={port}"))
-            .arg("--bind-address=127.0.0.1,127.0.0.2")
-            .arg(format!("--pid-file={}", guard.dir.join("pid").display()))
-            .arg(format!("--log-error={}", guard.log_path().display()))
-            .arg(format!("--ssl-ca={}", path("ca.crt")))
-            .arg(format!("--ssl-cert={}", path("server.crt")))
-            .arg(format!("--ssl-key={}", path("server.key")))
-            .args([
-                "--require-secure-transport=ON",
-                "--user=root",
-                "--skip-log-bin",
-                "--innodb-buffer-pool-size=64M",
-                "--max-connections=200",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start mariadbd");
-        guard.child = Some(child);
-        guard.wait_ready();
-        Some(guard)
-    }
-
-    fn socket(&self) -> String {
-        self.dir.join("sock").display().to_string()
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.join("mariadbd.log")
-    }
-
-    /// Waits (60 s at most) until the server takes a connection on its socket (where no TLS
-    /// is needed).
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let url = self.socket_url();
-        loop {
-            if diesel::MysqlConnection::establish(&url).is_ok() {
-                return;
-            }
-            let exited = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-            assert!(exited.is_none(), "mariadbd exited ({exited:?}):\n{log}");
-            assert!(Instant::now() < deadline, "mariadbd not ready:\n{log}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// The server's `mysql` database over its Unix socket.
-    fn socket_url(&self) -> String {
-        format!("mysql://root@localhost/mysql?unix_socket={}", self.socket())
-    }
-
-    /// `mysql://root@{host}:{port}/mysql`.
-    fn url(&self, host: &str) -> String {
-        format!("mysql://root@{host}:{}/mysql", self.port)
-    }
-}
-
-impl Drop for MariadbServer {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 #[derive(QueryableByName)]
 struct Status {
@@ -213,7 +68,7 @@ fn the_engine_talks_tls_to_mariadb_as_the_url_says() {
     let ca = make_ca(&pki, "ca");
     let other_ca = make_ca(&pki, "other-ca");
     make_server_cert(&pki, "ca");
-    let Some(server) = MariadbServer::start("MariaDB TLS", dir.clone(), &pki) else {
+    let Some(server) = MariaServer::start("MariaDB TLS", dir.clone(), Some(&pki)) else {
         let _ = std::fs::remove_dir_all(&dir);
         return;
     };

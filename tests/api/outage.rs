@@ -1,8 +1,10 @@
-//! Reliability, part 2: a database outage. The test owns a PostgreSQL cluster (`initdb` into a
-//! temporary folder, started on a free loopback port; the shared server is never touched), runs
-//! the real binary on it, and under load (placements, signed success callbacks, orders left to
-//! expire) stops the cluster with `pg_ctl -m immediate stop` for a few seconds past some
-//! deadlines.
+//! Reliability, part 2: a database outage. The test owns its database server (a PostgreSQL
+//! cluster, `initdb` into a temporary folder; or, with the `mysql` feature, a MariaDB server,
+//! `mariadb-install-db` likewise), started on a free loopback port (the shared servers are
+//! never touched), runs the real binary on it, and under load (placements, signed success
+//! callbacks, orders left to expire) stops the server at once (`pg_ctl -m immediate stop`, a
+//! SIGKILL of `mariadbd`) for a few seconds past some deadlines, then starts it again on the
+//! same data and port. One scenario, the same checks, for both servers.
 //!
 //! While it is down: `/readyz` is 503, every placement and callback is 503 `unavailable` in
 //! the error envelope, and the process stays alive. Once it is back: within 30 s every passed
@@ -180,12 +182,83 @@ fn naive(t: DateTime<Utc>) -> NaiveDateTime {
     t.naive_utc()
 }
 
+/// A database server the test owns, which the scenario stops and starts again.
+trait OwnedServer {
+    /// What the failure messages call it.
+    const NAME: &'static str;
+    /// The server's URL (its default database).
+    fn url(&self) -> String;
+    /// A fresh database on it, dropped with the guard.
+    fn create_database(&self) -> TestDatabase;
+    /// Stops the server at once (no shutdown), cutting every connection.
+    fn stop(&mut self);
+    /// Starts it again on the same data and port, and waits until it takes connections.
+    fn start(&mut self);
+}
+
+impl OwnedServer for PgCluster {
+    const NAME: &'static str = "PostgreSQL";
+
+    fn url(&self) -> String {
+        PgCluster::url(self)
+    }
+
+    fn create_database(&self) -> TestDatabase {
+        TestDatabase::create_on(&OwnedServer::url(self))
+    }
+
+    fn stop(&mut self) {
+        self.stop_immediate();
+    }
+
+    fn start(&mut self) {
+        PgCluster::start(self, &[]);
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl OwnedServer for crate::mysql_server::MariaServer {
+    const NAME: &'static str = "MariaDB";
+
+    fn url(&self) -> String {
+        crate::mysql_server::MariaServer::url(self, "127.0.0.1")
+    }
+
+    fn create_database(&self) -> TestDatabase {
+        TestDatabase::create_on_mysql(&OwnedServer::url(self))
+    }
+
+    fn stop(&mut self) {
+        self.stop_immediately();
+    }
+
+    fn start(&mut self) {
+        self.restart();
+    }
+}
+
 #[test]
 fn postgres_cluster_stopped_under_load() {
-    let Some(cluster) = PgCluster::create("database outage") else {
+    let Some(mut cluster) = PgCluster::create("database outage") else {
         return;
     };
-    let db = TestDatabase::create_on(&cluster.url());
+    stopped_under_load(&mut cluster);
+}
+
+/// The same outage on a MariaDB server of the test's own, killed (SIGKILL of `mariadbd`)
+/// and started again on its data folder and port.
+#[cfg(feature = "mysql")]
+#[test]
+fn mysql_server_stopped_under_load() {
+    let Some(mut server) = crate::mysql_server::MariaServer::create("MariaDB outage") else {
+        return;
+    };
+    stopped_under_load(&mut server);
+}
+
+/// The scenario: load, the server stopped past some deadlines, started again, the checks.
+fn stopped_under_load<S: OwnedServer>(server: &mut S) {
+    let db = server.create_database();
     let mut engine = EngineProcess::start(&db, &SETTINGS);
     engine
         .request("GET", "/readyz", &[], None)
@@ -243,7 +316,7 @@ fn postgres_cluster_stopped_under_load() {
                 n => Err(format!("{n} placed in the burst")),
             },
         );
-        cluster.stop_immediate();
+        server.stop();
         load.burst.store(false, Ordering::SeqCst);
         let stopped_at = Instant::now();
         let stopped_utc = Utc::now();
@@ -271,7 +344,7 @@ fn postgres_cluster_stopped_under_load() {
 
         let restart_at = Instant::now();
         let restarted_utc = Utc::now();
-        cluster.start(&[]);
+        server.start();
         load.restarted.store(true, Ordering::SeqCst);
         wait_for(
             "/readyz to be 200 after the restart",
@@ -534,7 +607,7 @@ fn postgres_cluster_stopped_under_load() {
         "no deadline passed (unpaid) while the database was down"
     );
 
-    invariants::check_db(&mut conn, "PostgreSQL, after a database outage");
+    invariants::check_db(&mut conn, &format!("{}, after a database outage", S::NAME));
     assert_eq!(
         engine.exited(),
         None,
@@ -544,7 +617,6 @@ fn postgres_cluster_stopped_under_load() {
     drop(conn);
     drop(engine);
     drop(db);
-    drop(cluster);
 }
 
 /// Makes every transaction that inserts an order or a payment event sleep 2 s inside its
