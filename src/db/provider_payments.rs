@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::schema::*;
 use super::{outbox, DbConnection};
+use crate::db::sql_types::At;
 use crate::domain::ids::OrderNo;
 use crate::domain::order::{Callback, PROVIDER_CLOSED_CODE};
 use crate::domain::states::{EffectKind, OrderStatus, PaymentOutcome, PaymentStatus, ProviderName};
@@ -85,9 +86,9 @@ pub fn insert(
         payments::pay_url.eq(new.pay_url),
         payments::code_url.eq(new.code_url),
         payments::provider_ref.eq(new.provider_ref),
-        payments::expires_at.eq(new.expires_at),
-        payments::created_at.eq(now),
-        payments::updated_at.eq(now),
+        payments::expires_at.eq(At(new.expires_at)),
+        payments::created_at.eq(At(now)),
+        payments::updated_at.eq(At(now)),
     );
     let inserted = crate::per_backend!(
         conn,
@@ -126,7 +127,7 @@ pub fn mark_closed(
     )
     .set((
         payments::status.eq(PaymentStatus::Closed),
-        payments::updated_at.eq(now),
+        payments::updated_at.eq(At(now)),
     ))
     .execute(conn)
 }
@@ -173,7 +174,7 @@ pub fn after_steps<'a>(
                 )
                 .set((
                     payments::status.eq(PaymentStatus::Paid),
-                    payments::updated_at.eq(now),
+                    payments::updated_at.eq(At(now)),
                 ))
                 .execute(conn)?;
             }
@@ -187,7 +188,7 @@ pub fn after_steps<'a>(
                 )
                 .set((
                     payments::status.eq(PaymentStatus::Closed),
-                    payments::updated_at.eq(now),
+                    payments::updated_at.eq(At(now)),
                 ))
                 .execute(conn)?;
             }
@@ -256,7 +257,7 @@ pub fn mark_refunded(conn: &mut DbConnection, id: i64, now: NaiveDateTime) -> Qu
             .find(id)
             .filter(payment_events::refunded_at.is_null()),
     )
-    .set(payment_events::refunded_at.eq(now))
+    .set(payment_events::refunded_at.eq(Some(now)))
     .execute(conn)
 }
 
@@ -274,7 +275,7 @@ pub fn to_reconcile(
         .inner_join(orders::table)
         .filter(orders::status.eq(OrderStatus::Pending))
         .filter(payments::status.eq(PaymentStatus::Started))
-        .filter(payments::created_at.le(now - min_age))
+        .filter(payments::created_at.le(At(now - min_age)))
         .order(payments::created_at)
         .limit(limit)
         .select(Payment::as_select())
@@ -282,7 +283,7 @@ pub fn to_reconcile(
     let closed: Vec<Payment> = payments::table
         .inner_join(orders::table)
         .filter(orders::status.eq_any([OrderStatus::Cancelled, OrderStatus::Failed]))
-        .filter(orders::closed_at.ge(now - lookback))
+        .filter(orders::closed_at.ge(Some(now - lookback)))
         .filter(payments::status.ne(PaymentStatus::Paid))
         .order(payments::created_at)
         .limit(limit)
@@ -291,7 +292,7 @@ pub fn to_reconcile(
     let paid: Vec<Payment> = payments::table
         .inner_join(orders::table)
         .filter(orders::status.eq(OrderStatus::Paid))
-        .filter(orders::paid_at.ge(now - lookback))
+        .filter(orders::paid_at.ge(Some(now - lookback)))
         .filter(payments::status.ne(PaymentStatus::Paid))
         .order(payments::created_at)
         .limit(limit)
