@@ -9,6 +9,7 @@ use diesel::prelude::*;
 use super::models::*;
 use super::schema::*;
 use super::{write_transaction, DbConnection};
+use crate::db::sql_types::At;
 use crate::domain::ids::{CourseId, UserId};
 use crate::domain::states::{CouponStatus, OrderStatus};
 use crate::error::ApiError;
@@ -32,7 +33,7 @@ pub fn create_user(
         users::name.eq(name),
         users::points.eq(points),
         users::initial_points.eq(points),
-        users::created_at.eq(now),
+        users::created_at.eq(At(now)),
     );
     per_backend!(
         conn,
@@ -63,7 +64,7 @@ pub fn create_course(
             courses::title.eq(title),
             courses::price_cents.eq(price_cents),
             courses::on_sale.eq(on_sale),
-            courses::created_at.eq(now),
+            courses::created_at.eq(At(now)),
         );
         let course_id: CourseId = per_backend!(
             conn,
@@ -194,7 +195,7 @@ pub fn create_coupon(
         coupons::discount_cents.eq(discount_cents),
         coupons::min_spend_cents.eq(min_spend_cents),
         coupons::valid_until.eq(valid_until),
-        coupons::created_at.eq(now),
+        coupons::created_at.eq(At(now)),
     );
     per_backend!(
         conn,
@@ -233,7 +234,7 @@ pub fn give_coupon(
             user_coupons::user_id.eq(user_id),
             user_coupons::coupon_id.eq(coupon_id),
             user_coupons::status.eq(CouponStatus::Unused),
-            user_coupons::created_at.eq(now),
+            user_coupons::created_at.eq(At(now)),
         );
         let row: UserCouponRow = per_backend!(
             conn,

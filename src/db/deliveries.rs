@@ -8,13 +8,14 @@
 
 use chrono::{NaiveDateTime, TimeDelta};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text, Timestamp};
+use diesel::sql_types::{BigInt, Text};
 use serde::Serialize;
 
 use super::journal::{self, EventRow};
 use super::schema::webhook_deliveries as wd;
 use super::{effect_transaction, DbConnection};
 use crate::config::WebhookEndpoint;
+use crate::db::sql_types::{At, Timestamp};
 use crate::domain::ids::OrderNo;
 use crate::domain::states::{EffectStatus, EventKind};
 use crate::domain::time::{self, serde_ts_opt};
@@ -133,8 +134,8 @@ pub fn fan_out(
                     wd::body.eq(body.clone()),
                     wd::status.eq(DeliveryStatus::Pending),
                     wd::attempts.eq(0),
-                    wd::next_attempt_at.eq(now),
-                    wd::created_at.eq(now),
+                    wd::next_attempt_at.eq(At(now)),
+                    wd::created_at.eq(At(now)),
                 ));
             }
         }
@@ -231,7 +232,7 @@ pub fn claim(
             return Ok(Vec::new());
         }
         diesel::update(wd::table.filter(wd::id.eq_any(&ids)))
-            .set(wd::next_attempt_at.eq(lease_until))
+            .set(wd::next_attempt_at.eq(At(lease_until)))
             .execute(conn)?;
         wd::table
             .filter(wd::id.eq_any(&ids))
@@ -300,7 +301,7 @@ pub fn record(
                 }),
                 wd::attempts.eq(attempts),
                 wd::last_error.eq(error),
-                wd::next_attempt_at.eq(if dead { now } else { next }),
+                wd::next_attempt_at.eq(At(if dead { now } else { next })),
             ))
             .execute(conn)?;
         Ok(if dead {
@@ -361,7 +362,7 @@ pub fn retry(
         .set((
             wd::status.eq(DeliveryStatus::Pending),
             wd::attempts.eq(0),
-            wd::next_attempt_at.eq(now),
+            wd::next_attempt_at.eq(At(now)),
         ))
         .execute(conn)?;
         let found: Option<DeliveryRow> = wd::table

@@ -12,6 +12,7 @@ use diesel::prelude::*;
 
 use super::schema::idempotency_keys as keys;
 use super::{write_transaction, DbConnection};
+use crate::db::sql_types::At;
 use crate::error::ApiError;
 use crate::per_backend;
 
@@ -47,10 +48,10 @@ pub fn claim(
         if seen != Claim::Fresh {
             return Ok(seen);
         }
-        let expired = keys::created_at.le(now - secs(RETENTION_SECS));
+        let expired = keys::created_at.le(At(now - secs(RETENTION_SECS)));
         let abandoned = keys::response_status
             .is_null()
-            .and(keys::created_at.le(now - secs(ABANDONED_AFTER_SECS)));
+            .and(keys::created_at.le(At(now - secs(ABANDONED_AFTER_SECS))));
         let retaken = diesel::update(
             keys::table
                 .find((user_id, key))
@@ -60,7 +61,7 @@ pub fn claim(
             keys::request_hash.eq(request_hash),
             keys::response_status.eq(None::<i32>),
             keys::response_body.eq(None::<String>),
-            keys::created_at.eq(now),
+            keys::created_at.eq(At(now)),
         ))
         .execute(conn)?;
         if retaken == 1 {
@@ -70,7 +71,7 @@ pub fn claim(
             keys::user_id.eq(user_id),
             keys::idempotency_key.eq(key),
             keys::request_hash.eq(request_hash),
-            keys::created_at.eq(now),
+            keys::created_at.eq(At(now)),
         );
         let inserted = per_backend!(
             conn,

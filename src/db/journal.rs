@@ -14,6 +14,7 @@ use super::models::Order;
 use super::orders::find_order;
 use super::schema::order_events;
 use super::DbConnection;
+use crate::db::sql_types::At;
 use crate::domain::ids::OrderNo;
 use crate::domain::states::EventKind;
 
@@ -63,7 +64,7 @@ impl Journal {
             rows.push((
                 order_events::order_no.eq(order.order_no.as_str()),
                 order_events::kind.eq(*kind),
-                order_events::at.eq(at),
+                order_events::at.eq(At(at)),
                 order_events::data.eq(data),
                 order_events::fanned_out.eq(!self.webhooks),
             ));

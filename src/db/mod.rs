@@ -26,6 +26,7 @@ pub mod provider_payments;
 pub mod schedules;
 pub mod schema;
 pub mod sessions;
+pub mod sql_types;
 pub mod transitions;
 pub mod writer;
 

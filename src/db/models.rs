@@ -6,6 +6,7 @@ use diesel::prelude::*;
 use serde::Serialize;
 
 use super::schema::*;
+use super::sql_types::At;
 use crate::domain::ids::{CourseId, OrderNo, UserId};
 use crate::domain::states::{CloseReason, CouponStatus, LedgerKind, OrderStatus};
 use crate::domain::time::{serde_ts, serde_ts_opt};
@@ -122,9 +123,15 @@ pub struct OrderRow {
     pub points_used: i64,
     pub payable_cents: i64,
     pub user_coupon_id: Option<i64>,
+    // An instant inserted is an `At` (crate::db::sql_types); an absent one is NULL, as the
+    // column's default is.
+    #[diesel(serialize_as = At)]
     pub created_at: NaiveDateTime,
+    #[diesel(serialize_as = At)]
     pub expires_at: NaiveDateTime,
+    #[diesel(treat_none_as_default_value = false)]
     pub paid_at: Option<NaiveDateTime>,
+    #[diesel(treat_none_as_default_value = false)]
     pub closed_at: Option<NaiveDateTime>,
     pub close_reason: Option<CloseReason>,
     pub trade_no: Option<String>,

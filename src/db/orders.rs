@@ -10,6 +10,7 @@ use super::journal::Journal;
 use super::models::*;
 use super::schema::*;
 use super::{outbox, plan_by_key_from_here, write_transaction, DbConnection};
+use crate::db::sql_types::At;
 use crate::domain::ids::{CourseId, UserId};
 use crate::domain::order::new_order_no;
 use crate::domain::pricing::{quote, total, CouponTerms};
@@ -140,7 +141,7 @@ pub fn place_order(
             owner_node: (!paid_now).then(|| p.node_id.clone()),
         };
         diesel::insert_into(orders::table)
-            .values(&row)
+            .values(row.clone())
             .execute(conn)?;
         let item_rows: Vec<OrderItemRow> = items
             .iter()
@@ -168,7 +169,7 @@ pub fn place_order(
                     points_ledger::order_no.eq(&row.order_no),
                     points_ledger::kind.eq(LedgerKind::Spend),
                     points_ledger::delta.eq(-q.points_used),
-                    points_ledger::created_at.eq(now),
+                    points_ledger::created_at.eq(At(now)),
                 ))
                 .execute(conn)?;
         }
@@ -412,7 +413,7 @@ pub fn overdue(
 ) -> QueryResult<Vec<String>> {
     orders::table
         .filter(orders::status.eq(OrderStatus::Pending))
-        .filter(orders::expires_at.lt(before))
+        .filter(orders::expires_at.lt(At(before)))
         .order(orders::expires_at)
         .limit(limit)
         .select(orders::order_no)

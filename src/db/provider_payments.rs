@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::schema::*;
 use super::{outbox, DbConnection};
+use crate::db::sql_types::At;
 use crate::domain::ids::OrderNo;
 use crate::domain::order::{Callback, PROVIDER_CLOSED_CODE};
 use crate::domain::states::{
@@ -87,9 +88,9 @@ pub fn insert(
         payments::pay_url.eq(new.pay_url),
         payments::code_url.eq(new.code_url),
         payments::provider_ref.eq(new.provider_ref),
-        payments::expires_at.eq(new.expires_at),
-        payments::created_at.eq(now),
-        payments::updated_at.eq(now),
+        payments::expires_at.eq(At(new.expires_at)),
+        payments::created_at.eq(At(now)),
+        payments::updated_at.eq(At(now)),
     );
     let inserted = crate::per_backend!(
         conn,
@@ -128,7 +129,7 @@ pub fn mark_closed(
     )
     .set((
         payments::status.eq(PaymentStatus::Closed),
-        payments::updated_at.eq(now),
+        payments::updated_at.eq(At(now)),
     ))
     .execute(conn)
 }
@@ -175,7 +176,7 @@ pub fn after_steps<'a>(
                 )
                 .set((
                     payments::status.eq(PaymentStatus::Paid),
-                    payments::updated_at.eq(now),
+                    payments::updated_at.eq(At(now)),
                 ))
                 .execute(conn)?;
             }
@@ -189,7 +190,7 @@ pub fn after_steps<'a>(
                 )
                 .set((
                     payments::status.eq(PaymentStatus::Closed),
-                    payments::updated_at.eq(now),
+                    payments::updated_at.eq(At(now)),
                 ))
                 .execute(conn)?;
             }
@@ -258,7 +259,7 @@ pub fn mark_refunded(conn: &mut DbConnection, id: i64, now: NaiveDateTime) -> Qu
             .find(id)
             .filter(payment_events::refunded_at.is_null()),
     )
-    .set(payment_events::refunded_at.eq(now))
+    .set(payment_events::refunded_at.eq(Some(now)))
     .execute(conn)
 }
 
@@ -279,7 +280,7 @@ pub fn to_reconcile(
         .inner_join(orders::table)
         .filter(orders::status.eq(OrderStatus::Pending))
         .filter(payments::status.eq(PaymentStatus::Started))
-        .filter(payments::created_at.le(now - min_age))
+        .filter(payments::created_at.le(At(now - min_age)))
         .order(payments::created_at)
         .limit(limit)
         .select(Payment::as_select())

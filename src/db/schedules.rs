@@ -9,11 +9,12 @@
 
 use chrono::{NaiveDateTime, TimeDelta};
 use diesel::prelude::*;
-use diesel::sql_types::{Nullable, Text, Timestamp};
+use diesel::sql_types::{Nullable, Text};
 
 use super::schema::{admin_sessions, effects, idempotency_keys, schedule_runs as runs, schedules};
 use super::{effect_transaction, write_transaction, DbConnection};
 use crate::config::Schedule;
+use crate::db::sql_types::{At, Timestamp};
 use crate::domain::schedule::Timing;
 use crate::domain::states::{EffectStatus, RunStatus};
 
@@ -44,7 +45,7 @@ pub fn register(
                 schedules::name.eq(&schedule.name),
                 schedules::spec.eq(&spec),
                 schedules::next_fire_at.eq(next),
-                schedules::updated_at.eq(now),
+                schedules::updated_at.eq(At(now)),
             );
             let inserted = crate::per_backend!(
                 &mut *conn,
@@ -75,7 +76,7 @@ pub fn register(
             .set((
                 schedules::spec.eq(&spec),
                 schedules::next_fire_at.eq(next),
-                schedules::updated_at.eq(now),
+                schedules::updated_at.eq(At(now)),
             ))
             .execute(conn)?;
             if inserted + changed > 0 {
@@ -165,8 +166,8 @@ pub fn claim(
                 .set((
                     runs::node_id.eq(node_id),
                     runs::attempts.eq(run.attempts + 1),
-                    runs::started_at.eq(now),
-                    runs::lease_until.eq(lease_until),
+                    runs::started_at.eq(At(now)),
+                    runs::lease_until.eq(At(lease_until)),
                 ))
                 .execute(conn)?;
             return Ok(Some(Claimed {
@@ -184,17 +185,17 @@ pub fn claim(
         diesel::update(schedules::table.find(&schedule.name))
             .set((
                 schedules::next_fire_at.eq(schedule.timing.first_after(fire_at)),
-                schedules::updated_at.eq(now),
+                schedules::updated_at.eq(At(now)),
             ))
             .execute(conn)?;
         let values = (
             runs::name.eq(&schedule.name),
-            runs::fire_at.eq(fire_at),
+            runs::fire_at.eq(At(fire_at)),
             runs::status.eq(RunStatus::Running),
             runs::node_id.eq(node_id),
             runs::attempts.eq(1),
-            runs::started_at.eq(now),
-            runs::lease_until.eq(lease_until),
+            runs::started_at.eq(At(now)),
+            runs::lease_until.eq(At(lease_until)),
         );
         let id: i64 = crate::per_backend!(
             &mut *conn,
@@ -232,7 +233,7 @@ pub fn renew(
                 .filter(runs::node_id.eq(node_id))
                 .filter(runs::status.eq(RunStatus::Running)),
         )
-        .set(runs::lease_until.eq(lease_until))
+        .set(runs::lease_until.eq(At(lease_until)))
         .execute(conn)
     })
 }
@@ -260,7 +261,7 @@ pub fn finish(
         )
         .set((
             runs::status.eq(status),
-            runs::finished_at.eq(now),
+            runs::finished_at.eq(Some(now)),
             runs::error.eq(error),
         ))
         .execute(conn)?;
@@ -354,12 +355,12 @@ pub fn purge(
     let mut purged = Purged {
         idempotency_keys: effect_transaction(conn, |conn| {
             diesel::delete(
-                idempotency_keys::table.filter(idempotency_keys::created_at.lt(keys_cutoff)),
+                idempotency_keys::table.filter(idempotency_keys::created_at.lt(At(keys_cutoff))),
             )
             .execute(conn)
         })?,
         sessions: effect_transaction(conn, |conn| {
-            diesel::delete(admin_sessions::table.filter(admin_sessions::expires_at.le(now)))
+            diesel::delete(admin_sessions::table.filter(admin_sessions::expires_at.le(At(now))))
                 .execute(conn)
         })?,
         ..Purged::default()
@@ -367,7 +368,7 @@ pub fn purge(
     purged.deliveries = in_batches(conn, |conn| {
         let ids: Vec<i64> = wd::table
             .filter(wd::status.eq(EffectStatus::Done))
-            .filter(wd::delivered_at.lt(cutoff))
+            .filter(wd::delivered_at.lt(Some(cutoff)))
             .select(wd::id)
             .limit(PURGE_BATCH)
             .load(conn)?;
@@ -376,7 +377,7 @@ pub fn purge(
     purged.effects = in_batches(conn, |conn| {
         let ids: Vec<i64> = effects::table
             .filter(effects::status.eq(EffectStatus::Done))
-            .filter(effects::updated_at.lt(cutoff))
+            .filter(effects::updated_at.lt(At(cutoff)))
             .select(effects::id)
             .limit(PURGE_BATCH)
             .load(conn)?;
@@ -386,7 +387,7 @@ pub fn purge(
         let latest = diesel::alias!(runs as latest);
         let ids: Vec<i64> = runs::table
             .filter(runs::status.ne(RunStatus::Running))
-            .filter(runs::finished_at.lt(cutoff))
+            .filter(runs::finished_at.lt(Some(cutoff)))
             .filter(diesel::dsl::exists(
                 latest
                     .filter(latest.field(runs::name).eq(runs::name))

@@ -1,6 +1,9 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::sql_types::Timestamp;
+
     admin_sessions (token_hash) {
         #[max_length = 64]
         token_hash -> Varchar,
@@ -12,6 +15,9 @@ diesel::table! {
 }
 
 diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::sql_types::Timestamp;
+
     chapters (id) {
         id -> Int8,
         course_id -> Int8,
@@ -21,6 +27,9 @@ diesel::table! {
 }
 
 diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::sql_types::Timestamp;
+
     coupons (id) {
         id -> Int8,
         title -> Text,
@@ -32,6 +41,9 @@ diesel::table! {
 }
 
 diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::sql_types::Timestamp;
+
     courses (id) {
         id -> Int8,
         title -> Text,
@@ -42,6 +54,9 @@ diesel::table! {
 }
 
 diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::sql_types::Timestamp;
+
     effects (id) {
         id -> Int8,
         #[max_length = 64]
@@ -57,6 +72,9 @@ diesel::table! {
 }
 
 diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::sql_types::Timestamp;
+
     idempotency_keys (user_id, idempotency_key) {
         user_id -> Int8,
         #[max_length = 255]
@@ -70,6 +88,9 @@ diesel::table! {
 }
 
 diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::sql_types::Timestamp;
+
     order_events (id) {
         id -> Int8,
         #[max_length = 64]
@@ -82,6 +103,9 @@ diesel::table! {
 }
 
 diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::sql_types::Timestamp;
+
     order_items (order_no, position) {
         #[max_length = 64]
         order_no -> Varchar,
@@ -92,6 +116,9 @@ diesel::table! {
 }
 
 diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::sql_types::Timestamp;
+
     orders (order_no) {
         #[max_length = 64]
         order_no -> Varchar,
@@ -115,6 +142,9 @@ diesel::table! {
 }
 
 diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::sql_types::Timestamp;
+
     payment_events (id) {
         id -> Int8,
         #[max_length = 64]
@@ -132,6 +162,9 @@ diesel::table! {
 }
 
 diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::sql_types::Timestamp;
+
     payments (id) {
         id -> Int8,
         #[max_length = 64]
@@ -149,6 +182,9 @@ diesel::table! {
 }
 
 diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::sql_types::Timestamp;
+
     points_ledger (id) {
         id -> Int8,
         user_id -> Int8,
@@ -161,6 +197,9 @@ diesel::table! {
 }
 
 diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::sql_types::Timestamp;
+
     schedule_runs (id) {
         id -> Int8,
         #[max_length = 64]
@@ -178,6 +217,9 @@ diesel::table! {
 }
 
 diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::sql_types::Timestamp;
+
     schedules (name) {
         #[max_length = 64]
         name -> Varchar,
@@ -188,6 +230,9 @@ diesel::table! {
 }
 
 diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::sql_types::Timestamp;
+
     user_coupons (id) {
         id -> Int8,
         user_id -> Int8,
@@ -200,6 +245,9 @@ diesel::table! {
 }
 
 diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::sql_types::Timestamp;
+
     user_course_chapters (id) {
         id -> Int8,
         user_id -> Int8,
@@ -210,6 +258,9 @@ diesel::table! {
 }
 
 diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::sql_types::Timestamp;
+
     user_courses (id) {
         id -> Int8,
         user_id -> Int8,
@@ -221,6 +272,9 @@ diesel::table! {
 }
 
 diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::sql_types::Timestamp;
+
     users (id) {
         id -> Int8,
         name -> Text,
@@ -231,6 +285,9 @@ diesel::table! {
 }
 
 diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::sql_types::Timestamp;
+
     webhook_deliveries (id) {
         id -> Int8,
         event_id -> Int8,

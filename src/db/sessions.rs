@@ -7,6 +7,7 @@ use diesel::prelude::*;
 
 use super::schema::admin_sessions;
 use super::DbConnection;
+use crate::db::sql_types::At;
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = admin_sessions)]
@@ -15,17 +16,21 @@ pub struct AdminSession {
     pub token_hash: String,
     /// The token every dashboard form must carry back (`csrf_token`).
     pub csrf_token: String,
+    #[diesel(serialize_as = At)]
     pub created_at: NaiveDateTime,
+    #[diesel(serialize_as = At)]
     pub expires_at: NaiveDateTime,
 }
 
 /// Stores a new session, first deleting every expired one (sign-ins are rare, so this keeps
 /// the table small without a job of its own).
 pub fn create(conn: &mut DbConnection, session: &AdminSession) -> QueryResult<()> {
-    diesel::delete(admin_sessions::table.filter(admin_sessions::expires_at.le(session.created_at)))
-        .execute(conn)?;
+    diesel::delete(
+        admin_sessions::table.filter(admin_sessions::expires_at.le(At(session.created_at))),
+    )
+    .execute(conn)?;
     crate::per_backend!(conn, |c| diesel::insert_into(admin_sessions::table)
-        .values(session)
+        .values(session.clone())
         .execute(c))?;
     Ok(())
 }

@@ -18,6 +18,7 @@ use super::journal::Journal;
 use super::models::{Order, OrderItemRow, OrderRow};
 use super::schema::*;
 use super::{keyed_transaction, outbox, provider_payments, DbConnection};
+use crate::db::sql_types::At;
 use crate::domain::ids::OrderNo;
 use crate::domain::order::{
     step_batch, Command, CouponStatus, EffectKind, EventKind, OrderStatus, OrderView, OutcomeKind,
@@ -385,11 +386,11 @@ fn write_transitions(
         );
         let updated = if *to == OrderStatus::Paid {
             diesel::update(target)
-                .set((moved, orders::paid_at.eq(now)))
+                .set((moved, orders::paid_at.eq(Some(now))))
                 .execute(conn)?
         } else {
             diesel::update(target)
-                .set((moved, orders::closed_at.eq(now)))
+                .set((moved, orders::closed_at.eq(Some(now))))
                 .execute(conn)?
         };
         if updated != numbers.len() {
@@ -444,7 +445,7 @@ fn write_payments(
                 payment_events::code.eq(cb.code),
                 payment_events::amount_cents.eq(cb.amount_cents),
                 payment_events::provider_paid_at.eq(cb.provider_paid_at),
-                payment_events::received_at.eq(now),
+                payment_events::received_at.eq(At(now)),
                 payment_events::outcome.eq(*outcome),
             )
         })

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use chrono::{TimeDelta, Utc};
 use diesel::prelude::*;
 use order_engine::db::schema::{orders, payment_events};
+use order_engine::db::sql_types::At;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -262,7 +263,7 @@ fn deadline_monitor(run: &Run, db: &TestDatabase) {
                 let overdue_before = Utc::now().naive_utc() - TimeDelta::seconds(2);
                 let overdue: Vec<String> = orders::table
                     .filter(orders::status.eq("pending"))
-                    .filter(orders::expires_at.lt(overdue_before))
+                    .filter(orders::expires_at.lt(At(overdue_before)))
                     .select(orders::order_no)
                     .load(&mut conn)
                     .expect("read overdue orders");

@@ -27,6 +27,7 @@ use fantoccini::elements::Element;
 use fantoccini::error::CmdError;
 use fantoccini::{Client, ClientBuilder, Locator};
 use order_engine::db::schema::{admin_sessions, webhook_deliveries};
+use order_engine::db::sql_types::At;
 use order_engine::domain::time;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -1230,7 +1231,7 @@ fn screenshots() {
         use order_engine::db::schema::orders;
         let secs = [20, 45, 70, 100, 130, 160, 200, 250, 290, 340, 400, 460][i % 12] + i as i64;
         diesel::update(orders::table.find(order_no))
-            .set(orders::expires_at.eq(now + chrono::TimeDelta::seconds(secs)))
+            .set(orders::expires_at.eq(At(now + chrono::TimeDelta::seconds(secs))))
             .execute(&mut conn)
             .expect("move a deadline");
     }

@@ -199,7 +199,7 @@ on_both_backends! {
         // Age the stored key by just over a day.
         let day_ago = chrono::Utc::now().naive_utc() - chrono::TimeDelta::hours(24) - chrono::TimeDelta::seconds(1);
         diesel::update(idempotency_keys::table.filter(idempotency_keys::idempotency_key.eq(key)))
-            .set(idempotency_keys::created_at.eq(day_ago))
+            .set(idempotency_keys::created_at.eq(order_engine::db::sql_types::At(day_ago)))
             .execute(&mut app.db())
             .expect("age the key");
         let again = app.place_with_key(&token, key, &json!({"course_ids": [second]}));

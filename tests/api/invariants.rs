@@ -15,6 +15,7 @@ use chrono::{TimeDelta, Utc};
 use diesel::prelude::*;
 use order_engine::db::models::*;
 use order_engine::db::schema::*;
+use order_engine::db::sql_types::At;
 use order_engine::db::DbConnection;
 use order_engine::domain::states::{CloseReason, OrderStatus};
 
@@ -83,7 +84,7 @@ fn unsettled(conn: &mut DbConnection) -> QueryResult<Option<String>> {
     let overdue_before = Utc::now().naive_utc() - TimeDelta::seconds(2);
     let overdue: i64 = orders::table
         .filter(orders::status.eq("pending"))
-        .filter(orders::expires_at.lt(overdue_before))
+        .filter(orders::expires_at.lt(At(overdue_before)))
         .count()
         .get_result(conn)?;
     Ok((pending_effects > 0 || overdue > 0)

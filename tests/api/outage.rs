@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 use diesel::prelude::*;
 use order_engine::db::schema::{effects, orders, payment_events};
+use order_engine::db::sql_types::At;
 use order_engine::db::DbConnection;
 use serde_json::{json, Value};
 
@@ -478,7 +479,7 @@ fn stopped_under_load<S: OwnedServer>(server: &mut S) {
             let now = naive(Utc::now());
             let overdue: Vec<(String, NaiveDateTime)> = orders::table
                 .filter(orders::status.eq("pending"))
-                .filter(orders::expires_at.le(now))
+                .filter(orders::expires_at.le(At(now)))
                 .select((orders::order_no, orders::expires_at))
                 .load(&mut conn)
                 .map_err(|e| e.to_string())?;

@@ -60,7 +60,8 @@ fn print_schema(url: &str, extra_args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("print-schema prints UTF-8")
 }
 
-/// The tables of a schema.rs-shaped text (`diesel::table!` blocks): primary key and columns
+/// The tables of a schema.rs-shaped text (`diesel::table!` blocks, their `use` lines skipped):
+/// primary key and columns
 /// with their Diesel types in backend-neutral names, columns sorted by name; nothing else
 /// (`Schema::differences` words what differs).
 fn tables_of(schema_rs: &str) -> Schema {
@@ -70,10 +71,9 @@ fn tables_of(schema_rs: &str) -> Schema {
         if line != "diesel::table! {" {
             continue;
         }
-        let mut body = lines
-            .by_ref()
-            .take_while(|l| *l != "}")
-            .filter(|l| !l.starts_with("#[") && !l.starts_with("//") && !l.is_empty());
+        let mut body = lines.by_ref().take_while(|l| *l != "}").filter(|l| {
+            !l.starts_with("#[") && !l.starts_with("//") && !l.starts_with("use ") && !l.is_empty()
+        });
         let header = body.next().expect("a table! block names its table");
         let (name, key) = header
             .trim_end_matches('{')

@@ -936,7 +936,9 @@ fn events_left_for_removed_endpoints_are_released_at_start(backend: Backend) {
         .values((
             order_events::order_no.eq("left_for_an_endpoint"),
             order_events::kind.eq("placed"),
-            order_events::at.eq(chrono::Utc::now().naive_utc()),
+            order_events::at.eq(order_engine::db::sql_types::At(
+                chrono::Utc::now().naive_utc(),
+            )),
             order_events::data.eq("{}"),
             order_events::fanned_out.eq(false),
         ))

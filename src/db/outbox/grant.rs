@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::db::sql_types::At;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
@@ -52,7 +53,7 @@ pub fn apply(conn: &mut DbConnection, mine: &[OrderNo], now: NaiveDateTime) -> Q
                 user_courses::user_id.eq(*user),
                 user_courses::course_id.eq(*course),
                 user_courses::order_no.eq(Some(*no)),
-                user_courses::created_at.eq(now),
+                user_courses::created_at.eq(At(now)),
             )
         })
         .collect();
@@ -74,7 +75,7 @@ pub fn apply(conn: &mut DbConnection, mine: &[OrderNo], now: NaiveDateTime) -> Q
                         user_course_chapters::user_id.eq(*user),
                         user_course_chapters::course_id.eq(*course),
                         user_course_chapters::chapter_id.eq(*chapter),
-                        user_course_chapters::created_at.eq(now),
+                        user_course_chapters::created_at.eq(At(now)),
                     )
                 })
         })

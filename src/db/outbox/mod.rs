@@ -19,6 +19,7 @@ use super::journal::Journal;
 use super::models::Order;
 use super::schema::*;
 use super::{effect_transaction, DbConnection};
+use crate::db::sql_types::At;
 use crate::domain::ids::OrderNo;
 use crate::domain::states::{EffectKind, EffectStatus, EventKind};
 use crate::domain::time::serde_ts;
@@ -60,8 +61,8 @@ pub fn requeue(
         effects::status.eq(EffectStatus::Pending),
         effects::attempts.eq(0),
         effects::last_error.eq(None::<String>),
-        effects::next_attempt_at.eq(now),
-        effects::updated_at.eq(now),
+        effects::next_attempt_at.eq(At(now)),
+        effects::updated_at.eq(At(now)),
     ))
     .execute(conn)?;
     if updated == 0 {
@@ -122,9 +123,9 @@ pub fn enqueue(
                 effects::kind.eq(*kind),
                 effects::status.eq(EffectStatus::Pending),
                 effects::attempts.eq(0),
-                effects::next_attempt_at.eq(now),
-                effects::created_at.eq(now),
-                effects::updated_at.eq(now),
+                effects::next_attempt_at.eq(At(now)),
+                effects::created_at.eq(At(now)),
+                effects::updated_at.eq(At(now)),
             )
         })
         .collect();
@@ -280,7 +281,7 @@ fn mark_done(
         effects::status.eq(EffectStatus::Done),
         effects::attempts.eq(effects::attempts + 1),
         effects::last_error.eq(None::<String>),
-        effects::updated_at.eq(now),
+        effects::updated_at.eq(At(now)),
     ))
     .execute(conn)
 }
@@ -324,8 +325,8 @@ pub fn record_failure(
             } else {
                 EffectStatus::Pending
             }),
-            effects::next_attempt_at.eq(next),
-            effects::updated_at.eq(now),
+            effects::next_attempt_at.eq(At(next)),
+            effects::updated_at.eq(At(now)),
         ))
         .execute(conn)?;
         if dead {
@@ -357,7 +358,7 @@ pub fn overdue(
 ) -> QueryResult<Vec<EffectRow>> {
     effects::table
         .filter(effects::status.eq(EffectStatus::Pending))
-        .filter(effects::next_attempt_at.lt(before))
+        .filter(effects::next_attempt_at.lt(At(before)))
         .order(effects::next_attempt_at)
         .limit(limit)
         .select(EffectRow::as_select())
@@ -404,8 +405,8 @@ pub fn retry(
     .set((
         effects::status.eq(EffectStatus::Pending),
         effects::attempts.eq(0),
-        effects::next_attempt_at.eq(now),
-        effects::updated_at.eq(now),
+        effects::next_attempt_at.eq(At(now)),
+        effects::updated_at.eq(At(now)),
     ))
     .execute(conn)?;
     if updated == 0 {

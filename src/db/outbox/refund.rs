@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::db::sql_types::At;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
@@ -37,7 +38,7 @@ pub fn apply(conn: &mut DbConnection, mine: &[OrderNo], now: NaiveDateTime) -> Q
                 points_ledger::order_no.eq(no.as_str()),
                 points_ledger::kind.eq(LedgerKind::Refund),
                 points_ledger::delta.eq(*points),
-                points_ledger::created_at.eq(now),
+                points_ledger::created_at.eq(At(now)),
             )
         })
         .collect();
