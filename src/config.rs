@@ -1100,7 +1100,8 @@ mod tests {
                 "[server]\nrequest_timeout_secs = \"30s\"\n",
                 "server.request_timeout_secs",
             ),
-            ("[database]\nurl = \"mysql://x\"\n", "database.url"),
+            // Without the `mysql` feature any mysql:// URL; with it, an unknown ssl-mode.
+            ("[database]\nurl = \"mysql://x/db?ssl-mode=sometimes\"\n", "database.url"),
         ];
         for (text, key) in cases {
             let err = Settings::load_from(Some(("c.toml", text)), env(&[])).unwrap_err();
