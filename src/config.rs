@@ -1101,7 +1101,10 @@ mod tests {
                 "server.request_timeout_secs",
             ),
             // Without the `mysql` feature any mysql:// URL; with it, an unknown ssl-mode.
-            ("[database]\nurl = \"mysql://x/db?ssl-mode=sometimes\"\n", "database.url"),
+            (
+                "[database]\nurl = \"mysql://x/db?ssl-mode=sometimes\"\n",
+                "database.url",
+            ),
         ];
         for (text, key) in cases {
             let err = Settings::load_from(Some(("c.toml", text)), env(&[])).unwrap_err();
