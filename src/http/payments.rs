@@ -23,7 +23,7 @@ use crate::domain::states::{EffectKind, OrderStatus, ProviderName};
 use crate::domain::time;
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::metrics::CallbackResult;
-use crate::providers::{self, apply, Notified, NotifyError, NotifyRequest, StartRequest};
+use crate::providers::{self, apply, Notified, NotifyError, NotifyRequest, Provider, StartRequest};
 
 pub use crate::db::provider_payments::Payment;
 
@@ -282,9 +282,13 @@ async fn notify(
         .core
         .metrics
         .callback(provider.as_str(), result);
+    // Present: a provider that is off was answered above.
+    let Some(adapter) = state.engine.core.providers.get(provider) else {
+        return ApiError::ProviderNotEnabled(provider.as_str()).error_response();
+    };
     match decided {
-        Ok(_) => success_reply(provider),
-        Err(error) => failure_reply(provider, &error),
+        Ok(_) => respond(adapter.success_reply()),
+        Err(error) => failure_reply(adapter, &error),
     }
 }
 
@@ -357,39 +361,28 @@ async fn decide(
     Ok(Some(outcome.kind))
 }
 
-/// The reply a provider expects once a notification is durable.
-fn success_reply(provider: ProviderName) -> HttpResponse {
-    match provider {
-        ProviderName::Alipay => HttpResponse::Ok()
-            .content_type("text/plain; charset=utf-8")
-            .body("success"),
-        ProviderName::Wechatpay => HttpResponse::NoContent().finish(),
-        ProviderName::Stripe | ProviderName::Generic => {
-            HttpResponse::Ok().json(serde_json::json!({"received": true}))
-        }
+/// A provider's reply ([`providers::Reply`]) as the HTTP response.
+fn respond(reply: providers::Reply) -> HttpResponse {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = HttpResponse::build(status);
+    match reply.content_type {
+        Some(content_type) => response.content_type(content_type).body(reply.body),
+        None => response.finish(),
     }
 }
 
 /// The reply to a refused notification, with the callback rules' status, in the provider's
-/// format (the provider retries it).
-fn failure_reply(provider: ProviderName, error: &ApiError) -> HttpResponse {
+/// format (the provider retries it), else the SPEC envelope.
+fn failure_reply(provider: &dyn Provider, error: &ApiError) -> HttpResponse {
     error.log_server_error();
     let status = error.status_code();
-    match provider {
-        ProviderName::Alipay => HttpResponse::build(status)
-            .content_type("text/plain; charset=utf-8")
-            .body("fail"),
-        ProviderName::Wechatpay => HttpResponse::build(status).json(serde_json::json!({
-            "code": "FAIL",
-            "message": format!("{}: {}", error.code(), error.public_message()),
-        })),
-        ProviderName::Stripe | ProviderName::Generic => {
-            if status == StatusCode::UNAUTHORIZED {
-                // No WWW-Authenticate: Stripe signs, it does not authenticate.
-                return HttpResponse::build(status).json(error.envelope());
-            }
-            error.error_response()
+    match provider.failure_reply(status.as_u16(), error.code(), &error.public_message()) {
+        Some(reply) => respond(reply),
+        // No WWW-Authenticate: a provider signs, it does not authenticate.
+        None if status == StatusCode::UNAUTHORIZED => {
+            HttpResponse::build(status).json(error.envelope())
         }
+        None => error.error_response(),
     }
 }
 

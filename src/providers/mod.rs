@@ -180,9 +180,25 @@ pub enum ProviderError {
     },
 }
 
+/// A reply to a notification, in the provider's own format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    /// `None`: no body.
+    pub content_type: Option<&'static str>,
+    pub body: Vec<u8>,
+}
+
 /// One payment provider's adapter.
 pub trait Provider: Send + Sync {
     fn name(&self) -> ProviderName;
+
+    /// What the provider expects once a notification is durable.
+    fn success_reply(&self) -> Reply;
+
+    /// The reply to a refused notification, with the callback rules' `status` and the error's
+    /// `code` and `message`; `None` when the provider takes the engine's error envelope.
+    fn failure_reply(&self, status: u16, code: &str, message: &str) -> Option<Reply>;
 
     /// Starts a trade (Alipay makes no call: its pay URL is signed locally).
     fn start(&self, request: &StartRequest) -> Result<Started, ProviderError>;

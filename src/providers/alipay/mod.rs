@@ -263,6 +263,23 @@ fn to_json(value: &impl serde::Serialize) -> Result<String, String> {
 }
 
 impl Provider for Alipay {
+    /// `success` as text/plain (Alipay retries anything else).
+    fn success_reply(&self) -> super::Reply {
+        super::Reply {
+            status: 200,
+            content_type: Some("text/plain; charset=utf-8"),
+            body: b"success".to_vec(),
+        }
+    }
+
+    fn failure_reply(&self, status: u16, _code: &str, _message: &str) -> Option<super::Reply> {
+        Some(super::Reply {
+            status,
+            content_type: Some("text/plain; charset=utf-8"),
+            body: b"fail".to_vec(),
+        })
+    }
+
     fn name(&self) -> ProviderName {
         ProviderName::Alipay
     }

@@ -219,6 +219,20 @@ impl Stripe {
 }
 
 impl Provider for Stripe {
+    /// `{"received":true}`.
+    fn success_reply(&self) -> super::Reply {
+        super::Reply {
+            status: 200,
+            content_type: Some("application/json"),
+            body: br#"{"received":true}"#.to_vec(),
+        }
+    }
+
+    /// The engine's error envelope.
+    fn failure_reply(&self, _status: u16, _code: &str, _message: &str) -> Option<super::Reply> {
+        None
+    }
+
     fn name(&self) -> ProviderName {
         ProviderName::Stripe
     }

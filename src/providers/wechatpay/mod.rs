@@ -315,6 +315,25 @@ impl Wechatpay {
 }
 
 impl Provider for Wechatpay {
+    /// 204 with no body.
+    fn success_reply(&self) -> super::Reply {
+        super::Reply {
+            status: 204,
+            content_type: None,
+            body: Vec::new(),
+        }
+    }
+
+    /// `{"code":"FAIL","message"}`.
+    fn failure_reply(&self, status: u16, code: &str, message: &str) -> Option<super::Reply> {
+        let body = serde_json::json!({"code": "FAIL", "message": format!("{code}: {message}")});
+        Some(super::Reply {
+            status,
+            content_type: Some("application/json"),
+            body: body.to_string().into_bytes(),
+        })
+    }
+
     fn name(&self) -> ProviderName {
         ProviderName::Wechatpay
     }
