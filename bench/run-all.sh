@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Runs the scenarios of BENCHMARKS.md on both backends and appends each run's JSON summary to
+# Runs the scenarios of BENCHMARKS.md on each backend and appends each run's JSON summary to
 # $OUT; bench/medians.py prints the medians. Every scenario runs RUNS times (default 3).
 #   bash bench/run-all.sh
 #   RUNS=1 SCENARIOS="place callback" BACKENDS=postgres bash bench/run-all.sh
+#   BACKENDS="sqlite postgres mysql" bash bench/run-all.sh   # MariaDB too (needs libmariadb-dev)
 set -u
 cd "$(dirname "$0")/.."
-cargo build --release -p order-engine -p loadgen   # both binaries, into target/release/
 RUNS=${RUNS:-3}
 OUT=${OUT:-bench/results/$(date -u +%Y%m%dT%H%M%S).jsonl}
 SCENARIOS=${SCENARIOS:-"place callback mixed memory burst expiry"}
 BACKENDS=${BACKENDS:-"sqlite postgres"}
+features=()
+case " $BACKENDS " in *" mysql "*) features=(--features mysql) ;; esac
+# Both binaries, into target/release/ (with the MySQL backend when it is asked for).
+cargo build --release -p order-engine -p loadgen "${features[@]}"
 mkdir -p "$(dirname "$OUT")"
 run() {
   echo "== $(date -u +%T) loadgen $*" >&2

@@ -7,81 +7,115 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
-use diesel::{Connection, PgConnection};
 use order_engine::config::DatabaseUrl;
 use order_engine::db::{self, ConnectionManager, DbConnection};
 
 use crate::Backend;
 
-/// The run's database: a temporary SQLite file or `bench_<random>` on the PostgreSQL server;
-/// removed when dropped.
+/// The run's database: a temporary SQLite file, or `bench_<random>` on the PostgreSQL or MySQL
+/// server; removed when dropped.
 pub struct Database {
     /// What the engine's `database.url` is set to.
     pub url: String,
-    /// For PostgreSQL: the server's maintenance URL and the database's name.
-    pg: Option<(String, String)>,
+    /// For a server: its maintenance URL and the database's name.
+    server: Option<Server>,
     dir: PathBuf,
     keep: bool,
 }
 
+struct Server {
+    backend: Backend,
+    admin_url: String,
+    name: String,
+}
+
+impl Server {
+    /// A connection to the maintenance database, through the engine's own connection code (so
+    /// MySQL needs no driver of loadgen's own).
+    fn admin(&self) -> Result<DbConnection, String> {
+        let url =
+            DatabaseUrl::parse(&self.admin_url).map_err(|e| format!("{}: {e}", self.admin_url))?;
+        ConnectionManager::new(url)
+            .establish()
+            .map_err(|e| format!("connecting to {}: {e}", self.admin_url))
+    }
+}
+
 impl Database {
-    /// `pg_settings` (`KEY=VALUE`) are set for the connecting role in the new database (`ALTER
-    /// ROLE CURRENT_USER IN DATABASE .. SET`, which wins over role-wide and database-wide settings)
-    /// before the engine connects (e.g. `log_min_duration_statement=0` for profiling).
+    /// `pg_settings` (`KEY=VALUE`, PostgreSQL only) are set for the connecting role in the new
+    /// database (`ALTER ROLE CURRENT_USER IN DATABASE .. SET`, which wins over role-wide and
+    /// database-wide settings) before the engine connects (e.g. `log_min_duration_statement=0`
+    /// for profiling).
     pub fn create(
         backend: Backend,
-        pg_url: &str,
+        server_url: &str,
         keep: bool,
         pg_settings: &[String],
     ) -> Result<Self, String> {
         let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         let dir = std::env::temp_dir().join(format!("loadgen-{tag}"));
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        match backend {
-            Backend::Sqlite => Ok(Self {
+        if backend == Backend::Sqlite {
+            return Ok(Self {
                 url: format!("sqlite://{}", dir.join("engine.db").display()),
-                pg: None,
+                server: None,
                 dir,
                 keep,
-            }),
-            Backend::Postgres => {
-                let name = format!("bench_{tag}");
-                order_engine::db::init_tls();
-                let mut admin = PgConnection::establish(pg_url)
-                    .map_err(|e| format!("connecting to {pg_url}: {e}"))?;
-                admin
-                    .batch_execute(&format!("CREATE DATABASE {name}"))
-                    .map_err(|e| format!("CREATE DATABASE {name}: {e}"))?;
-                for setting in pg_settings {
-                    let (key, value) = setting
-                        .split_once('=')
-                        .ok_or_else(|| format!("--pg-set {setting}: expected KEY=VALUE"))?;
-                    let value = value.replace('\'', "''");
-                    admin
-                        .batch_execute(&format!(
-                            "ALTER ROLE CURRENT_USER IN DATABASE {name} SET {key} = '{value}'"
-                        ))
-                        .map_err(|e| format!("--pg-set {setting}: {e}"))?;
-                }
-                let base = pg_url
-                    .rsplit_once('/')
-                    .map(|(b, _)| b)
-                    .ok_or("--pg-url has no database part")?;
-                Ok(Self {
-                    url: format!("{base}/{name}"),
-                    pg: Some((pg_url.to_string(), name)),
-                    dir,
-                    keep,
-                })
-            }
+            });
         }
+        if backend == Backend::Mysql && !pg_settings.is_empty() {
+            return Err("--pg-set applies to PostgreSQL only".into());
+        }
+        let server = Server {
+            backend,
+            admin_url: server_url.to_string(),
+            name: format!("bench_{tag}"),
+        };
+        let name = &server.name;
+        let mut admin = server.admin()?;
+        let create = match backend {
+            // As the tests create theirs (SPEC "Backends": utf8mb4, byte-exact keys).
+            Backend::Mysql => {
+                format!("CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+            }
+            _ => format!("CREATE DATABASE {name}"),
+        };
+        admin
+            .batch_execute(&create)
+            .map_err(|e| format!("{create}: {e}"))?;
+        for setting in pg_settings {
+            let (key, value) = setting
+                .split_once('=')
+                .ok_or_else(|| format!("--pg-set {setting}: expected KEY=VALUE"))?;
+            let value = value.replace('\'', "''");
+            admin
+                .batch_execute(&format!(
+                    "ALTER ROLE CURRENT_USER IN DATABASE {name} SET {key} = '{value}'"
+                ))
+                .map_err(|e| format!("--pg-set {setting}: {e}"))?;
+        }
+        let (base, query) = match server_url.split_once('?') {
+            Some((b, q)) => (b, format!("?{q}")),
+            None => (server_url, String::new()),
+        };
+        let base = base
+            .rsplit_once('/')
+            .map(|(b, _)| b)
+            .ok_or("the server URL has no database part")?;
+        Ok(Self {
+            url: format!("{base}/{name}{query}"),
+            server: Some(server),
+            dir,
+            keep,
+        })
+    }
+
+    /// The database's name on its server (none for SQLite).
+    pub fn server_name(&self) -> Option<&str> {
+        self.server.as_ref().map(|s| s.name.as_str())
     }
 
     /// The folder for this run's logs (and the SQLite file).
-    pub fn pg_name(&self) -> Option<&str> {
-        self.pg.as_ref().map(|(_, n)| n.as_str())
-    }
-
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -103,13 +137,19 @@ impl Drop for Database {
             eprintln!("keeping the database {} (--keep)", self.url);
             return;
         }
-        if let Some((admin_url, name)) = &self.pg {
-            if let Ok(mut admin) = PgConnection::establish(admin_url) {
-                if let Err(e) =
-                    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                {
-                    eprintln!("could not drop {name}: {e}");
+        if let Some(server) = &self.server {
+            let name = &server.name;
+            let drop = match server.backend {
+                Backend::Postgres => format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                _ => format!("DROP DATABASE IF EXISTS {name}"),
+            };
+            match server.admin() {
+                Ok(mut admin) => {
+                    if let Err(e) = admin.batch_execute(&drop) {
+                        eprintln!("could not drop {name}: {e}");
+                    }
                 }
+                Err(e) => eprintln!("could not drop {name}: {e}"),
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -300,10 +340,12 @@ pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
-/// Total CPU seconds of the PostgreSQL backends serving database `db` (their command line,
-/// `postgres: USER DB HOST(PORT) ...`, names it); other databases' backends on the shared server
-/// are not counted.
-pub fn postgres_cpu_secs(db: Option<&str>) -> f64 {
+/// CPU seconds the database server has spent for this run: for PostgreSQL, the backends serving
+/// database `db` (their command line, `postgres: USER DB HOST(PORT) ...`, names it; other
+/// databases' backends on the shared server are not counted); for MySQL, the whole server
+/// process (`mariadbd` or `mysqld`: one process, whose threads cannot be told apart by
+/// database). NaN for SQLite, which runs inside the engine.
+pub fn server_cpu_secs(backend: Backend, db: Option<&str>) -> f64 {
     let Some(db) = db else {
         return f64::NAN;
     };
@@ -313,13 +355,17 @@ pub fn postgres_cpu_secs(db: Option<&str>) -> f64 {
     entries
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
+        .filter(|pid| match backend {
+            Backend::Postgres => std::fs::read(format!("/proc/{pid}/cmdline"))
                 .map(|c| {
                     let c = String::from_utf8_lossy(&c);
                     c.starts_with("postgres:") && c.split_whitespace().any(|w| w == db)
                 })
-                .unwrap_or(false)
+                .unwrap_or(false),
+            Backend::Mysql => std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|c| matches!(c.trim(), "mariadbd" | "mysqld"))
+                .unwrap_or(false),
+            Backend::Sqlite => false,
         })
         .filter_map(proc_cpu_secs)
         .sum()

@@ -15,6 +15,7 @@ mod client;
 mod engine;
 mod invariants;
 mod mixed;
+mod mysqlslap;
 mod parallel;
 mod pgbench;
 mod seed;
@@ -38,6 +39,9 @@ use stats::{dist, Report};
 pub enum Backend {
     Sqlite,
     Postgres,
+    /// MySQL 8 / MariaDB 10.6+: loadgen and the engine built with the feature `mysql`
+    /// (`cargo build --release --features mysql` at the repository root).
+    Mysql,
 }
 
 impl Backend {
@@ -45,6 +49,7 @@ impl Backend {
         match self {
             Backend::Sqlite => "sqlite",
             Backend::Postgres => "postgres",
+            Backend::Mysql => "mysql",
         }
     }
 }
@@ -93,13 +98,18 @@ struct Args {
     /// PostgreSQL server on which `bench_<random>` is created (and dropped at the end).
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     pg_url: String,
+    /// MySQL / MariaDB server on which `bench_<random>` is created (and dropped at the end).
+    #[arg(long, default_value = "mysql://root@127.0.0.1:3306/mysql")]
+    mysql_url: String,
     /// The engine binary (default: `order-engine` next to this executable).
     #[arg(long)]
     engine: Option<PathBuf>,
-    /// place on PostgreSQL: do not run pgbench after the engine.
+    /// place on PostgreSQL or MySQL: do not replay the placement SQL with pgbench / mysqlslap
+    /// after the engine.
     #[arg(long)]
     no_pgbench: bool,
-    /// Seconds pgbench runs.
+    /// Seconds pgbench runs (mysqlslap runs a fixed number of transactions: about as many as the
+    /// engine would place in this time).
     #[arg(long, default_value_t = 20)]
     pgbench_secs: u64,
     /// expiry: deadlines are spread over this many seconds.
@@ -252,14 +262,18 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<Report, String> {
     let bin = engine::engine_binary(args.engine.as_deref())?;
-    let db = Database::create(args.backend, &args.pg_url, args.keep, &args.pg_set)?;
+    let server_url = match args.backend {
+        Backend::Mysql => &args.mysql_url,
+        _ => &args.pg_url,
+    };
+    let db = Database::create(args.backend, server_url, args.keep, &args.pg_set)?;
     let ctx = Ctx {
         args,
         bin,
         secrets: Secrets::random(),
         db,
     };
-    let _ = PG_DB.set(ctx.db.pg_name().map(str::to_string));
+    let _ = SERVER_DB.set((ctx.args.backend, ctx.db.server_name().map(str::to_string)));
     let load_before = loadavg();
     let mut report = match ctx.args.scenario {
         Scenario::Place => place(&ctx),
@@ -284,11 +298,15 @@ fn run(args: Args) -> Result<Report, String> {
     Ok(report)
 }
 
-/// The run's PostgreSQL database, whose backends' CPU time is reported.
-static PG_DB: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+/// The run's database on its server, whose CPU time is reported.
+static SERVER_DB: std::sync::OnceLock<(Backend, Option<String>)> = std::sync::OnceLock::new();
 
-fn pg_cpu() -> f64 {
-    engine::postgres_cpu_secs(PG_DB.get().and_then(|d| d.as_deref()))
+/// CPU seconds the database server has spent so far (NaN for SQLite).
+fn db_cpu() -> f64 {
+    match SERVER_DB.get() {
+        Some((backend, name)) => engine::server_cpu_secs(*backend, name.as_deref()),
+        None => f64::NAN,
+    }
 }
 
 fn loadavg() -> String {
@@ -394,7 +412,7 @@ struct Placements {
     started: Instant,
     wall: Duration,
     engine_cpu: f64,
-    pg_cpu: f64,
+    db_cpu: f64,
 }
 
 impl Placements {
@@ -441,7 +459,7 @@ fn place_all(
 ) -> Placements {
     let users = cat.users.len();
     let pb = bar(n as u64, "place");
-    let cpu0 = (engine.cpu_secs(), pg_cpu());
+    let cpu0 = (engine.cpu_secs(), db_cpu());
     let start = Instant::now();
     let parts = parallel::each(clients, |t| {
         let mut orders = Vec::new();
@@ -476,7 +494,7 @@ fn place_all(
     });
     let wall = start.elapsed();
     let engine_cpu = engine.cpu_secs() - cpu0.0;
-    let pg_cpu = pg_cpu() - cpu0.1;
+    let db_cpu = db_cpu() - cpu0.1;
     pb.finish_and_clear();
     let mut out = Placements {
         orders: Vec::new(),
@@ -484,7 +502,7 @@ fn place_all(
         started: start,
         wall,
         engine_cpu,
-        pg_cpu,
+        db_cpu,
     };
     for (o, e) in parts {
         out.orders.extend(o);
@@ -497,7 +515,7 @@ fn add_cpu(
     r: &mut Report,
     prefix: &str,
     engine_cpu: f64,
-    pg_cpu: f64,
+    db_cpu: f64,
     wall: f64,
     backend: Backend,
 ) {
@@ -506,13 +524,17 @@ fn add_cpu(
         engine_cpu / wall * 100.0,
         "% of one core",
     );
-    if backend == Backend::Postgres {
-        r.add(
-            &format!("{prefix}_postgres_cpu"),
-            pg_cpu / wall * 100.0,
-            "% of one core",
-        );
-    }
+    // The whole MariaDB server on MySQL (one process), this database's backends on PostgreSQL.
+    let server = match backend {
+        Backend::Sqlite => return,
+        Backend::Postgres => "postgres",
+        Backend::Mysql => "mariadb",
+    };
+    r.add(
+        &format!("{prefix}_{server}_cpu"),
+        db_cpu / wall * 100.0,
+        "% of one core",
+    );
 }
 
 fn record_errors(r: &mut Report, what: &str, errors: &[String]) {
@@ -575,7 +597,7 @@ fn place(ctx: &Ctx) -> Result<Report, String> {
         &mut r,
         "place",
         p.engine_cpu,
-        p.pg_cpu,
+        p.db_cpu,
         wall,
         ctx.args.backend,
     );
@@ -613,6 +635,37 @@ fn place(ctx: &Ctx) -> Result<Report, String> {
         r.note(format!(
             "pgbench: {} transactions; {}",
             pg.transactions, pg.command
+        ));
+    }
+    if ctx.args.backend == Backend::Mysql && !ctx.args.no_pgbench {
+        let engine_tps = p.orders.len() as f64 / wall;
+        let per_client =
+            ((engine_tps * ctx.args.pgbench_secs as f64) / ctx.args.clients as f64).ceil() as u64;
+        eprintln!("running mysqlslap: {per_client} placements per client");
+        let mut conn = ctx.db.connect()?;
+        let slap = mysqlslap::run(
+            &mut conn,
+            &mysqlslap::SlapArgs {
+                url: &ctx.db.url,
+                clients: ctx.args.clients,
+                per_client: per_client.max(1),
+                users: users as i64,
+                courses: courses as i64,
+                points: PLACE_POINTS,
+                dir: ctx.db.dir(),
+            },
+        )?;
+        r.add("mysqlslap_tps", slap.tps, "tx/s");
+        r.add("mysqlslap_secs", slap.secs, "s");
+        r.add(
+            "mysqlslap_mariadb_cpu",
+            slap.server_cpu / slap.secs * 100.0,
+            "% of one core",
+        );
+        r.add("engine_vs_mysqlslap", engine_tps / slap.tps * 100.0, "%");
+        r.note(format!(
+            "mysqlslap: {} transactions committed; {}",
+            slap.transactions, slap.command
         ));
     }
     Ok(r)
@@ -654,7 +707,7 @@ fn callback(ctx: &Ctx) -> Result<Report, String> {
     } else {
         (100 / ctx.args.fail_percent.min(100)) as usize
     };
-    let cpu0 = (engine.cpu_secs(), pg_cpu());
+    let cpu0 = (engine.cpu_secs(), db_cpu());
     let start = Instant::now();
     let parts = parallel::each(ctx.args.clients, |_| {
         let (mut lat, mut errs, mut outcome) = (Vec::new(), Vec::new(), Vec::new());
@@ -679,7 +732,7 @@ fn callback(ctx: &Ctx) -> Result<Report, String> {
         (lat, errs, outcome)
     });
     let wall = start.elapsed().as_secs_f64();
-    let cpu = (engine.cpu_secs() - cpu0.0, pg_cpu() - cpu0.1);
+    let cpu = (engine.cpu_secs() - cpu0.0, db_cpu() - cpu0.1);
     pb.finish_and_clear();
     let mut expect = Expect::default();
     for o in &p.orders {
@@ -788,12 +841,12 @@ fn timeouts(ctx: &Ctx, burst: bool) -> Result<Report, String> {
     while now_ms() < first {
         std::thread::sleep(Duration::from_millis(5));
     }
-    let cpu0 = (engine.cpu_secs(), pg_cpu());
+    let cpu0 = (engine.cpu_secs(), db_cpu());
     let give_up = last + ctx.args.settle_secs as i64 * 1000;
     let settled = watch_settling(ctx, &mut r, &api, n, give_up, burst)?;
     let end = settled.settled_at.unwrap_or_else(now_ms);
     let wall = (end - first) as f64 / 1000.0;
-    let cpu = (engine.cpu_secs() - cpu0.0, pg_cpu() - cpu0.1);
+    let cpu = (engine.cpu_secs() - cpu0.0, db_cpu() - cpu0.1);
     add_cpu(
         &mut r,
         name,

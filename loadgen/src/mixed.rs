@@ -20,7 +20,7 @@ use crate::invariants::{self, Expect};
 use crate::parallel::{self, DelayQueue};
 use crate::stats::{dist, Report};
 use crate::{
-    add_cpu, closed_orders, create_catalog, now_ms, pg_cpu, place_all, place_catalog_sizes,
+    add_cpu, closed_orders, create_catalog, db_cpu, now_ms, place_all, place_catalog_sizes,
     record_errors, timeout_lateness, watch_settling, Ctx, Placed, COUPON_EVERY,
 };
 
@@ -188,7 +188,7 @@ pub fn mixed(ctx: &Ctx) -> Result<Report, String> {
         a.callback_clients,
         timeout.as_secs()
     );
-    let cpu0 = (engine.cpu_secs(), pg_cpu());
+    let cpu0 = (engine.cpu_secs(), db_cpu());
     let (p, sent) = std::thread::scope(|s| {
         let callbacks = s.spawn(|| parallel::each(a.callback_clients, |_| provider(&api, &queue)));
         let p = place_all(
@@ -226,7 +226,7 @@ pub fn mixed(ctx: &Ctx) -> Result<Report, String> {
             "placements ended after {wall:.1} s, before the first deadlines: raise --orders"
         ));
     }
-    add_cpu(&mut r, "place", p.engine_cpu, p.pg_cpu, wall, a.backend);
+    add_cpu(&mut r, "place", p.engine_cpu, p.db_cpu, wall, a.backend);
     record_errors(&mut r, "place", &p.errors);
 
     // Callbacks: the 200s, from the first sent to the last answered.
@@ -333,7 +333,7 @@ pub fn mixed(ctx: &Ctx) -> Result<Report, String> {
         );
     }
     let wall = p.started.elapsed().as_secs_f64();
-    let cpu = (engine.cpu_secs() - cpu0.0, pg_cpu() - cpu0.1);
+    let cpu = (engine.cpu_secs() - cpu0.0, db_cpu() - cpu0.1);
     add_cpu(&mut r, "mixed", cpu.0, cpu.1, wall, a.backend);
 
     let orders = closed_orders(ctx, &mut r, &api, &expect, &settled)?;

@@ -64,18 +64,7 @@ pub fn run(a: &PgbenchArgs) -> Result<PgbenchRun, String> {
         a.url.to_string(),
     ];
     let command = format!("pgbench {}", args.join(" "));
-    let out = Command::new("pgbench")
-        .args(&args)
-        .output()
-        .map_err(|e| format!("running pgbench: {e}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        return Err(format!(
-            "{command} failed: {}\n{stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
+    let stdout = stdout_of("pgbench", &args, &command)?;
     let field = |key: &str| -> Option<f64> {
         stdout
             .lines()
@@ -106,4 +95,22 @@ pub fn run(a: &PgbenchArgs) -> Result<PgbenchRun, String> {
         latency: dist(latencies),
         command,
     })
+}
+
+/// Runs a benchmark client (`pgbench`, `mysqlslap`) to the end: its standard output, or an
+/// error with both outputs when it failed. `command` is how it is shown.
+pub fn stdout_of(program: &str, args: &[String], command: &str) -> Result<String, String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("running {program}: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!(
+            "{command} failed: {}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(stdout)
 }

@@ -1,6 +1,6 @@
 //! Pending orders inserted straight into the database before the engine starts (expiry, burst,
 //! memory, recovery): one SQL statement per table (`generate_series` on PostgreSQL, a
-//! recursive CTE on SQLite), consistent with every foreign key and SPEC invariant: each order
+//! recursive CTE on SQLite and MySQL), consistent with every foreign key and SPEC invariant: each order
 //! buys one course, `(user, course)` pairs are distinct, its points are spent with a `spend`
 //! ledger row and the user's balance lowered, no coupon.
 
@@ -53,6 +53,10 @@ fn ts(backend: Backend, ms: &str) -> String {
             "(strftime('%Y-%m-%d %H:%M:%S', ({ms}) / 1000, 'unixepoch') || \
              CASE WHEN ({ms}) % 1000 = 0 THEN '' ELSE printf('.%03d', ({ms}) % 1000) END)"
         ),
+        // DATETIME(3) columns; whole microseconds, so nothing is rounded.
+        Backend::Mysql => {
+            format!("TIMESTAMPADD(MICROSECOND, ({ms}) * 1000, TIMESTAMP '1970-01-01 00:00:00')")
+        }
     }
 }
 
@@ -60,7 +64,7 @@ fn ts(backend: Backend, ms: &str) -> String {
 fn series(backend: Backend, n: i64, cols: &str) -> String {
     match backend {
         Backend::Postgres => format!("SELECT {cols} FROM generate_series(1::bigint, {n}) AS s(i)"),
-        Backend::Sqlite => format!(
+        Backend::Sqlite | Backend::Mysql => format!(
             "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {n}) \
              SELECT {cols} FROM s"
         ),
@@ -75,6 +79,23 @@ fn order_no(backend: Backend) -> &'static str {
     match backend {
         Backend::Postgres => "'00000000000070008' || lpad(to_hex(i), 15, '0')",
         Backend::Sqlite => "printf('00000000000070008%015x', i)",
+        Backend::Mysql => "CONCAT('00000000000070008', LOWER(LPAD(HEX(i), 15, '0')))",
+    }
+}
+
+/// `a / b` of integers, rounded down (MySQL's `/` gives a decimal).
+fn div(backend: Backend, a: &str, b: &str) -> String {
+    match backend {
+        Backend::Mysql => format!("({a}) DIV ({b})"),
+        _ => format!("({a}) / ({b})"),
+    }
+}
+
+/// `'<prefix>' || i` (MySQL's `||` is `OR`).
+fn named(backend: Backend, prefix: &str, i: &str) -> String {
+    match backend {
+        Backend::Mysql => format!("CONCAT('{prefix}', {i})"),
+        _ => format!("'{prefix}' || {i}"),
     }
 }
 
@@ -84,13 +105,18 @@ pub fn sql(backend: Backend, s: &Seed) -> String {
     let expires = ts(
         backend,
         &format!(
-            "{} + ((i - 1) * {} / {n})",
-            s.first_deadline_ms, s.spread_ms
+            "{} + {}",
+            s.first_deadline_ms,
+            div(
+                backend,
+                &format!("(i - 1) * {}", s.spread_ms),
+                &n.to_string()
+            )
         ),
     );
     let no = order_no(backend);
     let truth = match backend {
-        Backend::Postgres => "true",
+        Backend::Postgres | Backend::Mysql => "true",
         Backend::Sqlite => "1",
     };
     let mut out = String::from("BEGIN;\n");
@@ -99,7 +125,10 @@ pub fn sql(backend: Backend, s: &Seed) -> String {
         series(
             backend,
             u,
-            &format!("i, 'user ' || i, {INITIAL_POINTS}, {INITIAL_POINTS}, {created}")
+            &format!(
+                "i, {}, {INITIAL_POINTS}, {INITIAL_POINTS}, {created}",
+                named(backend, "user ", "i")
+            )
         )
     );
     out += &format!(
@@ -107,7 +136,10 @@ pub fn sql(backend: Backend, s: &Seed) -> String {
         series(
             backend,
             c,
-            &format!("i, 'course ' || i, {PRICE_CENTS}, {truth}, {created}")
+            &format!(
+                "i, {}, {PRICE_CENTS}, {truth}, {created}",
+                named(backend, "course ", "i")
+            )
         )
     );
     out += &format!(
@@ -115,7 +147,11 @@ pub fn sql(backend: Backend, s: &Seed) -> String {
         series(
             backend,
             c * 2,
-            "(i - 1) / 2 + 1, (i - 1) % 2, 'chapter ' || ((i - 1) % 2 + 1)"
+            &format!(
+                "{} + 1, (i - 1) % 2, {}",
+                div(backend, "i - 1", "2"),
+                named(backend, "chapter ", "((i - 1) % 2 + 1)")
+            )
         )
     );
     out += &format!(
@@ -136,7 +172,10 @@ pub fn sql(backend: Backend, s: &Seed) -> String {
         series(
             backend,
             n,
-            &format!("{no}, 0, (i - 1) / {u} + 1, {PRICE_CENTS}")
+            &format!(
+                "{no}, 0, {} + 1, {PRICE_CENTS}",
+                div(backend, "i - 1", &u.to_string())
+            )
         )
     );
     if p > 0 {
@@ -168,6 +207,16 @@ pub fn sql(backend: Backend, s: &Seed) -> String {
 }
 
 pub fn run(conn: &mut DbConnection, backend: Backend, s: &Seed) -> Result<(), String> {
+    if backend == Backend::Mysql {
+        // A recursive CTE stops after `max_recursive_iterations` rows on MariaDB (1000 by
+        // default on 10.11), after `cte_max_recursion_depth` on MySQL 8.
+        let rows = s.orders.max(s.courses * 2).max(s.users) + 1;
+        conn.batch_execute(&format!("SET @@session.max_recursive_iterations = {rows}"))
+            .or_else(|_| {
+                conn.batch_execute(&format!("SET @@session.cte_max_recursion_depth = {rows}"))
+            })
+            .map_err(|e| format!("raising the recursion limit: {e}"))?;
+    }
     conn.batch_execute(&sql(backend, s))
         .map_err(|e| format!("seeding {} orders: {e}", s.orders))
 }
@@ -185,5 +234,20 @@ mod tests {
         let sql = sql(Backend::Sqlite, &s);
         assert!(sql.contains("WITH RECURSIVE"));
         assert!(sql.contains("printf('00000000000070008%015x', i)"));
+    }
+
+    #[test]
+    fn mysql_seed_speaks_mysql() {
+        let mut s = Seed::new(10, 3);
+        s.points = 10;
+        s.spread_ms = 1000;
+        let sql = sql(Backend::Mysql, &s);
+        // `||` is OR there and `/` a decimal division: CONCAT and DIV instead.
+        assert!(!sql.contains("||"), "{sql}");
+        assert!(!sql.contains(" / "), "{sql}");
+        assert!(sql.contains("CONCAT('user ', i)"), "{sql}");
+        assert!(sql.contains("(i - 1) DIV (3)"), "{sql}");
+        assert!(sql.contains("TIMESTAMPADD(MICROSECOND"), "{sql}");
+        assert!(sql.contains("LOWER(LPAD(HEX(i), 15, '0'))"), "{sql}");
     }
 }
