@@ -613,62 +613,86 @@ fn place(ctx: &Ctx) -> Result<Report, String> {
     check_into(ctx, &mut r, &api, &expect)?;
     drop(engine);
 
-    if ctx.args.backend == Backend::Postgres && !ctx.args.no_pgbench {
+    if !ctx.args.no_pgbench {
         let engine_tps = p.orders.len() as f64 / wall;
-        eprintln!("running pgbench for {} s", ctx.args.pgbench_secs);
-        let pg = pgbench::run(&pgbench::PgbenchArgs {
+        match ctx.args.backend {
+            Backend::Postgres => pgbench_beside(ctx, &mut r, engine_tps, users, courses)?,
+            Backend::Mysql => mysqlslap_beside(ctx, &mut r, engine_tps, users, courses)?,
+            Backend::Sqlite => {}
+        }
+    }
+    Ok(r)
+}
+
+/// PostgreSQL's own limit: pgbench on the placement SQL at the same concurrency.
+fn pgbench_beside(
+    ctx: &Ctx,
+    r: &mut Report,
+    engine_tps: f64,
+    users: usize,
+    courses: usize,
+) -> Result<(), String> {
+    eprintln!("running pgbench for {} s", ctx.args.pgbench_secs);
+    let pg = pgbench::run(&pgbench::PgbenchArgs {
+        url: &ctx.db.url,
+        clients: ctx.args.clients,
+        threads: 2,
+        secs: ctx.args.pgbench_secs,
+        users: users as i64,
+        courses: courses as i64,
+        points: PLACE_POINTS,
+        dir: ctx.db.dir(),
+    })?;
+    r.add("pgbench_tps", pg.tps, "tx/s");
+    r.add_dist("pgbench_latency", pg.latency, "ms");
+    if pg.failed > 0 {
+        r.note(format!("pgbench: {} failed transactions", pg.failed));
+    }
+    r.add("engine_vs_pgbench", engine_tps / pg.tps * 100.0, "%");
+    r.note(format!(
+        "pgbench: {} transactions; {}",
+        pg.transactions, pg.command
+    ));
+    Ok(())
+}
+
+/// MySQL's own limit: mysqlslap on the placement SQL at the same concurrency.
+fn mysqlslap_beside(
+    ctx: &Ctx,
+    r: &mut Report,
+    engine_tps: f64,
+    users: usize,
+    courses: usize,
+) -> Result<(), String> {
+    let per_client =
+        ((engine_tps * ctx.args.pgbench_secs as f64) / ctx.args.clients as f64).ceil() as u64;
+    eprintln!("running mysqlslap: {per_client} placements per client");
+    let mut conn = ctx.db.connect()?;
+    let slap = mysqlslap::run(
+        &mut conn,
+        &mysqlslap::SlapArgs {
             url: &ctx.db.url,
             clients: ctx.args.clients,
-            threads: 2,
-            secs: ctx.args.pgbench_secs,
+            per_client: per_client.max(1),
             users: users as i64,
             courses: courses as i64,
             points: PLACE_POINTS,
             dir: ctx.db.dir(),
-        })?;
-        r.add("pgbench_tps", pg.tps, "tx/s");
-        r.add_dist("pgbench_latency", pg.latency, "ms");
-        if pg.failed > 0 {
-            r.note(format!("pgbench: {} failed transactions", pg.failed));
-        }
-        r.add("engine_vs_pgbench", engine_tps / pg.tps * 100.0, "%");
-        r.note(format!(
-            "pgbench: {} transactions; {}",
-            pg.transactions, pg.command
-        ));
-    }
-    if ctx.args.backend == Backend::Mysql && !ctx.args.no_pgbench {
-        let engine_tps = p.orders.len() as f64 / wall;
-        let per_client =
-            ((engine_tps * ctx.args.pgbench_secs as f64) / ctx.args.clients as f64).ceil() as u64;
-        eprintln!("running mysqlslap: {per_client} placements per client");
-        let mut conn = ctx.db.connect()?;
-        let slap = mysqlslap::run(
-            &mut conn,
-            &mysqlslap::SlapArgs {
-                url: &ctx.db.url,
-                clients: ctx.args.clients,
-                per_client: per_client.max(1),
-                users: users as i64,
-                courses: courses as i64,
-                points: PLACE_POINTS,
-                dir: ctx.db.dir(),
-            },
-        )?;
-        r.add("mysqlslap_tps", slap.tps, "tx/s");
-        r.add("mysqlslap_secs", slap.secs, "s");
-        r.add(
-            "mysqlslap_mariadb_cpu",
-            slap.server_cpu / slap.secs * 100.0,
-            "% of one core",
-        );
-        r.add("engine_vs_mysqlslap", engine_tps / slap.tps * 100.0, "%");
-        r.note(format!(
-            "mysqlslap: {} transactions committed; {}",
-            slap.transactions, slap.command
-        ));
-    }
-    Ok(r)
+        },
+    )?;
+    r.add("mysqlslap_tps", slap.tps, "tx/s");
+    r.add("mysqlslap_secs", slap.secs, "s");
+    r.add(
+        "mysqlslap_mariadb_cpu",
+        slap.server_cpu / slap.secs * 100.0,
+        "% of one core",
+    );
+    r.add("engine_vs_mysqlslap", engine_tps / slap.tps * 100.0, "%");
+    r.note(format!(
+        "mysqlslap: {} transactions committed; {}",
+        slap.transactions, slap.command
+    ));
+    Ok(())
 }
 
 fn callback(ctx: &Ctx) -> Result<Report, String> {

@@ -7,8 +7,7 @@
 //! the rest reads; the `:name` placeholders are filled in here. It sends text queries where the
 //! engine's Diesel sends prepared statements (mysqlslap has no prepared mode).
 
-use diesel::sql_types::BigInt;
-use diesel::RunQueryDsl;
+use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};
 use order_engine::db::DbConnection;
 
 use crate::engine::server_cpu_secs;
@@ -87,16 +86,13 @@ fn parse_url(url: &str) -> Result<Target, String> {
     })
 }
 
-#[derive(diesel::QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
 fn slap_orders(conn: &mut DbConnection) -> Result<u64, String> {
-    diesel::sql_query("SELECT COUNT(*) AS n FROM orders WHERE owner_node = 'mysqlslap'")
-        .get_result::<Count>(conn)
-        .map(|c| c.n as u64)
+    use order_engine::db::schema::orders;
+    orders::table
+        .filter(orders::owner_node.eq("mysqlslap"))
+        .count()
+        .get_result::<i64>(conn)
+        .map(|n| n as u64)
         .map_err(|e| format!("counting mysqlslap's orders: {e}"))
 }
 
